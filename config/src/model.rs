@@ -1,0 +1,227 @@
+//! The resolved runtime configuration: every default applied, every value
+//! parsed, no `Option` that the daemon has to unwrap at run time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The whole, validated configuration of one bridge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was loaded from (for messages and reloads).
+    pub source: PathBuf,
+    /// `[bridge]`
+    pub bridge: Bridge,
+    /// `[egress]`
+    pub egress: Egress,
+    /// `[ssh]`
+    pub ssh: Ssh,
+    /// `[health]`
+    pub health: Health,
+    /// `[admin]`
+    pub admin: Admin,
+    /// `[konnectivity]`, absent when the section is absent.
+    pub konnectivity: Option<Konnectivity>,
+    /// `[migration]`
+    pub migration: Migration,
+    /// `[[node]]`, in file order. Names and addresses are unique.
+    pub nodes: Vec<Node>,
+}
+
+/// `[bridge]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bridge {
+    /// This bridge's id; defaults to the host name.
+    pub id: String,
+}
+
+/// `[egress]`: how kube-apiserver reaches the bridge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Egress {
+    /// HTTP CONNECT over a unix socket (created mode 0600).
+    pub http_connect_uds: Option<PathBuf>,
+    /// HTTP CONNECT over TCP with mandatory mutual TLS.
+    pub http_connect_tcp: Option<TlsListener>,
+    /// Konnectivity `ProxyService` over a unix socket.
+    pub grpc_uds: Option<PathBuf>,
+    /// How long one dial through a node may take before 504.
+    pub dial_timeout: Duration,
+    /// Destinations allowed besides node addresses and pod CIDRs.
+    pub service_cidrs: Vec<IpNet>,
+    /// Longest CONNECT request head accepted, in bytes.
+    pub max_request_head: usize,
+    /// How long a client has to send its whole request head.
+    pub request_head_timeout: Duration,
+}
+
+/// A TCP listener with mutual TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+}
+
+/// `[ssh]`: the tunnels to the nodes' sshd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ssh {
+    /// Remote user name.
+    pub user: String,
+    /// Private key file (ed25519, ECDSA or RSA; OpenSSH or PEM format).
+    pub identity: PathBuf,
+    /// known_hosts file; strict checking, hashed entries, `@cert-authority`.
+    pub known_hosts: PathBuf,
+    /// Default sshd port when a node has no `ssh_address`.
+    pub port: u16,
+    /// TCP connect plus SSH handshake deadline.
+    pub connect_timeout: Duration,
+    /// Keepalive period.
+    pub keepalive_interval: Duration,
+    /// Unanswered keepalives before the peer is declared dead.
+    pub keepalive_max: u32,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Handshakes in flight at once, across all nodes.
+    pub max_concurrent_handshakes: usize,
+    /// Bytes buffered per stream towards a client that does not read; past
+    /// this the stream is reset so the node's other streams keep flowing.
+    pub max_stream_buffer: usize,
+}
+
+/// Jittered exponential backoff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+    /// Growth per attempt (>= 1.0).
+    pub multiplier: f64,
+    /// Random spread, as a fraction of the delay (0.0 ..= 1.0).
+    pub jitter: f64,
+}
+
+/// `[health]`: probes of each node's paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// Probe period per node.
+    pub interval: Duration,
+    /// Kubelet port probed on the node address.
+    pub kubelet_port: u16,
+    /// Kubelet path probed.
+    pub kubelet_path: String,
+    /// CA that verifies the kubelet's serving certificate; `None` disables
+    /// the HTTPS probe (only tunnel liveness is checked).
+    pub kubelet_ca: Option<PathBuf>,
+    /// Consecutive failures before `down`.
+    pub down_after: u32,
+    /// Consecutive successes before `up`.
+    pub up_after: u32,
+}
+
+/// Where the admin HTTP server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `unix:/path` (created mode 0600).
+    Unix(PathBuf),
+    /// `host:port`.
+    Tcp(SocketAddr),
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Where `/livez`, `/readyz`, `/metrics`, `/report` are served.
+    pub listen: Listen,
+}
+
+/// `[konnectivity]`: the agent-facing server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Konnectivity {
+    /// Address agents dial (TLS always).
+    pub agent_listen: SocketAddr,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// When set, agents must present a certificate chaining to this CA.
+    pub client_ca: Option<PathBuf>,
+    /// `serverCount` announced to agents.
+    pub server_count: u32,
+}
+
+/// A batch size: a node count or a percentage of the nodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BatchSize {
+    /// This many nodes per batch.
+    Count(usize),
+    /// This percentage of all nodes per batch, rounded up, at least one.
+    Percent(f64),
+}
+
+/// `[migration]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    /// State store, e.g. `file:/var/lib/sshbridge/migration.json`.
+    pub store: String,
+    /// Nodes per batch.
+    pub batch_size: BatchSize,
+    /// Probes per path during shadow.
+    pub shadow_probes: u32,
+    /// Largest tolerated failure ratio of the new path.
+    pub max_failure_ratio: f64,
+    /// Largest tolerated konnectivity p99 / ssh p99.
+    pub max_latency_ratio: f64,
+    /// How long a cut-over node is watched before `done`.
+    pub soak: Duration,
+}
+
+/// Which path serves a node's new streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    /// The node's SSH tunnel.
+    Ssh,
+    /// The node's Konnectivity agents.
+    Konnectivity,
+}
+
+/// A `host:port` pair where the host may be a name or an IP literal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// Host name or IP (no brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One `[[node]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Node name (as in Kubernetes).
+    pub name: String,
+    /// Node IP: where the kubelet listens and, by default, sshd.
+    pub address: IpAddr,
+    /// Where the node's sshd is reached: `ssh_address`, else `address:[ssh].port`.
+    pub ssh_address: HostPort,
+    /// Pod CIDRs whose addresses route to this node.
+    pub pod_cidrs: Vec<IpNet>,
+    /// The path that serves the node's new streams at start.
+    pub route: Route,
+}
