@@ -9,4 +9,12 @@
 //! Not here: configuration parsing (`sshbridge-config`) and the migration
 //! logic (`sshbridge-migrate`).
 
+pub mod backoff;
+pub mod daemon;
+pub mod egress;
 pub mod path;
+pub mod report;
+pub mod router;
+pub mod sim;
+pub mod ssh;
+pub mod tls;

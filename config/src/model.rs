@@ -90,8 +90,8 @@ pub struct Ssh {
     pub backoff: Backoff,
     /// Handshakes in flight at once, across all nodes.
     pub max_concurrent_handshakes: usize,
-    /// Bytes buffered per stream towards a client that does not read; past
-    /// this the stream is reset so the node's other streams keep flowing.
+    /// SSH receive window per stream: the most bytes held for a client that
+    /// reads slower than its node sends; past it the node's sender waits.
     pub max_stream_buffer: usize,
 }
 

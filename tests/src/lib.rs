@@ -1,2 +1,33 @@
-//! The test kit: real OpenSSH `sshd` nodes, TLS kubelet stand-ins, an
-//! apiserver-like CONNECT client, and the PKI they share.
+//! The test kit: real OpenSSH `sshd` nodes, TLS kubelet stand-ins, pod
+//! servers, the `sshbridge` daemon as a child process and an
+//! apiserver-like CONNECT client.
+//!
+//! Everything listens on its own 127.x address with an OS-picked port;
+//! every wait is bounded. Not here: assertions about the bridge (those are
+//! in `tests/e2e/`).
+
+pub mod bridge;
+pub mod client;
+pub mod cluster;
+pub mod hostkeys;
+pub mod net;
+pub mod pods;
+pub mod sshd;
+
+pub use bridge::{Bridge, BridgeConfig, NodeEntry};
+pub use client::{kubelet_get, Connected, Egress, Stream};
+pub use cluster::{Cluster, Node};
+pub use hostkeys::KnownHostsStyle;
+pub use pods::{sha256_hex, Behavior, PodServer};
+pub use sshd::SshdNode;
+
+/// Installs a test tracing subscriber once (honours `RUST_LOG`).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

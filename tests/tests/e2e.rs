@@ -1,1 +1,19 @@
-//! End-to-end tests: one binary, real sshd nodes.
+//! End-to-end tests: one binary, real OpenSSH sshd nodes, the real
+//! `sshbridge` daemon as a child process, an apiserver-like client.
+//! Each test asserts something an operator would notice.
+
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "e2e/failures.rs"]
+mod failures;
+#[path = "e2e/hostkeys.rs"]
+mod hostkeys;
+#[path = "e2e/kit.rs"]
+mod kit;
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+#[path = "e2e/routing.rs"]
+mod routing;
+#[path = "e2e/streams.rs"]
+mod streams;

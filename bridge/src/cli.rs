@@ -1,0 +1,103 @@
+//! Command-line interface (clap) and the glue of each subcommand.
+
+mod config_cmd;
+mod demo;
+mod report_cmd;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Carries kube-apiserver's egress to the nodes over SSH tunnels.
+#[derive(Debug, Parser)]
+#[command(name = "sshbridge", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon. SIGHUP reloads the config, SIGTERM drains and exits.
+    Run(RunArgs),
+    /// Start a simulated local cluster, push traffic through the bridge and
+    /// print what happened per node. Needs no setup; ends by itself.
+    Demo(DemoArgs),
+    /// Check or print configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show tunnel health per node and path (`GET /report` on the admin
+    /// API), or compare two saved reports with `report diff`.
+    Report(report_cmd::ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// How long open streams may run on after SIGTERM (or after their
+    /// node is removed by a reload) before they are cut.
+    #[arg(long, value_parser = humantime_duration, default_value = "25s")]
+    drain_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
+    nodes: u8,
+    /// HTTPS requests per node.
+    #[arg(long, default_value_t = 20)]
+    requests: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; problems are printed as FILE:LINE:COL.
+    Check {
+        /// Configuration file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print an annotated example configuration.
+    Example,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 25s, 2m)"))
+}
+
+/// Runs the chosen subcommand; the exit code follows DESIGN.md
+/// (0 ok, 1 error, 2 usage, 3 regression).
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run(args) => run::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Config(ConfigCommand::Check { config }) => config_cmd::check(&config),
+        Command::Config(ConfigCommand::Example) => config_cmd::example(),
+        Command::Report(args) => report_cmd::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sshbridge: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `sshbridge run`: the daemon with its signals. SIGHUP reloads (an invalid
+//! config is logged and the running one kept), SIGTERM/SIGINT drain, a
+//! second SIGTERM/SIGINT cuts at once.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sshbridge::daemon::{Daemon, Listeners};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info};
+
+use super::{LogFormat, RunArgs};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let config = match sshbridge_config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let listeners = Listeners::bind(&config)
+        .await
+        .context("cannot bind the egress listeners")?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    info!(
+        config = %args.config.display(),
+        bridge_id = %config.bridge.id,
+        nodes = config.nodes.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "sshbridge starting"
+    );
+    let daemon = Daemon::start(config, listeners, args.drain_timeout).context("cannot start")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&daemon, &args.config),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!(grace = ?args.drain_timeout, "shutting down: no new streams, draining open ones");
+    let handle = daemon.abort_handle();
+    let abort = tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        info!("second signal: cutting all streams now");
+        handle.abort();
+    });
+    daemon.shutdown().await;
+    abort.abort();
+    info!("sshbridge stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reload(daemon: &Daemon, path: &std::path::Path) {
+    info!(config = %path.display(), "SIGHUP: reloading configuration");
+    let config = match sshbridge_config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            return error!("reload rejected, the running configuration stays in force:\n{e}");
+        }
+    };
+    match daemon.reload(config) {
+        Ok(s) => info!(
+            added = ?s.added, removed = ?s.removed, replaced = ?s.replaced, kept = s.kept,
+            "configuration reloaded"
+        ),
+        Err(e) => error!("reload rejected, the running configuration stays in force: {e}"),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,327 @@
+//! The daemon: one SSH tunnel per node, the egress frontends, reloads and
+//! the drain on shutdown.
+//!
+//! State that a reload replaces lives in one [`Snapshot`] (config, routing
+//! table, node tunnels) swapped atomically; a stream that already resolved
+//! keeps the tunnel it dialed through, so a reload never cuts open streams
+//! of nodes that stay.
+
+pub mod listen;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sshbridge_config::{Config, Node, Route};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::egress::http_connect::{self, Lifecycle, Limits};
+use crate::egress::{Dial, Dialed, EgressError};
+use crate::path::DialError;
+use crate::router::Table;
+use crate::ssh::{SshContext, SshSetupError, Tunnel, TunnelState, TunnelStats};
+
+pub use listen::{BindError, Listeners};
+
+/// The daemon could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The SSH identity or known_hosts could not be loaded.
+    #[error(transparent)]
+    Ssh(#[from] SshSetupError),
+}
+
+/// One node as the daemon runs it.
+struct NodeEntry {
+    spec: Node,
+    tunnel: Tunnel,
+}
+
+/// Everything a reload replaces, swapped as one.
+struct Snapshot {
+    config: Arc<Config>,
+    table: Table,
+    nodes: HashMap<String, NodeEntry>,
+}
+
+/// Shared between the frontends (as their [`Dial`]) and the control side.
+struct Shared {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().expect("snapshot lock poisoned").clone()
+    }
+}
+
+impl Dial for Shared {
+    async fn dial(&self, host: &str, port: u16) -> Result<Dialed, EgressError> {
+        let snap = self.snapshot();
+        let healthy = |name: &str| {
+            snap.nodes
+                .get(name)
+                .is_some_and(|n| n.spec.route == Route::Ssh && n.tunnel.state() == TunnelState::Up)
+        };
+        let decision = snap.table.resolve(host, port, healthy)?;
+        let node = &snap.nodes[&decision.node];
+        if node.spec.route == Route::Konnectivity {
+            return Err(DialError::Unavailable {
+                node: decision.node,
+                path: "konnectivity",
+                reason: "the node is routed to konnectivity, but this bridge has no Konnectivity \
+                         agent server yet; set route = \"ssh\" for the node"
+                    .into(),
+            }
+            .into());
+        }
+        let timeout = snap.config.egress.dial_timeout;
+        match tokio::time::timeout(timeout, node.tunnel.dial(&decision.host, decision.port)).await {
+            Ok(Ok(stream)) => Ok(Dialed {
+                stream,
+                node: decision.node,
+            }),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(DialError::Timeout {
+                node: decision.node,
+                target: crate::router::format_target(&decision.host, decision.port),
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+}
+
+/// What a node looks like right now, for the demo and (later) reports.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Active path.
+    pub route: Route,
+    /// SSH tunnel state.
+    pub state: TunnelState,
+    /// SSH tunnel counters.
+    pub stats: TunnelStats,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Nodes that are new.
+    pub added: Vec<String>,
+    /// Nodes that are gone (draining).
+    pub removed: Vec<String>,
+    /// Nodes whose settings changed (new tunnel; the old one drains).
+    pub replaced: Vec<String>,
+    /// Nodes kept as they were, sessions and streams included.
+    pub kept: usize,
+}
+
+/// A running bridge.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    /// Cancelled at the very end: stops every tunnel actor.
+    root: CancellationToken,
+    life: Lifecycle,
+    /// Drains of removed or replaced nodes' tunnels.
+    drains: TaskTracker,
+    drain_grace: Duration,
+}
+
+impl Daemon {
+    /// Starts the tunnels and serves the given listeners. `drain_grace`
+    /// bounds how long open streams may run on after shutdown or a node's
+    /// removal.
+    pub fn start(
+        config: Config,
+        listeners: Listeners,
+        drain_grace: Duration,
+    ) -> Result<Daemon, StartError> {
+        let root = CancellationToken::new();
+        let ctx = SshContext::load(&config.ssh)?;
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), spawn_node(n, &ctx, &root)))
+            .collect();
+        let snapshot = Snapshot {
+            table: Table::new(&config.nodes, &config.egress.service_cidrs),
+            config: Arc::new(config),
+            nodes,
+        };
+        let limits = Limits {
+            max_request_head: snapshot.config.egress.max_request_head,
+            request_head_timeout: snapshot.config.egress.request_head_timeout,
+        };
+        let shared = Arc::new(Shared {
+            current: RwLock::new(Arc::new(snapshot)),
+        });
+        let life = Lifecycle {
+            stop_accepting: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        if let Some(l) = listeners.http_connect_uds {
+            tokio::spawn(http_connect::serve_unix(
+                l,
+                shared.clone(),
+                limits,
+                life.clone(),
+            ));
+        }
+        if let Some((l, acceptor)) = listeners.http_connect_tcp {
+            tokio::spawn(http_connect::serve_tls(
+                l,
+                acceptor,
+                shared.clone(),
+                limits,
+                life.clone(),
+            ));
+        }
+        Ok(Daemon {
+            shared,
+            root,
+            life,
+            drains: TaskTracker::new(),
+            drain_grace,
+        })
+    }
+
+    /// Applies a new configuration: new nodes connect, removed nodes drain
+    /// and close, unchanged nodes keep their sessions and streams. Listener
+    /// addresses are not rebound; changing them needs a restart.
+    pub fn reload(&self, config: Config) -> Result<ReloadSummary, StartError> {
+        let ctx = SshContext::load(&config.ssh)?;
+        let old = self.shared.snapshot();
+        if old.config.egress.http_connect_uds != config.egress.http_connect_uds
+            || old.config.egress.http_connect_tcp != config.egress.http_connect_tcp
+        {
+            warn!("egress listener settings changed; they take effect at the next restart");
+        }
+        let mut summary = ReloadSummary::default();
+        let mut nodes = HashMap::new();
+        for spec in &config.nodes {
+            let entry = match old.nodes.get(&spec.name) {
+                Some(prev) if prev.spec == *spec => {
+                    prev.tunnel.set_context(ctx.clone());
+                    summary.kept += 1;
+                    NodeEntry {
+                        spec: spec.clone(),
+                        tunnel: prev.tunnel.clone(),
+                    }
+                }
+                Some(prev) => {
+                    summary.replaced.push(spec.name.clone());
+                    self.drain_later(&spec.name, prev.tunnel.clone());
+                    spawn_node(spec, &ctx, &self.root)
+                }
+                None => {
+                    summary.added.push(spec.name.clone());
+                    spawn_node(spec, &ctx, &self.root)
+                }
+            };
+            nodes.insert(spec.name.clone(), entry);
+        }
+        for (name, prev) in &old.nodes {
+            if !nodes.contains_key(name) {
+                summary.removed.push(name.clone());
+                self.drain_later(name, prev.tunnel.clone());
+            }
+        }
+        let snapshot = Snapshot {
+            table: Table::new(&config.nodes, &config.egress.service_cidrs),
+            config: Arc::new(config),
+            nodes,
+        };
+        *self.shared.current.write().expect("snapshot lock poisoned") = Arc::new(snapshot);
+        Ok(summary)
+    }
+
+    /// The nodes of the current configuration, in config order.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        let snap = self.shared.snapshot();
+        snap.config
+            .nodes
+            .iter()
+            .map(|spec| {
+                let tunnel = &snap.nodes[&spec.name].tunnel;
+                NodeStatus {
+                    name: spec.name.clone(),
+                    route: spec.route,
+                    state: tunnel.state(),
+                    stats: tunnel.stats(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops accepting, lets open streams finish for up to the drain grace,
+    /// then cuts what is left and closes every tunnel.
+    pub async fn shutdown(self) {
+        self.life.stop_accepting.cancel();
+        self.life.tracker.close();
+        let open = self.life.tracker.len();
+        if open > 0 {
+            info!(open, grace = ?self.drain_grace, "draining open streams");
+        }
+        if tokio::time::timeout(self.drain_grace, self.life.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = self.life.tracker.len(),
+                "drain grace over; cutting the remaining streams"
+            );
+            self.life.abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.life.tracker.wait()).await;
+        }
+        self.drains.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.drains.wait()).await;
+        self.root.cancel();
+    }
+
+    /// A handle that cuts everything at once (a second signal), usable
+    /// while [`Daemon::shutdown`] runs.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            tokens: [
+                self.life.stop_accepting.clone(),
+                self.life.abort.clone(),
+                self.root.clone(),
+            ],
+        }
+    }
+
+    fn drain_later(&self, name: &str, tunnel: Tunnel) {
+        let (name, grace) = (name.to_string(), self.drain_grace);
+        self.drains.spawn(async move {
+            if tokio::time::timeout(grace, tunnel.drain()).await.is_err() {
+                warn!(node = %name, "streams still open after the drain grace; closing the tunnel");
+            }
+            info!(node = %name, "tunnel closed after reload");
+        });
+    }
+}
+
+/// Cuts every stream and tunnel of a daemon at once.
+#[derive(Clone)]
+pub struct AbortHandle {
+    tokens: [CancellationToken; 3],
+}
+
+impl AbortHandle {
+    /// Stops accepting, cuts open streams and stops every tunnel.
+    pub fn abort(&self) {
+        self.tokens.iter().for_each(CancellationToken::cancel);
+    }
+}
+
+fn spawn_node(spec: &Node, ctx: &Arc<SshContext>, root: &CancellationToken) -> NodeEntry {
+    NodeEntry {
+        spec: spec.clone(),
+        tunnel: Tunnel::spawn(spec.clone(), ctx.clone(), root.child_token()),
+    }
+}

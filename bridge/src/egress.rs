@@ -1,0 +1,55 @@
+//! Egress frontends: where kube-apiserver hands the bridge its `cluster`
+//! egress. Today HTTP CONNECT over a unix socket or mutual-TLS TCP; the
+//! Konnectivity gRPC frontend joins later.
+//!
+//! A frontend knows nothing of nodes or paths: it parses the request, asks a
+//! [`Dial`] for a stream, answers with a status and then copies bytes both
+//! ways until both sides have closed.
+
+pub mod head;
+pub mod http_connect;
+
+use std::future::Future;
+
+use crate::path::{BoxStream, DialError};
+use crate::router::RouteError;
+
+/// A dial request failed before any byte reached the target.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// The router refused the destination (403) or found no healthy node (503).
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The node's path failed the dial (502, 503, 504).
+    #[error(transparent)]
+    Dial(#[from] DialError),
+}
+
+impl EgressError {
+    /// The HTTP status an egress frontend answers with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            EgressError::Route(e) => e.http_status(),
+            EgressError::Dial(e) => e.http_status(),
+        }
+    }
+}
+
+/// A dialed stream and the node that carries it.
+pub struct Dialed {
+    /// The byte stream to the target.
+    pub stream: BoxStream,
+    /// The node whose path carries it (for logs).
+    pub node: String,
+}
+
+/// Routes a target and dials it through the right node's path, within the
+/// configured dial timeout.
+pub trait Dial: Send + Sync + 'static {
+    /// Dials `host:port` (host without brackets).
+    fn dial(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> impl Future<Output = Result<Dialed, EgressError>> + Send;
+}

@@ -1,0 +1,209 @@
+//! HTTP CONNECT egress, byte-compatible with kube-apiserver's `HTTPConnect`
+//! proxy protocol: one CONNECT per connection, `200` then raw bytes both
+//! ways, nothing written after the response head before the client writes.
+//!
+//! Errors are one-line reasons under an HTTP status: 400 malformed, 405 not
+//! CONNECT, 403 destination not allowed, 408 head not sent in time, 503 the
+//! node's path is down, 502 the node refused the dial, 504 dial timeout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::{head, Dial};
+
+/// Copy buffer per direction; large enough for full SSH packets.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Limits on what a client may send before it is served.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request head, bytes.
+    pub max_request_head: usize,
+    /// Time a client has to send its head (and finish TLS, over TCP).
+    pub request_head_timeout: Duration,
+}
+
+/// How a frontend stops.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Cancelled: stop accepting; open streams go on.
+    pub stop_accepting: CancellationToken,
+    /// Cancelled: cut every open stream now (end of the drain grace).
+    pub abort: CancellationToken,
+    /// Tracks every connection task, so the daemon can wait for the drain.
+    pub tracker: TaskTracker,
+}
+
+/// Serves CONNECT on a unix socket until `stop_accepting` is cancelled.
+pub async fn serve_unix<D: Dial>(
+    listener: UnixListener,
+    dialer: Arc<D>,
+    limits: Limits,
+    life: Lifecycle,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = life.stop_accepting.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let (dialer, abort) = (dialer.clone(), life.abort.clone());
+                life.tracker.spawn(async move {
+                    serve_conn(stream, "unix".into(), dialer.as_ref(), limits, abort).await
+                });
+            }
+            Err(e) => accept_error(&e).await,
+        }
+    }
+}
+
+/// Serves CONNECT over mutual TLS on TCP until `stop_accepting` is cancelled.
+/// The acceptor's config must require client certificates.
+pub async fn serve_tls<D: Dial>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    dialer: Arc<D>,
+    limits: Limits,
+    life: Lifecycle,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = life.stop_accepting.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let (dialer, abort, acceptor) =
+                    (dialer.clone(), life.abort.clone(), acceptor.clone());
+                life.tracker.spawn(async move {
+                    let _ = tcp.set_nodelay(true);
+                    let tls = match tokio::time::timeout(
+                        limits.request_head_timeout,
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            return info!(%peer, error = %e, "egress TLS handshake failed")
+                        }
+                        Err(_) => return info!(%peer, "egress TLS handshake timed out"),
+                    };
+                    serve_conn(tls, peer.to_string(), dialer.as_ref(), limits, abort).await
+                });
+            }
+            Err(e) => accept_error(&e).await,
+        }
+    }
+}
+
+/// Out of file descriptors and similar: log, pause briefly, keep serving.
+async fn accept_error(e: &std::io::Error) {
+    warn!(error = %e, "egress accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Serves one CONNECT on an accepted connection.
+pub async fn serve_conn<S, D>(
+    mut client: S,
+    peer: String,
+    dialer: &D,
+    limits: Limits,
+    abort: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    D: Dial,
+{
+    let read = tokio::time::timeout(
+        limits.request_head_timeout,
+        head::read(&mut client, limits.max_request_head),
+    );
+    let req = match read.await {
+        Ok(Ok(req)) => req,
+        Ok(Err(e)) => {
+            if let Some(status) = e.http_status() {
+                debug!(%peer, status, reason = %e, "egress request refused");
+                respond(&mut client, status, &e.to_string()).await;
+            }
+            return;
+        }
+        Err(_) => {
+            let reason = format!(
+                "request head not received within {:?} (egress.request_head_timeout)",
+                limits.request_head_timeout
+            );
+            return respond(&mut client, 408, &reason).await;
+        }
+    };
+    let target = crate::router::format_target(&req.host, req.port);
+    let started = Instant::now();
+    let dialed = tokio::select! {
+        _ = abort.cancelled() => return respond(&mut client, 503, "bridge is shutting down").await,
+        dialed = dialer.dial(&req.host, req.port) => dialed,
+    };
+    let mut dialed = match dialed {
+        Ok(d) => d,
+        Err(e) => {
+            let status = e.http_status();
+            warn!(%peer, %target, status, reason = %e, "egress dial failed");
+            return respond(&mut client, status, &e.to_string()).await;
+        }
+    };
+    debug!(%peer, %target, node = %dialed.node, dial_ms = started.elapsed().as_millis() as u64, "stream open");
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if !req.early_data.is_empty() && dialed.stream.write_all(&req.early_data).await.is_err() {
+        return;
+    }
+    let copied = tokio::select! {
+        _ = abort.cancelled() => Err(std::io::Error::other("cut at the end of the drain grace period")),
+        copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut dialed.stream, COPY_BUFFER, COPY_BUFFER) => copied,
+    };
+    match copied {
+        Ok((up, down)) => {
+            debug!(%peer, %target, node = %dialed.node, up, down, secs = started.elapsed().as_secs_f64(), "stream closed")
+        }
+        Err(e) => {
+            info!(%peer, %target, node = %dialed.node, error = %e, "stream ended with an error")
+        }
+    }
+}
+
+/// Writes an error response and closes the write half.
+async fn respond<S: AsyncWrite + Unpin>(client: &mut S, status: u16, reason: &str) {
+    let body = format!("{}\n", reason.replace(['\r', '\n'], " "));
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        status_text(status),
+        body.len()
+    );
+    let _ = client.write_all(head.as_bytes()).await;
+    let _ = client.write_all(body.as_bytes()).await;
+    let _ = client.shutdown().await;
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}

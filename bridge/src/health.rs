@@ -1,0 +1,441 @@
+//! Health of every node's paths: a prober per node and path that checks the
+//! kubelet through that path, and a state with hysteresis the router, the
+//! report and the metrics read.
+//!
+//! A probe dials `address:kubelet_port` through the path ([`ProbeDial`]),
+//! speaks TLS verified against `health.kubelet_ca` with the node address as
+//! the server name (an IP SAN), sends `GET kubelet_path` and expects 200,
+//! all within [`ProbeSettings::timeout`]. States:
+//!
+//! - `unknown` until the first probe (or transport check) says otherwise;
+//! - `up` after `up_after` consecutive successes;
+//! - `degraded` from `up` after a failure, `down` after `down_after`
+//!   consecutive failures;
+//! - `down` at once when the path's transport (its SSH session) goes down,
+//!   without waiting for probes; `up` again after `up_after` successes once
+//!   the transport is back.
+//!
+//! Without `health.kubelet_ca` no HTTPS probe runs: the state follows the
+//! transport only (`up` while it is up, `down` otherwise), which proves the
+//! session but not that the kubelet answers.
+//!
+//! Not here: routing decisions and the `/report` document; they read
+//! [`ProbeHandle::snapshot`].
+
+mod probe;
+mod state;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::PathMetrics;
+use crate::path::{BoxStream, DialError};
+use crate::tls::TlsError;
+
+pub use probe::{ProbeError, ProbeErrorKind, ProbeFailure};
+pub use state::WINDOW;
+use state::Tracker;
+
+/// Longest probe timeout chosen by [`ProbeSettings::from_config`].
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a prober reaches the kubelet through one path. The daemon implements
+/// it for the SSH tunnel (and later the Konnectivity agent stream).
+pub trait ProbeDial: Send + Sync + 'static {
+    /// Opens a stream to `host:port` as seen from the node.
+    fn dial(&self, host: &str, port: u16) -> impl Future<Output = Result<BoxStream, DialError>> + Send;
+}
+
+/// Health state of one path of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathState {
+    /// Not probed yet.
+    Unknown,
+    /// `up_after` consecutive probes succeeded.
+    Up,
+    /// Was up; recent probes failed, fewer than `down_after` in a row.
+    Degraded,
+    /// `down_after` consecutive failures, or the transport is down.
+    Down,
+}
+
+impl PathState {
+    /// Every state, in label order.
+    pub const ALL: [PathState; 4] = [PathState::Unknown, PathState::Up, PathState::Degraded, PathState::Down];
+
+    /// Lower-case name for reports and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathState::Unknown => "unknown",
+            PathState::Up => "up",
+            PathState::Degraded => "degraded",
+            PathState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for PathState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[health]` could not be turned into probe settings.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthSetupError {
+    /// The kubelet CA file is unusable.
+    #[error("health.kubelet_ca: {0}")]
+    Ca(#[from] TlsError),
+    /// rustls refused to build a client config.
+    #[error("health probes: cannot build a TLS client: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// How probes of one path run. Clone one per prober.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// Time between probes.
+    pub interval: Duration,
+    /// Bound on one probe (dial, TLS, request, status line).
+    pub timeout: Duration,
+    /// Kubelet HTTPS port on the node address.
+    pub kubelet_port: u16,
+    /// Path requested (`/healthz`).
+    pub kubelet_path: String,
+    /// TLS client trusting `health.kubelet_ca`; `None`: no HTTPS probe, the
+    /// state follows the transport only.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Consecutive failures before `down`.
+    pub down_after: u32,
+    /// Consecutive successes before `up`.
+    pub up_after: u32,
+    /// Where probe durations, results and the state are recorded.
+    pub metrics: Option<PathMetrics>,
+}
+
+impl ProbeSettings {
+    /// Settings from `[health]`: loads `kubelet_ca`; the timeout is
+    /// `min(interval, 5s)`.
+    pub fn from_config(cfg: &sshbridge_config::Health) -> Result<Self, HealthSetupError> {
+        let tls = match &cfg.kubelet_ca {
+            Some(ca) => {
+                let roots = crate::tls::load_roots(ca)?;
+                let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(Arc::new(config))
+            }
+            None => None,
+        };
+        Ok(ProbeSettings {
+            interval: cfg.interval,
+            timeout: cfg.interval.min(MAX_PROBE_TIMEOUT),
+            kubelet_port: cfg.kubelet_port,
+            kubelet_path: cfg.kubelet_path.clone(),
+            tls,
+            down_after: cfg.down_after,
+            up_after: cfg.up_after,
+            metrics: None,
+        })
+    }
+
+    /// The same settings, recording into `metrics` (one node's path).
+    pub fn with_metrics(mut self, metrics: PathMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+/// A copy of one path's health, for reports and routing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathHealth {
+    /// Node name.
+    pub node: String,
+    /// `ssh` or `konnectivity`.
+    pub path: &'static str,
+    /// Kubelet address probed.
+    pub target: SocketAddr,
+    /// Whether HTTPS probes run (false without `health.kubelet_ca`).
+    pub probing: bool,
+    /// Current state.
+    pub state: PathState,
+    /// When the current state began.
+    pub since: SystemTime,
+    /// Whether the path's transport was up at the last check.
+    pub transport_up: bool,
+    /// The last failure, naming node, address and what to do.
+    pub last_error: Option<String>,
+    /// Failed probes in a row.
+    pub consecutive_failures: u32,
+    /// Successful probes in a row.
+    pub consecutive_successes: u32,
+    /// Median latency of the successful probes in the window, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile latency of the successful probes in the window, ms.
+    pub latency_p99_ms: Option<f64>,
+    /// Failed probes in the window.
+    pub window_failures: u32,
+    /// Probes in the window (at most [`WINDOW`]).
+    pub window_size: u32,
+    /// Successful probes since start.
+    pub probes_ok: u64,
+    /// Failed probes since start.
+    pub probes_failed: u64,
+    /// When the last probe finished.
+    pub last_probe: Option<SystemTime>,
+}
+
+/// What the prober task and its handles share.
+#[derive(Debug)]
+struct Shared {
+    node: String,
+    path: &'static str,
+    target: SocketAddr,
+    probing: bool,
+    tracker: Mutex<Tracker>,
+    /// Current state; the prober is the only sender.
+    state: watch::Sender<PathState>,
+}
+
+/// Handle to a running prober. Cloning is cheap. Dropping every handle
+/// does not stop the prober: cancel its shutdown token.
+#[derive(Debug, Clone)]
+pub struct ProbeHandle {
+    shared: Arc<Shared>,
+}
+
+impl ProbeHandle {
+    /// The path's health now (takes a short lock).
+    pub fn snapshot(&self) -> PathHealth {
+        let s = &self.shared;
+        let t = s.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let (window_failures, window_size) = t.window_failures();
+        PathHealth {
+            node: s.node.clone(),
+            path: s.path,
+            target: s.target,
+            probing: s.probing,
+            state: t.state,
+            since: t.since,
+            transport_up: t.transport_up,
+            last_error: t.last_error.clone(),
+            consecutive_failures: t.consecutive_failures,
+            consecutive_successes: t.consecutive_successes,
+            latency_p50_ms: t.latency_ms(0.5),
+            latency_p99_ms: t.latency_ms(0.99),
+            window_failures,
+            window_size,
+            probes_ok: t.probes_ok,
+            probes_failed: t.probes_failed,
+            last_probe: t.last_probe,
+        }
+    }
+
+    /// The current state, and every change from now on.
+    pub fn subscribe(&self) -> watch::Receiver<PathState> {
+        self.shared.state.subscribe()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> PathState {
+        *self.shared.state.borrow()
+    }
+}
+
+/// Spawns probers.
+#[derive(Debug)]
+pub struct Prober;
+
+impl Prober {
+    /// Starts probing `node`'s kubelet at `address` through `dialer` every
+    /// `settings.interval`, the first probe `phase` from now (the daemon
+    /// staggers nodes with `phase = interval * i / n`). `liveness` is true
+    /// while the path's transport is up; when it turns false the path is
+    /// `down` at once, and when its sender is dropped the transport counts
+    /// as down for good. Runs until `shutdown` is cancelled.
+    #[allow(clippy::too_many_arguments)] // the daemon's call site names each part
+    pub fn spawn(
+        node: String,
+        address: IpAddr,
+        path: &'static str,
+        dialer: impl ProbeDial,
+        liveness: watch::Receiver<bool>,
+        settings: ProbeSettings,
+        phase: Duration,
+        shutdown: CancellationToken,
+    ) -> ProbeHandle {
+        let shared = Arc::new(Shared {
+            target: SocketAddr::new(address, settings.kubelet_port),
+            node,
+            path,
+            probing: settings.tls.is_some(),
+            tracker: Mutex::new(Tracker::new(settings.up_after, settings.down_after, SystemTime::now())),
+            state: watch::Sender::new(PathState::Unknown),
+        });
+        if let Some(m) = &settings.metrics {
+            m.set_state(PathState::Unknown);
+        }
+        let run = Run {
+            shared: shared.clone(),
+            settings,
+            liveness,
+            liveness_open: true,
+        };
+        tokio::spawn(run.run(dialer, phase, shutdown));
+        ProbeHandle { shared }
+    }
+}
+
+/// The prober task's own state.
+struct Run {
+    shared: Arc<Shared>,
+    settings: ProbeSettings,
+    liveness: watch::Receiver<bool>,
+    /// False once the liveness sender is gone (then `changed()` would
+    /// return at once forever, so it is no longer polled).
+    liveness_open: bool,
+}
+
+impl Run {
+    async fn run<D: ProbeDial>(mut self, dialer: D, phase: Duration, shutdown: CancellationToken) {
+        let mut ticker = tokio::time::interval_at(Instant::now() + phase, self.settings.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                changed = self.liveness.changed(), if self.liveness_open => {
+                    self.on_liveness(changed.is_ok());
+                }
+                _ = ticker.tick() => {
+                    if !self.tick(&dialer, &shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn transport_up(&self) -> bool {
+        self.liveness_open && *self.liveness.borrow()
+    }
+
+    /// Applies a liveness change (`open == false`: the sender is gone).
+    fn on_liveness(&mut self, open: bool) {
+        self.liveness_open &= open;
+        let up = self.transport_up();
+        self.update(|t, reason| {
+            if t.probing_disabled {
+                t.tracker.follow_transport(up, reason, SystemTime::now())
+            } else {
+                t.tracker.transport(up, reason, SystemTime::now())
+            }
+        });
+    }
+
+    /// One tick: check the transport, then probe. False on shutdown.
+    async fn tick<D: ProbeDial>(&mut self, dialer: &D, shutdown: &CancellationToken) -> bool {
+        let up = self.transport_up();
+        let Some(tls) = self.settings.tls.clone().filter(|_| up) else {
+            self.update(|t, reason| {
+                if t.probing_disabled {
+                    t.tracker.follow_transport(up, reason, SystemTime::now())
+                } else {
+                    t.tracker.transport(false, reason, SystemTime::now())
+                }
+            });
+            return true;
+        };
+        let s = &self.shared;
+        let (address, port) = (s.target.ip(), s.target.port());
+        let started = Instant::now();
+        let timeout = self.settings.timeout;
+        let probe = tokio::time::timeout(
+            timeout,
+            probe::probe_once(dialer, address, port, &self.settings.kubelet_path, tls),
+        );
+        tokio::pin!(probe);
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return false,
+                changed = self.liveness.changed(), if self.liveness_open => {
+                    self.on_liveness(changed.is_ok());
+                    if !self.transport_up() {
+                        // The transport's loss already set `down`; this
+                        // probe's outcome would say nothing new.
+                        return true;
+                    }
+                }
+                r = &mut probe => break r.unwrap_or(Err(ProbeError::Timeout(timeout))),
+            }
+        };
+        self.record(started.elapsed(), result);
+        true
+    }
+
+    fn record(&mut self, elapsed: Duration, result: Result<(), ProbeError>) {
+        if let Some(m) = &self.settings.metrics {
+            m.observe_probe(elapsed, result.as_ref().map(|_| ()).map_err(ProbeError::kind));
+        }
+        let failure = result.err().map(|error| {
+            let s = &self.shared;
+            ProbeFailure {
+                node: s.node.clone(),
+                target: s.target,
+                path: s.path,
+                error,
+            }
+        });
+        if let Some(f) = &failure {
+            tracing::debug!(node = %f.node, path = f.path, error = %f, "health probe failed");
+        }
+        self.update(move |t, _| match failure {
+            None => t.tracker.success(elapsed, SystemTime::now()),
+            Some(f) => t.tracker.failure(elapsed, f.to_string(), SystemTime::now()),
+        });
+    }
+
+    /// Runs `f` on the tracker under the lock, then publishes a state change.
+    fn update(&self, f: impl FnOnce(&mut Locked<'_>, &dyn Fn() -> String) -> Option<PathState>) {
+        let s = &self.shared;
+        let reason = || {
+            format!(
+                "node {} ({}): path {} is down: its transport is not up (see the tunnel's last error)",
+                s.node, s.target, s.path
+            )
+        };
+        let changed = {
+            let mut tracker = s.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            let mut locked = Locked {
+                tracker: &mut tracker,
+                probing_disabled: !s.probing,
+            };
+            f(&mut locked, &reason)
+        };
+        if let Some(state) = changed {
+            tracing::info!(node = %s.node, path = s.path, %state, "path health changed");
+            if let Some(m) = &self.settings.metrics {
+                m.set_state(state);
+            }
+            s.state.send_replace(state);
+        }
+    }
+}
+
+/// The tracker under its lock, with what the update needs to know.
+struct Locked<'a> {
+    tracker: &'a mut Tracker,
+    probing_disabled: bool,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,474 @@
+//! Strict known_hosts checking: parsed once per config load, consulted on
+//! every handshake, never written to. An unknown host or a changed key is a
+//! refusal, never a prompt.
+//!
+//! Understood line forms (OpenSSH `sshd(8)` "SSH_KNOWN_HOSTS FILE FORMAT"):
+//! plain host patterns (comma lists, `*` / `?` wildcards, `!` negation,
+//! `[host]:port` for ports other than 22), hashed `|1|salt|hash` entries,
+//! `@cert-authority` lines (host certificates signed by that CA) and
+//! `@revoked` lines (a key listed there is refused for every host).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey, PublicKeyOrCertificate};
+use sshbridge_config::HostPort;
+
+/// A known_hosts file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownHostsError {
+    /// The file could not be read.
+    #[error("cannot read known_hosts {path}: {source}; check [ssh].known_hosts")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A line is malformed.
+    #[error("{path}:{line}: {reason}; fix or remove that line")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a node's host key was refused. Each variant is one metrics reason.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostKeyError {
+    /// No entry of the file names this host.
+    #[error("host key {fingerprint} of node {node} ({addr}) is unknown: {file} has no entry for {candidates}; verify the fingerprint out of band, add the key (ssh-keyscan) and reload")]
+    Unknown {
+        /// Node name.
+        node: String,
+        /// The sshd address.
+        addr: String,
+        /// The known_hosts file.
+        file: PathBuf,
+        /// The host names that were looked up.
+        candidates: String,
+        /// SHA256 fingerprint of the presented key.
+        fingerprint: String,
+    },
+    /// The host is known with other keys.
+    #[error("host key {fingerprint} of node {node} ({addr}) does not match {file} line(s) {lines}; if the node was reinstalled replace those lines with its new key, otherwise suspect an attack")]
+    Mismatch {
+        /// Node name.
+        node: String,
+        /// The sshd address.
+        addr: String,
+        /// The known_hosts file.
+        file: PathBuf,
+        /// Line numbers of this host's entries, comma separated.
+        lines: String,
+        /// SHA256 fingerprint of the presented key.
+        fingerprint: String,
+    },
+    /// The key (or the CA that signed it) is listed as `@revoked`.
+    #[error("host key {fingerprint} of node {node} ({addr}) is revoked by {file} line {line}; rotate the node's host key")]
+    Revoked {
+        /// Node name.
+        node: String,
+        /// The sshd address.
+        addr: String,
+        /// The known_hosts file.
+        file: PathBuf,
+        /// The `@revoked` line.
+        line: usize,
+        /// SHA256 fingerprint of the revoked key.
+        fingerprint: String,
+    },
+    /// A host certificate from a trusted CA failed validation.
+    #[error("host certificate of node {node} ({addr}), CA from {file} line {line}, is invalid: {reason}; re-issue it with ssh-keygen -s CA -h -n NAME")]
+    Certificate {
+        /// Node name.
+        node: String,
+        /// The sshd address.
+        addr: String,
+        /// The known_hosts file.
+        file: PathBuf,
+        /// The `@cert-authority` line that matched the signer.
+        line: usize,
+        /// What is wrong with the certificate.
+        reason: String,
+    },
+}
+
+/// The names a node's host key may be listed under.
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    /// Node name (also accepted as a certificate principal).
+    pub node: String,
+    /// Node IP as text (accepted as a certificate principal).
+    pub address: String,
+    /// Where sshd is reached.
+    pub ssh: HostPort,
+}
+
+impl HostIdentity {
+    /// Host strings looked up in the file: the sshd host and the node name,
+    /// each in `[host]:port` form when the port is not 22.
+    pub fn candidates(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for host in [&self.ssh.host, &self.node] {
+            let name = if self.ssh.port == 22 {
+                host.to_ascii_lowercase()
+            } else {
+                format!("[{}]:{}", host.to_ascii_lowercase(), self.ssh.port)
+            };
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    fn principals(&self) -> [&str; 3] {
+        [&self.node, &self.address, &self.ssh.host]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    CertAuthority,
+    Revoked,
+}
+
+#[derive(Debug, Clone)]
+enum Hosts {
+    Hashed { salt: Vec<u8>, hash: Vec<u8> },
+    Patterns(Vec<(bool, String)>),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    line: usize,
+    marker: Marker,
+    hosts: Hosts,
+    key: KeyData,
+}
+
+/// A parsed known_hosts file.
+#[derive(Debug, Clone)]
+pub struct KnownHosts {
+    path: PathBuf,
+    entries: Vec<Entry>,
+}
+
+impl KnownHosts {
+    /// Read and parse `path`.
+    pub fn load(path: &Path) -> Result<KnownHosts, KnownHostsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KnownHostsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        KnownHosts::parse(path, &text)
+    }
+
+    /// Parse `text`; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<KnownHosts, KnownHostsError> {
+        let mut entries = Vec::new();
+        for (idx, raw) in text.lines().enumerate() {
+            let line = idx + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let err = |reason: String| KnownHostsError::Syntax {
+                path: path.to_owned(),
+                line,
+                reason,
+            };
+            let mut fields = trimmed.split_ascii_whitespace();
+            let mut first = fields.next().unwrap_or_default();
+            let marker = match first {
+                "@cert-authority" => Marker::CertAuthority,
+                "@revoked" => Marker::Revoked,
+                m if m.starts_with('@') => return Err(err(format!("unknown marker {m}"))),
+                _ => Marker::None,
+            };
+            if marker != Marker::None {
+                first = fields
+                    .next()
+                    .ok_or_else(|| err("missing host patterns".into()))?;
+            }
+            let hosts = parse_hosts(first).map_err(err)?;
+            let rest: Vec<&str> = fields.collect();
+            if rest.len() < 2 {
+                return Err(err(
+                    "expected: [marker] hosts keytype base64-key [comment]".into()
+                ));
+            }
+            let key = PublicKey::from_openssh(&format!("{} {}", rest[0], rest[1]))
+                .map_err(|e| err(format!("unreadable {} key: {e}", rest[0])))?;
+            entries.push(Entry {
+                line,
+                marker,
+                hosts,
+                key: key.key_data().clone(),
+            });
+        }
+        Ok(KnownHosts {
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Key algorithms listed for this host (plain entries), in file order,
+    /// and whether a `@cert-authority` line covers it. The session asks for
+    /// these first so a host with several keys presents one we know.
+    pub fn known_algorithms(&self, target: &HostIdentity) -> (Vec<Algorithm>, bool) {
+        let candidates = target.candidates();
+        let mut algs = Vec::new();
+        let mut ca = false;
+        for e in self.entries.iter().filter(|e| e.matches(&candidates)) {
+            match e.marker {
+                Marker::None => {
+                    let alg = e.key.algorithm();
+                    if !algs.contains(&alg) {
+                        algs.push(alg);
+                    }
+                }
+                Marker::CertAuthority => ca = true,
+                Marker::Revoked => {}
+            }
+        }
+        (algs, ca)
+    }
+
+    /// Decide whether `presented` may be trusted for `target`. `now_unix`
+    /// is the wall-clock time used for certificate validity.
+    pub fn verify(
+        &self,
+        target: &HostIdentity,
+        presented: &PublicKeyOrCertificate,
+        now_unix: u64,
+    ) -> Result<(), HostKeyError> {
+        match presented {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                self.verify_plain(target, key.key_data())
+            }
+            PublicKeyOrCertificate::Certificate(cert) => self.verify_cert(target, cert, now_unix),
+        }
+    }
+
+    fn revoked(&self, target: &HostIdentity, key: &KeyData) -> Result<(), HostKeyError> {
+        match self
+            .entries
+            .iter()
+            .find(|e| e.marker == Marker::Revoked && &e.key == key)
+        {
+            Some(e) => Err(HostKeyError::Revoked {
+                node: target.node.clone(),
+                addr: target.ssh.to_string(),
+                file: self.path.clone(),
+                line: e.line,
+                fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn verify_plain(&self, target: &HostIdentity, key: &KeyData) -> Result<(), HostKeyError> {
+        self.revoked(target, key)?;
+        let candidates = target.candidates();
+        let mut lines = String::new();
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.marker == Marker::None && e.matches(&candidates))
+        {
+            if &e.key == key {
+                return Ok(());
+            }
+            if !lines.is_empty() {
+                lines.push_str(", ");
+            }
+            let _ = write!(lines, "{}", e.line);
+        }
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let (node, addr, file) = (
+            target.node.clone(),
+            target.ssh.to_string(),
+            self.path.clone(),
+        );
+        if lines.is_empty() {
+            Err(HostKeyError::Unknown {
+                node,
+                addr,
+                file,
+                candidates: candidates.join(", "),
+                fingerprint,
+            })
+        } else {
+            Err(HostKeyError::Mismatch {
+                node,
+                addr,
+                file,
+                lines,
+                fingerprint,
+            })
+        }
+    }
+
+    fn verify_cert(
+        &self,
+        target: &HostIdentity,
+        cert: &Certificate,
+        now_unix: u64,
+    ) -> Result<(), HostKeyError> {
+        self.revoked(target, cert.public_key())?;
+        self.revoked(target, cert.signature_key())?;
+        let candidates = target.candidates();
+        let Some(ca) = self.entries.iter().find(|e| {
+            e.marker == Marker::CertAuthority
+                && &e.key == cert.signature_key()
+                && e.matches(&candidates)
+        }) else {
+            // Like OpenSSH: a certificate from an unknown CA is judged by
+            // the plain key inside it.
+            return self.verify_plain(target, cert.public_key());
+        };
+        let invalid = |reason: String| HostKeyError::Certificate {
+            node: target.node.clone(),
+            addr: target.ssh.to_string(),
+            file: self.path.clone(),
+            line: ca.line,
+            reason,
+        };
+        if cert.cert_type() != CertType::Host {
+            return Err(invalid(
+                "it is a user certificate, not a host certificate".into(),
+            ));
+        }
+        if !cert.critical_options().is_empty() {
+            return Err(invalid("it carries critical options".into()));
+        }
+        let ca_fp = ca.key.fingerprint(HashAlg::Sha256);
+        if cert.validate_at(now_unix, [&ca_fp]).is_err() {
+            if cert.verify_signature().is_err() {
+                return Err(invalid("its signature does not verify".into()));
+            }
+            return Err(invalid(format!(
+                "not valid now (valid from {} to {} unix time)",
+                cert.valid_after(),
+                cert.valid_before()
+            )));
+        }
+        let listed = cert.valid_principals();
+        if !listed.iter().any(|p| {
+            target
+                .principals()
+                .iter()
+                .any(|w| p.eq_ignore_ascii_case(w))
+        }) {
+            return Err(invalid(format!(
+                "principals {listed:?} name none of {:?}",
+                target.principals()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Entry {
+    fn matches(&self, candidates: &[String]) -> bool {
+        candidates.iter().any(|c| self.hosts.matches(c))
+    }
+}
+
+impl Hosts {
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Hosts::Hashed { salt, hash } => {
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                    return false;
+                };
+                mac.update(host.as_bytes());
+                mac.verify_slice(hash).is_ok()
+            }
+            Hosts::Patterns(pats) => {
+                let mut positive = false;
+                for (negated, pat) in pats {
+                    if glob(pat.as_bytes(), host.as_bytes()) {
+                        if *negated {
+                            return false;
+                        }
+                        positive = true;
+                    }
+                }
+                positive
+            }
+        }
+    }
+}
+
+fn parse_hosts(field: &str) -> Result<Hosts, String> {
+    if let Some(rest) = field.strip_prefix("|1|") {
+        let (salt, hash) = rest
+            .split_once('|')
+            .ok_or_else(|| "hashed host without |salt|hash".to_string())?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let salt = b64
+            .decode(salt)
+            .map_err(|e| format!("hashed host salt: {e}"))?;
+        let hash = b64
+            .decode(hash)
+            .map_err(|e| format!("hashed host hash: {e}"))?;
+        return Ok(Hosts::Hashed { salt, hash });
+    }
+    if field.starts_with('|') {
+        return Err("unsupported hashed host format (only |1| is known)".into());
+    }
+    let pats = field
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.strip_prefix('!') {
+            Some(p) => (true, p.to_ascii_lowercase()),
+            None => (false, p.to_ascii_lowercase()),
+        })
+        .collect::<Vec<_>>();
+    if pats.is_empty() {
+        return Err("empty host pattern list".into());
+    }
+    Ok(Hosts::Patterns(pats))
+}
+
+/// `*` matches any run, `?` one byte; the host was lower-cased already.
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if p < pat.len() && (pat[p] == b'?' || pat[p] == s[i]) {
+            p += 1;
+            i += 1;
+        } else if p < pat.len() && pat[p] == b'*' {
+            star = Some((p, i));
+            p += 1;
+        } else if let Some((sp, si)) = star {
+            p = sp + 1;
+            i = si + 1;
+            star = Some((sp, si + 1));
+        } else {
+            return false;
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests;

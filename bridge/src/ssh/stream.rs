@@ -1,0 +1,236 @@
+//! One dialed stream over one direct-tcpip channel, with the slow-reader
+//! policy (see the `ssh` module doc): a pump task always drains the channel
+//! into a bounded per-stream buffer; a stream whose client lets that buffer
+//! exceed `ssh.max_stream_buffer` is reset.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes};
+use futures::{Stream as FutStream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use super::Counters;
+
+/// What a channel delivers to its pump.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// Bytes from the target.
+    Data(Bytes),
+    /// The target finished sending.
+    Eof,
+}
+
+/// How a pump ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PumpEnd {
+    /// The channel closed (remote close or session gone).
+    Closed,
+    /// The client stopped reading; `buffered` bytes were waiting.
+    Reset { buffered: usize },
+    /// The client dropped its stream.
+    ReaderGone,
+}
+
+#[derive(Default)]
+struct RecvState {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+    eof: bool,
+    reset: Option<String>,
+    waker: Option<Waker>,
+}
+
+/// Bytes received for one stream, waiting for its client to read them.
+#[derive(Default)]
+pub(crate) struct RecvBuffer {
+    state: Mutex<RecvState>,
+}
+
+impl RecvBuffer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecvState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `data`; past `limit` buffered bytes the stream is reset and
+    /// the buffered byte count is returned as the error.
+    fn push(&self, data: Bytes, limit: usize) -> Result<(), usize> {
+        let mut st = self.lock();
+        let buffered = st.len + data.len();
+        if buffered > limit {
+            st.chunks.clear();
+            st.len = 0;
+            st.reset = Some(format!(
+                "stream reset: client stopped reading, {buffered} bytes buffered (ssh.max_stream_buffer = {limit})"
+            ));
+            wake(&mut st);
+            return Err(buffered);
+        }
+        st.len = buffered;
+        st.chunks.push_back(data);
+        wake(&mut st);
+        Ok(())
+    }
+
+    fn finish(&self) {
+        let mut st = self.lock();
+        st.eof = true;
+        wake(&mut st);
+    }
+
+    fn reset_reason(&self) -> Option<String> {
+        self.lock().reset.clone()
+    }
+}
+
+fn wake(st: &mut RecvState) {
+    if let Some(w) = st.waker.take() {
+        w.wake();
+    }
+}
+
+/// Drain `events` into `buf` until the channel ends, the client goes away
+/// or the client falls `limit` bytes behind. Never waits on the client.
+pub(crate) async fn pump<S>(
+    mut events: S,
+    buf: &RecvBuffer,
+    limit: usize,
+    counters: &Counters,
+    reader_gone: &CancellationToken,
+) -> PumpEnd
+where
+    S: FutStream<Item = Incoming> + Unpin,
+{
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            _ = reader_gone.cancelled() => return PumpEnd::ReaderGone,
+        };
+        match ev {
+            Some(Incoming::Data(data)) => {
+                counters
+                    .bytes_received
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Err(buffered) = buf.push(data, limit) {
+                    return PumpEnd::Reset { buffered };
+                }
+            }
+            // Half-close: reads end, writes keep working until Close.
+            Some(Incoming::Eof) => buf.finish(),
+            None => {
+                buf.finish();
+                return PumpEnd::Closed;
+            }
+        }
+    }
+}
+
+/// The client's end of one stream: reads from the pump's buffer, writes go
+/// straight to the channel. Dropping it closes the channel.
+pub(crate) struct SshStream {
+    buf: Arc<RecvBuffer>,
+    writer: Pin<Box<dyn AsyncWrite + Send>>,
+    counters: Arc<Counters>,
+    /// Cancelled on drop: tells the pump to close the channel.
+    gone: CancellationToken,
+}
+
+impl SshStream {
+    pub(crate) fn new(
+        buf: Arc<RecvBuffer>,
+        writer: Pin<Box<dyn AsyncWrite + Send>>,
+        counters: Arc<Counters>,
+        gone: CancellationToken,
+    ) -> SshStream {
+        SshStream {
+            buf,
+            writer,
+            counters,
+            gone,
+        }
+    }
+
+    fn reset_error(&self) -> Option<io::Error> {
+        self.buf
+            .reset_reason()
+            .map(|r| io::Error::new(io::ErrorKind::ConnectionReset, r))
+    }
+}
+
+impl Drop for SshStream {
+    fn drop(&mut self) {
+        self.gone.cancel();
+    }
+}
+
+impl AsyncRead for SshStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = self.buf.lock();
+        if let Some(reason) = &st.reset {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                reason.clone(),
+            )));
+        }
+        // `out` may arrive partly filled (tokio's copy keeps unflushed bytes
+        // in it); only bytes added by this call count as progress.
+        let before = out.filled().len();
+        while out.remaining() > 0 {
+            let Some(front) = st.chunks.front_mut() else {
+                break;
+            };
+            let n = front.len().min(out.remaining());
+            out.put_slice(&front[..n]);
+            front.advance(n);
+            if front.is_empty() {
+                st.chunks.pop_front();
+            }
+            st.len -= n;
+        }
+        if out.filled().len() == before && !st.eof && out.remaining() > 0 {
+            st.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for SshStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.reset_error() {
+            return Poll::Ready(Err(e));
+        }
+        let res = self.writer.as_mut().poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = res {
+            self.counters
+                .bytes_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    /// Sends channel EOF to the target; reading keeps working.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.writer.as_mut().poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

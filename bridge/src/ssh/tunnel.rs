@@ -1,0 +1,301 @@
+//! The handle to a node's session actor, and dialing streams through it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use russh::client::Handle;
+use russh::{ChannelMsg, ChannelOpenFailure};
+use sshbridge_config::{HostPort, Node};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::session::{self, lock, Client, HandshakeError};
+use super::stream::{pump, Incoming, PumpEnd, RecvBuffer, SshStream};
+use super::{Counters, HostIdentity, SshContext, TunnelState, TunnelStats};
+use crate::path::{BoxStream, DialError};
+
+/// State shared by the actor, the handles and the streams of one node.
+pub(crate) struct Shared {
+    pub(crate) node: Node,
+    /// `ssh_address` as text, for messages.
+    pub(crate) addr: String,
+    ctx: Mutex<Arc<SshContext>>,
+    state: watch::Sender<TunnelState>,
+    session: Mutex<Option<Arc<Handle<Client>>>>,
+    counters: Arc<Counters>,
+    last_error: Mutex<Option<String>>,
+    up_since: Mutex<Option<SystemTime>>,
+    draining: AtomicBool,
+    /// Open streams (plus dials in progress); drain waits for zero.
+    open: watch::Sender<usize>,
+    /// The actor's stop token; cancelling it closes the session.
+    stop: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn context(&self) -> Arc<SshContext> {
+        lock(&self.ctx).clone()
+    }
+
+    pub(crate) fn identity(&self) -> HostIdentity {
+        HostIdentity {
+            node: self.node.name.clone(),
+            address: self.node.address.to_string(),
+            ssh: self.node.ssh_address.clone(),
+        }
+    }
+
+    /// Publish a state; while draining only `Stopped` replaces `Draining`.
+    pub(crate) fn set_state(&self, s: TunnelState) {
+        self.state.send_if_modified(|cur| {
+            let locked = *cur == TunnelState::Stopped
+                || (*cur == TunnelState::Draining && s != TunnelState::Stopped);
+            let change = !locked && *cur != s;
+            if change {
+                *cur = s;
+            }
+            change
+        });
+    }
+
+    pub(crate) fn session_up(&self, handle: Arc<Handle<Client>>) {
+        *lock(&self.session) = Some(handle);
+        *lock(&self.up_since) = Some(SystemTime::now());
+        self.set_state(TunnelState::Up);
+    }
+
+    pub(crate) fn session_down(&self) {
+        lock(&self.session).take();
+        lock(&self.up_since).take();
+    }
+
+    pub(crate) fn session_lost(&self, msg: String) {
+        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_error) = Some(msg);
+    }
+
+    pub(crate) fn attempt_failed(&self, e: &HandshakeError) {
+        self.counters.count_failure(e.kind());
+        *lock(&self.last_error) = Some(e.to_string());
+    }
+
+    fn unavailable(&self, reason: String) -> DialError {
+        DialError::Unavailable {
+            node: self.node.name.clone(),
+            path: "ssh",
+            reason,
+        }
+    }
+}
+
+/// Counts a stream (or a dial in progress) as open until dropped.
+struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: &Arc<Shared>) -> OpenGuard {
+        shared.open.send_modify(|n| *n += 1);
+        OpenGuard(shared.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Dropping the last handle drops this guard, which stops the actor.
+    _stop: DropGuard,
+}
+
+/// Handle to one node's session actor. Cheap to clone; dropping the last
+/// clone stops the actor (closing the session and its streams).
+#[derive(Clone)]
+pub struct Tunnel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sh = &self.inner.shared;
+        f.debug_struct("Tunnel")
+            .field("node", &sh.node.name)
+            .field("addr", &sh.addr)
+            .field("state", &*sh.state.borrow())
+            .finish()
+    }
+}
+
+impl Tunnel {
+    /// Start the session actor for `node` (on the current tokio runtime).
+    /// It stops when `shutdown` is cancelled, when drained, or when the
+    /// last handle is dropped.
+    pub fn spawn(node: Node, ctx: Arc<SshContext>, shutdown: CancellationToken) -> Tunnel {
+        let stop = shutdown.child_token();
+        let shared = Arc::new(Shared {
+            addr: node.ssh_address.to_string(),
+            node,
+            ctx: Mutex::new(ctx),
+            state: watch::Sender::new(TunnelState::Connecting),
+            session: Mutex::new(None),
+            counters: Arc::default(),
+            last_error: Mutex::new(None),
+            up_since: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            open: watch::Sender::new(0),
+            stop: stop.clone(),
+        });
+        tokio::spawn(session::run(shared.clone(), stop.clone()));
+        Tunnel {
+            inner: Arc::new(Inner {
+                shared,
+                _stop: stop.drop_guard(),
+            }),
+        }
+    }
+
+    /// Open one direct-tcpip channel to `host:port` as seen from the node.
+    /// Fails fast with [`DialError::Unavailable`] when the session is not
+    /// up. No timeout inside; the caller applies `dial_timeout`.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
+        let sh = &self.inner.shared;
+        let target = HostPort {
+            host: host.to_owned(),
+            port,
+        }
+        .to_string();
+        if sh.draining.load(Ordering::SeqCst) {
+            return Err(sh.unavailable(format!(
+                "the SSH tunnel to {} is draining and takes no new streams",
+                sh.addr
+            )));
+        }
+        let Some(handle) = lock(&sh.session).clone() else {
+            let reason = lock(&sh.last_error).clone().unwrap_or_else(|| {
+                format!(
+                    "no SSH session with {} yet (state {}); wait for it to come up",
+                    sh.addr,
+                    self.state().as_str()
+                )
+            });
+            return Err(sh.unavailable(reason));
+        };
+        let guard = OpenGuard::new(sh);
+        let channel = handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| match e {
+                russh::Error::ChannelOpenFailure(f) => DialError::Refused {
+                    node: sh.node.name.clone(),
+                    target: target.clone(),
+                    reason: open_failure(&f),
+                },
+                other => sh.unavailable(format!(
+                    "SSH session with {} failed while opening a channel: {other}",
+                    sh.addr
+                )),
+            })?;
+        let (read_half, write_half) = channel.split();
+        let buf = Arc::new(RecvBuffer::default());
+        let gone = CancellationToken::new();
+        let stream = SshStream::new(
+            buf.clone(),
+            Box::pin(write_half.make_writer()),
+            sh.counters.clone(),
+            gone.clone(),
+        );
+        let limit = sh.context().config().max_stream_buffer;
+        let shared = sh.clone();
+        tokio::spawn(async move {
+            let events = Box::pin(futures::stream::unfold(read_half, |mut rx| async move {
+                loop {
+                    match rx.wait().await {
+                        Some(ChannelMsg::Data { data }) => return Some((Incoming::Data(data), rx)),
+                        Some(ChannelMsg::Eof) => return Some((Incoming::Eof, rx)),
+                        Some(ChannelMsg::Close) | None => return None,
+                        Some(_) => continue,
+                    }
+                }
+            }));
+            let end = pump(events, &buf, limit, &shared.counters, &gone).await;
+            match end {
+                PumpEnd::Reset { buffered } => {
+                    shared
+                        .counters
+                        .streams_reset_slow_reader
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %shared.node.name, addr = %shared.addr, target = %target, buffered, limit,
+                        "stream reset: client stopped reading (ssh.max_stream_buffer)");
+                    let _ = write_half.close().await;
+                }
+                PumpEnd::ReaderGone => {
+                    let _ = write_half.close().await;
+                }
+                PumpEnd::Closed => {}
+            }
+            drop(guard);
+        });
+        Ok(Box::new(stream))
+    }
+
+    /// The current state.
+    pub fn state(&self) -> TunnelState {
+        *self.inner.shared.state.borrow()
+    }
+
+    /// A watch of the state.
+    pub fn subscribe(&self) -> watch::Receiver<TunnelState> {
+        self.inner.shared.state.subscribe()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TunnelStats {
+        let sh = &self.inner.shared;
+        let c = &sh.counters;
+        TunnelStats {
+            state: self.state(),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            handshake_failures: c.failures(),
+            open_streams: *sh.open.borrow(),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            streams_reset_slow_reader: c.streams_reset_slow_reader.load(Ordering::Relaxed),
+            last_error: lock(&sh.last_error).clone(),
+            up_since: *lock(&sh.up_since),
+        }
+    }
+
+    /// Use `ctx` (identity, known_hosts, settings) from the next handshake
+    /// on; the current session is kept.
+    pub fn set_context(&self, ctx: Arc<SshContext>) {
+        *lock(&self.inner.shared.ctx) = ctx;
+    }
+
+    /// Stop taking new dials; resolve once open streams ended (the caller
+    /// bounds this with a timeout), then close the session.
+    pub async fn drain(&self) {
+        let sh = &self.inner.shared;
+        sh.draining.store(true, Ordering::SeqCst);
+        sh.set_state(TunnelState::Draining);
+        let mut open = sh.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+        sh.stop.cancel();
+    }
+}
+
+fn open_failure(f: &ChannelOpenFailure) -> String {
+    match f {
+        ChannelOpenFailure::ConnectFailed => {
+            "sshd could not connect to the target (connection refused or unreachable)".into()
+        }
+        ChannelOpenFailure::AdministrativelyProhibited => {
+            "sshd forbids TCP forwarding for this user (AllowTcpForwarding / PermitOpen)".into()
+        }
+        ChannelOpenFailure::ResourceShortage => "sshd is out of resources".into(),
+        ChannelOpenFailure::UnknownChannelType => "sshd does not support direct-tcpip".into(),
+        ChannelOpenFailure::Other { code, reason } => format!("sshd refused ({code}): {reason}"),
+    }
+}

@@ -1,0 +1,403 @@
+//! The `sshbridge` daemon as a child process: its config file, its log,
+//! signals, and readiness by an actual CONNECT through it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::client::Egress;
+
+/// One `[[node]]` of the bridge config.
+#[derive(Debug, Clone)]
+pub struct NodeEntry {
+    /// `name`
+    pub name: String,
+    /// `address`
+    pub address: IpAddr,
+    /// `ssh_address`
+    pub ssh_address: SocketAddr,
+    /// `pod_cidrs`
+    pub pod_cidrs: Vec<String>,
+}
+
+/// `[egress] http_connect_tcp`.
+#[derive(Debug, Clone)]
+pub struct TcpEgress {
+    /// `listen`
+    pub listen: SocketAddr,
+    /// `cert`
+    pub cert: PathBuf,
+    /// `key`
+    pub key: PathBuf,
+    /// `client_ca`
+    pub client_ca: PathBuf,
+    /// Client TLS config trusting the bridge's certificate, holding a
+    /// client certificate (for [`Egress::Tls`]).
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+/// The bridge config a test runs with; rendered to TOML with the key names
+/// of DESIGN.md. Durations and sizes are the strings the file holds.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Where the config file, sockets and log live.
+    pub dir: PathBuf,
+    /// `[egress] http_connect_uds`
+    pub uds: PathBuf,
+    /// `[egress] http_connect_tcp`
+    pub tcp: Option<TcpEgress>,
+    /// `[egress] dial_timeout`
+    pub dial_timeout: String,
+    /// `[ssh] user`
+    pub user: String,
+    /// `[ssh] identity`
+    pub identity: PathBuf,
+    /// `[ssh] known_hosts`
+    pub known_hosts: PathBuf,
+    /// `[ssh] connect_timeout`
+    pub connect_timeout: String,
+    /// `[ssh] keepalive_interval`
+    pub keepalive_interval: String,
+    /// `[ssh] keepalive_max`
+    pub keepalive_max: u32,
+    /// `[ssh] backoff.initial` / `backoff.max`
+    pub backoff: (String, String),
+    /// `[ssh] max_stream_buffer`
+    pub max_stream_buffer: String,
+    /// `[health] interval`
+    pub health_interval: String,
+    /// `[health] kubelet_port`
+    pub kubelet_port: u16,
+    /// `[health] kubelet_ca`
+    pub kubelet_ca: Option<PathBuf>,
+    /// Extra `key = value` lines put in `[bridge]` (to make a config
+    /// invalid on purpose).
+    pub extra_bridge_lines: Vec<String>,
+    /// `[[node]]`
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl BridgeConfig {
+    /// The config file's TOML.
+    pub fn to_toml(&self) -> String {
+        let q = |p: &Path| toml_str(&p.display().to_string());
+        let mut t = String::from("[bridge]\nid = \"e2e\"\n");
+        for line in &self.extra_bridge_lines {
+            t.push_str(line);
+            t.push('\n');
+        }
+        t.push_str(&format!(
+            "\n[egress]\nhttp_connect_uds = {}\n",
+            q(&self.uds)
+        ));
+        if let Some(tcp) = &self.tcp {
+            t.push_str(&format!(
+                "http_connect_tcp = {{ listen = \"{}\", cert = {}, key = {}, client_ca = {} }}\n",
+                tcp.listen,
+                q(&tcp.cert),
+                q(&tcp.key),
+                q(&tcp.client_ca)
+            ));
+        }
+        t.push_str(&format!(
+            "dial_timeout = \"{}\"\nservice_cidrs = []\n",
+            self.dial_timeout
+        ));
+        t.push_str(&format!(
+            "\n[ssh]\nuser = {}\nidentity = {}\nknown_hosts = {}\nconnect_timeout = \"{}\"\n\
+             keepalive_interval = \"{}\"\nkeepalive_max = {}\n\
+             backoff = {{ initial = \"{}\", max = \"{}\", multiplier = 2.0, jitter = 0.2 }}\n\
+             max_stream_buffer = \"{}\"\n",
+            toml_str(&self.user),
+            q(&self.identity),
+            q(&self.known_hosts),
+            self.connect_timeout,
+            self.keepalive_interval,
+            self.keepalive_max,
+            self.backoff.0,
+            self.backoff.1,
+            self.max_stream_buffer,
+        ));
+        t.push_str(&format!(
+            "\n[health]\ninterval = \"{}\"\nkubelet_port = {}\nkubelet_path = \"/healthz\"\n",
+            self.health_interval, self.kubelet_port
+        ));
+        if let Some(ca) = &self.kubelet_ca {
+            t.push_str(&format!("kubelet_ca = {}\n", q(ca)));
+        }
+        t.push_str(&format!(
+            "\n[admin]\nlisten = {}\n\n[migration]\nstore = {}\n",
+            toml_str(&format!("unix:{}", self.dir.join("admin.sock").display())),
+            toml_str(&format!(
+                "file:{}",
+                self.dir.join("migration.json").display()
+            )),
+        ));
+        for n in &self.nodes {
+            let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| toml_str(c)).collect();
+            t.push_str(&format!(
+                "\n[[node]]\nname = {}\naddress = \"{}\"\nssh_address = \"{}\"\npod_cidrs = [{}]\n",
+                toml_str(&n.name),
+                n.address,
+                n.ssh_address,
+                cidrs.join(", ")
+            ));
+        }
+        t
+    }
+
+    /// The config file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("sshbridge.toml")
+    }
+
+    /// Writes the config file.
+    pub fn write(&self) -> anyhow::Result<PathBuf> {
+        let path = self.path();
+        std::fs::write(&path, self.to_toml())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The `sshbridge` binary, built once per test run: `$SSHBRIDGE_BIN` when
+/// set, else `cargo build -p sshbridge --bin sshbridge` next to this test.
+pub fn bridge_bin() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build_bin().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn build_bin() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SSHBRIDGE_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    // target/debug/deps/e2e-HASH -> target/debug/sshbridge
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no target dir")?
+        .join("sshbridge");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "sshbridge", "--bin", "sshbridge"])
+            .current_dir(workspace)
+            .status()
+            .context("running cargo build for the sshbridge binary")?;
+        if !status.success() {
+            bail!("cargo build -p sshbridge --bin sshbridge failed: {status}");
+        }
+    }
+    if !bin.exists() {
+        bail!(
+            "{} not found; build it with cargo build -p sshbridge",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running `sshbridge run --config FILE`. Dropping it kills the process
+/// (and prints its log when the test is failing).
+pub struct Bridge {
+    /// The config it was last given.
+    pub config: BridgeConfig,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Bridge {
+    /// Writes the config, starts the daemon and waits until a CONNECT to
+    /// `ready_target` answers 200 (skip waiting with `None`).
+    pub async fn start(config: BridgeConfig, ready_target: Option<&str>) -> anyhow::Result<Self> {
+        let bin = bridge_bin()?;
+        let path = config.write()?;
+        let log = config.dir.join("sshbridge.log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let err = out.try_clone()?;
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sshbridge=debug".into());
+        let child = tokio::process::Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut bridge = Bridge { config, child, log };
+        if let Some(target) = ready_target {
+            bridge
+                .wait_for_status(target, 200, Duration::from_secs(30))
+                .await?;
+        }
+        Ok(bridge)
+    }
+
+    /// The unix-socket egress.
+    pub fn egress(&self) -> Egress {
+        Egress::Uds(self.config.uds.clone())
+    }
+
+    /// The mTLS TCP egress, with the client certificate from the config.
+    pub fn egress_tcp(&self) -> Option<Egress> {
+        let tcp = self.config.tcp.as_ref()?;
+        Some(Egress::Tls {
+            addr: tcp.listen,
+            config: tcp.client.clone(),
+        })
+    }
+
+    /// Polls a CONNECT to `target` until it answers `status` (bounded by
+    /// `within`); fails with the last answer and the bridge log.
+    pub async fn wait_for_status(
+        &mut self,
+        target: &str,
+        status: u16,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let egress = self.egress();
+        let mut last = String::from("no attempt");
+        let poll = async {
+            loop {
+                if let Ok(Some(exit)) = self.child.try_wait() {
+                    last = format!("the bridge exited with {exit}");
+                    return false;
+                }
+                match egress.connect(target).await {
+                    Ok(c) if c.status == status => return true,
+                    Ok(c) => last = format!("{} {}", c.status, c.body.trim()),
+                    Err(e) => last = format!("{e:#}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        match tokio::time::timeout(within, poll).await {
+            Ok(true) => Ok(()),
+            _ => bail!(
+                "CONNECT {target} did not answer {status} within {within:?}; last: {last}\nbridge log:\n{}",
+                self.log_tail(60)
+            ),
+        }
+    }
+
+    /// Writes a new config file (the daemon reads it on [`Bridge::sighup`]).
+    pub fn rewrite_config(&mut self, config: BridgeConfig) -> anyhow::Result<()> {
+        config.write()?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn sighup(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGHUP)
+    }
+
+    /// Sends SIGTERM (drain and exit).
+    pub fn sigterm(&self) -> anyhow::Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    fn signal(&self, sig: i32) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the bridge already exited")?;
+        // SAFETY: kill(2) on our own child's pid.
+        if unsafe { libc::kill(pid as i32, sig) } != 0 {
+            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the daemon.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits for the daemon to exit, at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!(
+                "the bridge did not exit within {within:?}\nlog:\n{}",
+                self.log_tail(60)
+            ),
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Polls the log until it contains `needle` (bounded by `within`).
+    pub async fn wait_for_log(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
+        let poll = async {
+            while !self.log().contains(needle) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(within, poll).await.map_err(|_| {
+            anyhow::anyhow!(
+                "the bridge log never mentioned {needle:?}; log:\n{}",
+                self.log_tail(60)
+            )
+        })
+    }
+}
+
+tokio::task_local! {
+    static LOGS: std::cell::RefCell<Vec<String>>;
+}
+
+/// Runs `body`, collecting the log tail of every [`Bridge`] dropped inside
+/// it, so a test that fails with an error (not a panic) can still show
+/// what the daemon said before its temp dir was removed.
+pub async fn capture_logs<F: std::future::Future>(body: F) -> (F::Output, Vec<String>) {
+    LOGS.scope(std::cell::RefCell::new(Vec::new()), async {
+        let out = body.await;
+        (out, LOGS.with(|l| l.take()))
+    })
+    .await
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let tail = self.log_tail(200);
+        let _ = LOGS.try_with(|l| l.borrow_mut().push(tail));
+        if std::thread::panicking() {
+            eprintln!(
+                "---- sshbridge log ({}) ----\n{}",
+                self.log.display(),
+                self.log_tail(200)
+            );
+        }
+        let _ = self.child.start_kill();
+    }
+}

@@ -1,0 +1,132 @@
+//! Servers that stand in for pods (and the node-local services) behind a
+//! node: each listens on its own 127.x address so routing mistakes show.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// What a pod server does with each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Echoes every byte; after the client's EOF it finishes echoing and
+    /// closes its write side.
+    Echo,
+    /// Reads to EOF, then answers the hex SHA-256 of what it read and closes.
+    Hash,
+    /// Writes an endless stream of bytes and never reads.
+    Firehose,
+    /// Writes `bye\n`, closes its write side at once, then reads to EOF and
+    /// records the SHA-256 of what arrived (see [`PodServer::received`]).
+    CloseFirst,
+}
+
+/// A running pod server. Stops when the cluster's shutdown token fires.
+#[derive(Debug, Clone)]
+pub struct PodServer {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<String>>>,
+}
+
+impl PodServer {
+    /// Binds `ip:0` and serves `behavior` until `shutdown`.
+    pub async fn start(
+        ip: IpAddr,
+        behavior: Behavior,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((ip, 0)).await?;
+        let server = PodServer {
+            addr: listener.local_addr()?,
+            received: Arc::default(),
+        };
+        let received = server.received.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
+                };
+                let (received, shutdown) = (received.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = serve(stream, behavior, received) => {}
+                    }
+                });
+            }
+        });
+        Ok(server)
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// For [`Behavior::CloseFirst`]: hex SHA-256 of each finished
+    /// connection's input, in completion order.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().expect("poisoned").clone()
+    }
+}
+
+/// Hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn serve(
+    mut s: TcpStream,
+    behavior: Behavior,
+    received: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    match behavior {
+        Behavior::Echo => {
+            let (mut r, mut w) = s.split();
+            tokio::io::copy(&mut r, &mut w).await?;
+            w.shutdown().await?;
+        }
+        Behavior::Hash => {
+            let mut h = Sha256::new();
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            s.write_all(hex(&h.finalize()).as_bytes()).await?;
+            s.shutdown().await?;
+        }
+        Behavior::Firehose => {
+            buf.fill(b'x');
+            loop {
+                s.write_all(&buf).await?;
+            }
+        }
+        Behavior::CloseFirst => {
+            s.write_all(b"bye\n").await?;
+            s.shutdown().await?;
+            let mut h = Sha256::new();
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            received.lock().expect("poisoned").push(hex(&h.finalize()));
+        }
+    }
+    Ok(())
+}
