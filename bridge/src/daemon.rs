@@ -1,29 +1,34 @@
-//! The daemon: one SSH tunnel per node, the egress frontends, reloads and
-//! the drain on shutdown.
+//! The daemon: one SSH tunnel and prober per node, the egress frontends,
+//! the admin API, reloads and the drain on shutdown.
 //!
 //! State that a reload replaces lives in one [`Snapshot`] (config, routing
-//! table, node tunnels) swapped atomically; a stream that already resolved
-//! keeps the tunnel it dialed through, so a reload never cuts open streams
-//! of nodes that stay.
+//! table, nodes) swapped atomically; a stream that already resolved keeps
+//! the tunnel it dialed through, so a reload never cuts open streams of
+//! nodes that stay.
 
 pub mod listen;
+mod node;
+mod observe;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sshbridge_config::{Config, Node, Route};
+use sshbridge_config::{Config, Route};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::egress::http_connect::{self, Lifecycle, Limits};
 use crate::egress::{Dial, Dialed, EgressError};
+use crate::health::{HealthSetupError, ProbeSettings};
+use crate::metrics::BridgeMetrics;
 use crate::path::DialError;
-use crate::router::Table;
+use crate::router::{RouteError, Table};
 use crate::ssh::{SshContext, SshSetupError, Tunnel, TunnelState, TunnelStats};
 
 pub use listen::{BindError, Listeners};
+use node::{NodeEntry, Spawn};
 
 /// The daemon could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +36,9 @@ pub enum StartError {
     /// The SSH identity or known_hosts could not be loaded.
     #[error(transparent)]
     Ssh(#[from] SshSetupError),
-}
-
-/// One node as the daemon runs it.
-struct NodeEntry {
-    spec: Node,
-    tunnel: Tunnel,
+    /// The health probe settings (kubelet CA) could not be loaded.
+    #[error(transparent)]
+    Health(#[from] HealthSetupError),
 }
 
 /// Everything a reload replaces, swapped as one.
@@ -46,9 +48,16 @@ struct Snapshot {
     nodes: HashMap<String, NodeEntry>,
 }
 
-/// Shared between the frontends (as their [`Dial`]) and the control side.
+/// Shared between the frontends (as their [`Dial`]), the admin server and
+/// the control side.
 struct Shared {
     current: RwLock<Arc<Snapshot>>,
+    metrics: BridgeMetrics,
+    started: Instant,
+    /// Cancelled when the daemon stops accepting (for `/readyz`).
+    stop_accepting: CancellationToken,
+    /// Whether an egress listener was configured and is being served.
+    egress_listeners: usize,
 }
 
 impl Shared {
@@ -63,9 +72,13 @@ impl Dial for Shared {
         let healthy = |name: &str| {
             snap.nodes
                 .get(name)
-                .is_some_and(|n| n.spec.route == Route::Ssh && n.tunnel.state() == TunnelState::Up)
+                .is_some_and(|n| n.spec.route == Route::Ssh && n.healthy())
         };
-        let decision = snap.table.resolve(host, port, healthy)?;
+        let decision = snap.table.resolve(host, port, healthy).inspect_err(|e| {
+            if matches!(e, RouteError::Forbidden { .. }) {
+                self.metrics.dial_forbidden();
+            }
+        })?;
         let node = &snap.nodes[&decision.node];
         if node.spec.route == Route::Konnectivity {
             return Err(DialError::Unavailable {
@@ -77,24 +90,21 @@ impl Dial for Shared {
             }
             .into());
         }
-        let timeout = snap.config.egress.dial_timeout;
-        match tokio::time::timeout(timeout, node.tunnel.dial(&decision.host, decision.port)).await {
-            Ok(Ok(stream)) => Ok(Dialed {
-                stream,
-                node: decision.node,
-            }),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(DialError::Timeout {
-                node: decision.node,
-                target: crate::router::format_target(&decision.host, decision.port),
-                after: timeout,
-            }
-            .into()),
-        }
+        let stream = node
+            .dial(
+                &decision.host,
+                decision.port,
+                snap.config.egress.dial_timeout,
+            )
+            .await?;
+        Ok(Dialed {
+            stream,
+            node: decision.node,
+        })
     }
 }
 
-/// What a node looks like right now, for the demo and (later) reports.
+/// What a node looks like right now, for the demo.
 #[derive(Debug, Clone)]
 pub struct NodeStatus {
     /// Node name.
@@ -123,7 +133,8 @@ pub struct ReloadSummary {
 /// A running bridge.
 pub struct Daemon {
     shared: Arc<Shared>,
-    /// Cancelled at the very end: stops every tunnel actor.
+    /// Cancelled at the very end: stops every tunnel, prober and the admin
+    /// server.
     root: CancellationToken,
     life: Lifecycle,
     /// Drains of removed or replaced nodes' tunnels.
@@ -132,9 +143,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the tunnels and serves the given listeners. `drain_grace`
-    /// bounds how long open streams may run on after shutdown or a node's
-    /// removal.
+    /// Starts the tunnels and probers and serves the given listeners.
+    /// `drain_grace` bounds how long open streams may run on after shutdown
+    /// or a node's removal.
     pub fn start(
         config: Config,
         listeners: Listeners,
@@ -142,28 +153,49 @@ impl Daemon {
     ) -> Result<Daemon, StartError> {
         let root = CancellationToken::new();
         let ctx = SshContext::load(&config.ssh)?;
+        let probes = ProbeSettings::from_config(&config.health)?;
+        let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
+        let count = config.nodes.len();
         let nodes = config
             .nodes
             .iter()
-            .map(|n| (n.name.clone(), spawn_node(n, &ctx, &root)))
+            .enumerate()
+            .map(|(i, n)| {
+                let phase = phase(&config, i, count);
+                let spawn = Spawn {
+                    ctx: &ctx,
+                    root: &root,
+                    probes: &probes,
+                    metrics: &metrics,
+                    dial_timeout: config.egress.dial_timeout,
+                    phase,
+                };
+                (n.name.clone(), NodeEntry::spawn(n, spawn))
+            })
             .collect();
+        let limits = Limits {
+            max_request_head: config.egress.max_request_head,
+            request_head_timeout: config.egress.request_head_timeout,
+        };
         let snapshot = Snapshot {
             table: Table::new(&config.nodes, &config.egress.service_cidrs),
             config: Arc::new(config),
             nodes,
         };
-        let limits = Limits {
-            max_request_head: snapshot.config.egress.max_request_head,
-            request_head_timeout: snapshot.config.egress.request_head_timeout,
-        };
-        let shared = Arc::new(Shared {
-            current: RwLock::new(Arc::new(snapshot)),
-        });
         let life = Lifecycle {
             stop_accepting: CancellationToken::new(),
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
+        let egress_listeners = usize::from(listeners.http_connect_uds.is_some())
+            + usize::from(listeners.http_connect_tcp.is_some());
+        let shared = Arc::new(Shared {
+            current: RwLock::new(Arc::new(snapshot)),
+            metrics,
+            started: Instant::now(),
+            stop_accepting: life.stop_accepting.clone(),
+            egress_listeners,
+        });
         if let Some(l) = listeners.http_connect_uds {
             tokio::spawn(http_connect::serve_unix(
                 l,
@@ -181,6 +213,13 @@ impl Daemon {
                 life.clone(),
             ));
         }
+        if let Some(admin) = listeners.admin {
+            tokio::spawn(crate::admin::serve(
+                admin,
+                shared.clone(),
+                root.child_token(),
+            ));
+        }
         Ok(Daemon {
             shared,
             root,
@@ -195,32 +234,49 @@ impl Daemon {
     /// addresses are not rebound; changing them needs a restart.
     pub fn reload(&self, config: Config) -> Result<ReloadSummary, StartError> {
         let ctx = SshContext::load(&config.ssh)?;
+        let probes = ProbeSettings::from_config(&config.health)?;
         let old = self.shared.snapshot();
         if old.config.egress.http_connect_uds != config.egress.http_connect_uds
             || old.config.egress.http_connect_tcp != config.egress.http_connect_tcp
+            || old.config.admin != config.admin
         {
-            warn!("egress listener settings changed; they take effect at the next restart");
+            warn!(
+                "egress or admin listener settings changed; they take effect at the next restart"
+            );
         }
+        let reprobe = old.config.health != config.health
+            || old.config.egress.dial_timeout != config.egress.dial_timeout;
         let mut summary = ReloadSummary::default();
         let mut nodes = HashMap::new();
-        for spec in &config.nodes {
+        let count = config.nodes.len();
+        for (i, spec) in config.nodes.iter().enumerate() {
+            let spawn = Spawn {
+                ctx: &ctx,
+                root: &self.root,
+                probes: &probes,
+                metrics: &self.shared.metrics,
+                dial_timeout: config.egress.dial_timeout,
+                phase: phase(&config, i, count),
+            };
             let entry = match old.nodes.get(&spec.name) {
                 Some(prev) if prev.spec == *spec => {
                     prev.tunnel.set_context(ctx.clone());
                     summary.kept += 1;
-                    NodeEntry {
-                        spec: spec.clone(),
-                        tunnel: prev.tunnel.clone(),
+                    if reprobe {
+                        prev.watchers.cancel();
+                        NodeEntry::around(spec, prev.tunnel.clone(), spawn)
+                    } else {
+                        prev.clone()
                     }
                 }
                 Some(prev) => {
                     summary.replaced.push(spec.name.clone());
-                    self.drain_later(&spec.name, prev.tunnel.clone());
-                    spawn_node(spec, &ctx, &self.root)
+                    self.retire(prev, false);
+                    NodeEntry::spawn(spec, spawn)
                 }
                 None => {
                     summary.added.push(spec.name.clone());
-                    spawn_node(spec, &ctx, &self.root)
+                    NodeEntry::spawn(spec, spawn)
                 }
             };
             nodes.insert(spec.name.clone(), entry);
@@ -228,7 +284,7 @@ impl Daemon {
         for (name, prev) in &old.nodes {
             if !nodes.contains_key(name) {
                 summary.removed.push(name.clone());
-                self.drain_later(name, prev.tunnel.clone());
+                self.retire(prev, true);
             }
         }
         let snapshot = Snapshot {
@@ -256,6 +312,11 @@ impl Daemon {
                 }
             })
             .collect()
+    }
+
+    /// The report document of this moment (what `/report` serves).
+    pub fn report(&self) -> crate::report::Report {
+        self.shared.report()
     }
 
     /// Stops accepting, lets open streams finish for up to the drain grace,
@@ -295,8 +356,19 @@ impl Daemon {
         }
     }
 
-    fn drain_later(&self, name: &str, tunnel: Tunnel) {
-        let (name, grace) = (name.to_string(), self.drain_grace);
+    /// Stops a node that left (or changed in) the config: its prober stops
+    /// now, its tunnel takes no new streams and closes once the open ones
+    /// end or the drain grace is over.
+    fn retire(&self, node: &NodeEntry, forget_metrics: bool) {
+        node.watchers.cancel();
+        if forget_metrics {
+            self.shared.metrics.remove_node(&node.spec.name);
+        }
+        let (name, grace, tunnel): (String, Duration, Tunnel) = (
+            node.spec.name.clone(),
+            self.drain_grace,
+            node.tunnel.clone(),
+        );
         self.drains.spawn(async move {
             if tokio::time::timeout(grace, tunnel.drain()).await.is_err() {
                 warn!(node = %name, "streams still open after the drain grace; closing the tunnel");
@@ -304,6 +376,12 @@ impl Daemon {
             info!(node = %name, "tunnel closed after reload");
         });
     }
+}
+
+/// Offset of node `i`'s first probe: nodes spread over one interval.
+fn phase(config: &Config, i: usize, count: usize) -> Duration {
+    let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+    config.health.interval / count * u32::try_from(i).unwrap_or(0)
 }
 
 /// Cuts every stream and tunnel of a daemon at once.
@@ -316,12 +394,5 @@ impl AbortHandle {
     /// Stops accepting, cuts open streams and stops every tunnel.
     pub fn abort(&self) {
         self.tokens.iter().for_each(CancellationToken::cancel);
-    }
-}
-
-fn spawn_node(spec: &Node, ctx: &Arc<SshContext>, root: &CancellationToken) -> NodeEntry {
-    NodeEntry {
-        spec: spec.clone(),
-        tunnel: Tunnel::spawn(spec.clone(), ctx.clone(), root.child_token()),
     }
 }

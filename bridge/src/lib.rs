@@ -9,9 +9,12 @@
 //! Not here: configuration parsing (`sshbridge-config`) and the migration
 //! logic (`sshbridge-migrate`).
 
+pub mod admin;
 pub mod backoff;
 pub mod daemon;
 pub mod egress;
+pub mod health;
+pub mod metrics;
 pub mod path;
 pub mod report;
 pub mod router;

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use bridge::{BridgeMetrics, DialFailure, NodeMetrics, PathMetrics, DIAL_BUCKETS, PROBE_BUCKETS};
+pub use bridge::{
+    BridgeMetrics, DialFailure, NodeMetrics, PathMetrics, DIAL_BUCKETS, PROBE_BUCKETS,
+};
 pub use text::{escape_label_value, CONTENT_TYPE};
 
 /// The name, help text and label names of a metric family. `N` is the
@@ -125,7 +127,11 @@ impl Histogram {
 
     /// Records one observation.
     pub fn observe(&self, v: f64) {
-        let slot = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        let slot = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
         let _ = self
             .sum
@@ -232,7 +238,11 @@ impl Registry {
         values: [&str; N],
         new: impl FnOnce() -> Series,
     ) -> Series {
-        debug_assert!(text::is_valid_name(desc.name), "bad metric name {}", desc.name);
+        debug_assert!(
+            text::is_valid_name(desc.name),
+            "bad metric name {}",
+            desc.name
+        );
         let fresh = new();
         let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let family = families.entry(desc.name).or_insert_with(|| Family {
@@ -242,7 +252,11 @@ impl Registry {
             series: BTreeMap::new(),
         });
         if family.kind != fresh.kind() || family.labels != desc.labels {
-            debug_assert!(false, "metric {} registered twice with different shapes", desc.name);
+            debug_assert!(
+                false,
+                "metric {} registered twice with different shapes",
+                desc.name
+            );
             return fresh;
         }
         let key = values.iter().map(|v| v.to_string()).collect();
@@ -276,7 +290,13 @@ impl Registry {
     }
 }
 
-fn render_series(out: &mut String, name: &str, labels: &[&'static str], values: &[String], series: &Series) {
+fn render_series(
+    out: &mut String,
+    name: &str,
+    labels: &[&'static str],
+    values: &[String],
+    series: &Series,
+) {
     use text::{format_value, write_sample};
     match series {
         Series::Counter(c) => write_sample(out, name, labels, values, None, &c.get().to_string()),
@@ -286,10 +306,31 @@ fn render_series(out: &mut String, name: &str, labels: &[&'static str], values: 
             let bucket = format!("{name}_bucket");
             for (le, n) in &snap.buckets {
                 let le = format_value(*le);
-                write_sample(out, &bucket, labels, values, Some(("le", &le)), &n.to_string());
+                write_sample(
+                    out,
+                    &bucket,
+                    labels,
+                    values,
+                    Some(("le", &le)),
+                    &n.to_string(),
+                );
             }
-            write_sample(out, &format!("{name}_sum"), labels, values, None, &format_value(snap.sum));
-            write_sample(out, &format!("{name}_count"), labels, values, None, &snap.count.to_string());
+            write_sample(
+                out,
+                &format!("{name}_sum"),
+                labels,
+                values,
+                None,
+                &format_value(snap.sum),
+            );
+            write_sample(
+                out,
+                &format!("{name}_count"),
+                labels,
+                values,
+                None,
+                &snap.count.to_string(),
+            );
         }
     }
 }

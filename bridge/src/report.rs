@@ -19,13 +19,14 @@ pub mod render;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::health::PathState;
 pub use diff::{diff, Change, Diff, Thresholds, What};
+pub use sshbridge_config::Route;
 
 /// The schema this sshbridge writes and reads.
 pub const SCHEMA: &str = "sshbridge.report/v1";
@@ -151,43 +152,17 @@ pub struct DialStats {
     pub failed: BTreeMap<String, u64>,
 }
 
-/// Health of a path. Ordered from best to worst for [`diff`]:
-/// up < degraded < unknown < down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathState {
-    /// Probes pass.
-    Up,
-    /// Probes pass only partly or slowly; traffic still flows.
-    Degraded,
-    /// Not probed yet, or the path does not exist yet.
-    #[default]
-    Unknown,
-    /// `down_after` probes in a row failed, or the tunnel is gone.
-    Down,
-}
-
-/// Which path serves a node's traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Route {
-    /// The node's SSH tunnel.
-    Ssh,
-    /// The node's Konnectivity agent.
-    Konnectivity,
-}
-
 /// Why a report could not be read. Every message names the file (or
 /// address) it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// The file could not be read.
-    #[error("cannot read report {file}: {source}")]
+    #[error("cannot read report {file}: {error}")]
     Read {
         /// File name as given.
         file: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (kept out of `source()`: the message has it).
+        error: std::io::Error,
     },
     /// Not valid JSON, or a field is missing or has the wrong type.
     #[error("{file}:{line}:{column}: not a valid sshbridge report: {message}")]
@@ -273,9 +248,9 @@ impl Report {
     /// Reads and parses a report file.
     pub fn load(path: &Path) -> Result<Report, ReportError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ReportError::Read {
             file: file.clone(),
-            source,
+            error,
         })?;
         Report::from_json(&text, &file)
     }
@@ -306,50 +281,6 @@ impl Paths {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &PathReport)> {
         std::iter::once(("ssh", &self.ssh))
             .chain(self.konnectivity.as_ref().map(|k| ("konnectivity", k)))
-    }
-}
-
-impl PathState {
-    /// Position in up < degraded < unknown < down.
-    pub fn severity(self) -> u8 {
-        match self {
-            PathState::Up => 0,
-            PathState::Degraded => 1,
-            PathState::Unknown => 2,
-            PathState::Down => 3,
-        }
-    }
-
-    /// The name used in JSON and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathState::Up => "up",
-            PathState::Degraded => "degraded",
-            PathState::Unknown => "unknown",
-            PathState::Down => "down",
-        }
-    }
-}
-
-impl fmt::Display for PathState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Route {
-    /// The name used in JSON and tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Ssh => "ssh",
-            Route::Konnectivity => "konnectivity",
-        }
-    }
-}
-
-impl fmt::Display for Route {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -13,18 +13,18 @@
 //!
 //! # Slow readers
 //!
-//! russh 0.65 refills a channel's window when data arrives, not when it is
-//! consumed, and its session loop awaits each channel's bounded queue. One
-//! unread channel would therefore stall the whole session, keepalives
-//! included. The policy here: every stream has a pump task that always
-//! drains its channel at once into a per-stream buffer that the client
-//! reads from. When a client leaves more than `ssh.max_stream_buffer` bytes
-//! unread, that stream alone is reset: its channel is closed, its reader
-//! gets `ConnectionReset` ("stream reset: client stopped reading, N bytes
-//! buffered"), `streams_reset_slow_reader` counts it and a warning names
-//! node and target. The node's other streams and keepalives never wait on
-//! it. A stream's memory is thus bounded by `max_stream_buffer` plus one
-//! channel window in flight.
+//! Stock russh 0.65 refills a channel's window when data arrives, not when
+//! it is consumed, and its session loop awaits each channel's bounded
+//! queue: one unread channel would stall the whole session, keepalives
+//! included. sshbridge runs russh with its `window_on_consume` patch
+//! (vendor/README.md): every stream has a pump task that drains its channel
+//! into the stream's buffer at once and returns window credit only for
+//! bytes the client has read. A client that stops reading therefore holds
+//! at most one window (`ssh.max_stream_buffer`) and makes only its own
+//! sender on the node wait, as TCP would; the channel queue (sized to one
+//! window of messages) never fills, so the node's other streams and its
+//! keepalives never wait. A node that sends past the window breaks the
+//! protocol: that stream is reset and counted in `streams_reset`.
 
 pub mod known_hosts;
 mod session;
@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use russh::keys::PrivateKey;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
 pub use session::{HandshakeError, Tunnel};
@@ -196,9 +196,10 @@ pub struct TunnelStats {
     pub bytes_sent: u64,
     /// Bytes received from targets.
     pub bytes_received: u64,
-    /// Streams reset because their client stopped reading.
-    pub streams_reset_slow_reader: u64,
-    /// The last failure, naming node, address and what to do.
+    /// Streams reset because the node sent past their window.
+    pub streams_reset: u64,
+    /// The most recent failure (kept after recovery), naming node,
+    /// address and what to do.
     pub last_error: Option<String>,
     /// When the current session came up; `None` when not up.
     pub up_since: Option<SystemTime>,
@@ -215,7 +216,7 @@ pub(crate) struct Counters {
     fail_other: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
-    streams_reset_slow_reader: AtomicU64,
+    streams_reset: AtomicU64,
 }
 
 impl Counters {
@@ -240,6 +241,3 @@ impl Counters {
         }
     }
 }
-
-/// Watch of a tunnel's state, as returned by [`Tunnel::subscribe`].
-pub type StateWatch = watch::Receiver<TunnelState>;

@@ -183,13 +183,33 @@ pub struct Migration {
     pub soak: Duration,
 }
 
-/// Which path serves a node's new streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Which path serves a node's new streams. Serialized in lower case
+/// (`"ssh"`, `"konnectivity"`), as in the config file and reports.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Route {
     /// The node's SSH tunnel.
     Ssh,
     /// The node's Konnectivity agents.
     Konnectivity,
+}
+
+impl Route {
+    /// The name used in config files, reports and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Ssh => "ssh",
+            Route::Konnectivity => "konnectivity",
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A `host:port` pair where the host may be a name or an IP literal.

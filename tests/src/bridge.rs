@@ -74,6 +74,10 @@ pub struct BridgeConfig {
     pub kubelet_port: u16,
     /// `[health] kubelet_ca`
     pub kubelet_ca: Option<PathBuf>,
+    /// `[health] down_after`
+    pub down_after: u32,
+    /// `[health] up_after`
+    pub up_after: u32,
     /// Extra `key = value` lines put in `[bridge]` (to make a config
     /// invalid on purpose).
     pub extra_bridge_lines: Vec<String>,
@@ -123,15 +127,16 @@ impl BridgeConfig {
             self.max_stream_buffer,
         ));
         t.push_str(&format!(
-            "\n[health]\ninterval = \"{}\"\nkubelet_port = {}\nkubelet_path = \"/healthz\"\n",
-            self.health_interval, self.kubelet_port
+            "\n[health]\ninterval = \"{}\"\nkubelet_port = {}\nkubelet_path = \"/healthz\"\n\
+             down_after = {}\nup_after = {}\n",
+            self.health_interval, self.kubelet_port, self.down_after, self.up_after
         ));
         if let Some(ca) = &self.kubelet_ca {
             t.push_str(&format!("kubelet_ca = {}\n", q(ca)));
         }
         t.push_str(&format!(
             "\n[admin]\nlisten = {}\n\n[migration]\nstore = {}\n",
-            toml_str(&format!("unix:{}", self.dir.join("admin.sock").display())),
+            toml_str(&format!("unix:{}", self.admin_socket().display())),
             toml_str(&format!(
                 "file:{}",
                 self.dir.join("migration.json").display()
@@ -148,6 +153,11 @@ impl BridgeConfig {
             ));
         }
         t
+    }
+
+    /// `[admin] listen`: a unix socket in [`BridgeConfig::dir`].
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
     }
 
     /// The config file's path.

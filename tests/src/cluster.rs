@@ -71,6 +71,7 @@ impl Node {
 pub struct ClusterBuilder {
     nodes: usize,
     host_ca: bool,
+    foreign_kubelet_ca: Option<usize>,
 }
 
 impl ClusterBuilder {
@@ -83,6 +84,14 @@ impl ClusterBuilder {
     /// Nodes present host certificates signed by a host CA.
     pub fn host_ca(mut self) -> Self {
         self.host_ca = true;
+        self
+    }
+
+    /// Node number `index` gets a kubelet serving certificate from another
+    /// CA than [`Cluster::ca_path`] (the one `[health] kubelet_ca` names),
+    /// as after a botched certificate rotation.
+    pub fn foreign_kubelet_ca(mut self, index: usize) -> Self {
+        self.foreign_kubelet_ca = Some(index);
         self
     }
 
@@ -104,6 +113,7 @@ impl ClusterBuilder {
             ca_path,
             client_key,
             host_ca,
+            foreign_kubelet_ca: self.foreign_kubelet_ca,
             nodes: Vec::new(),
             shutdown: CancellationToken::new(),
             dir,
@@ -131,6 +141,7 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The kubelet port every node uses (`[health] kubelet_port`).
     pub kubelet_port: u16,
+    foreign_kubelet_ca: Option<usize>,
     shutdown: CancellationToken,
 }
 
@@ -158,8 +169,13 @@ impl Cluster {
         let pod_block = net::block();
         let pod_ip = net::host(pod_block, 10);
         let listener = self.bind_kubelet(address).await?;
-        let cert = self.pki.issue_server(&[address], &[&name])?;
-        let tls = self.pki.server_config(&cert)?;
+        let tls = if self.foreign_kubelet_ca == Some(self.nodes.len()) {
+            let foreign = Pki::new("some-other-ca")?;
+            foreign.server_config(&foreign.issue_server(&[address], &[&name])?)?
+        } else {
+            self.pki
+                .server_config(&self.pki.issue_server(&[address], &[&name])?)?
+        };
         let kubelet = Kubelet::start(listener, name.clone(), tls, self.shutdown.child_token())?;
         let spec = SshdSpec {
             name: name.clone(),
@@ -240,6 +256,8 @@ impl Cluster {
             health_interval: "1s".into(),
             kubelet_port: self.kubelet_port,
             kubelet_ca: Some(self.ca_path.clone()),
+            down_after: 2,
+            up_after: 1,
             extra_bridge_lines: Vec::new(),
             nodes: self.nodes.iter().map(Node::entry).collect(),
         })

@@ -1,11 +1,13 @@
 //! The test kit: real OpenSSH `sshd` nodes, TLS kubelet stand-ins, pod
 //! servers, the `sshbridge` daemon as a child process and an
-//! apiserver-like CONNECT client.
+//! apiserver-like CONNECT client, and the daemon's admin API and report
+//! CLI as an operator uses them.
 //!
 //! Everything listens on its own 127.x address with an OS-picked port;
 //! every wait is bounded. Not here: assertions about the bridge (those are
 //! in `tests/e2e/`).
 
+pub mod admin;
 pub mod bridge;
 pub mod client;
 pub mod cluster;
@@ -14,11 +16,12 @@ pub mod net;
 pub mod pods;
 pub mod sshd;
 
+pub use admin::{ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
 pub use bridge::{Bridge, BridgeConfig, NodeEntry};
 pub use client::{kubelet_get, Connected, Egress, Stream};
 pub use cluster::{Cluster, Node};
 pub use hostkeys::KnownHostsStyle;
-pub use pods::{sha256_hex, Behavior, PodServer};
+pub use pods::{sha256_hex, Behavior, FirehoseCheck, PodServer};
 pub use sshd::SshdNode;
 
 /// Installs a test tracing subscriber once (honours `RUST_LOG`).

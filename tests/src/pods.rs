@@ -2,6 +2,7 @@
 //! node: each listens on its own 127.x address so routing mistakes show.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -17,7 +18,8 @@ pub enum Behavior {
     Echo,
     /// Reads to EOF, then answers the hex SHA-256 of what it read and closes.
     Hash,
-    /// Writes an endless stream of bytes and never reads.
+    /// Writes an endless stream of little-endian `u64` counters (0, 1, 2,
+    /// ...) and never reads; [`FirehoseCheck`] verifies what arrives.
     Firehose,
     /// Writes `bye\n`, closes its write side at once, then reads to EOF and
     /// records the SHA-256 of what arrived (see [`PodServer::received`]).
@@ -29,6 +31,7 @@ pub enum Behavior {
 pub struct PodServer {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<String>>>,
+    sent: Arc<AtomicU64>,
 }
 
 impl PodServer {
@@ -42,19 +45,20 @@ impl PodServer {
         let server = PodServer {
             addr: listener.local_addr()?,
             received: Arc::default(),
+            sent: Arc::default(),
         };
-        let received = server.received.clone();
+        let (received, sent) = (server.received.clone(), server.sent.clone());
         tokio::spawn(async move {
             loop {
                 let stream = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
                 };
-                let (received, shutdown) = (received.clone(), shutdown.clone());
+                let (received, sent, shutdown) = (received.clone(), sent.clone(), shutdown.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        _ = serve(stream, behavior, received) => {}
+                        _ = serve(stream, behavior, received, sent) => {}
                     }
                 });
             }
@@ -72,6 +76,42 @@ impl PodServer {
     pub fn received(&self) -> Vec<String> {
         self.received.lock().expect("poisoned").clone()
     }
+
+    /// For [`Behavior::Firehose`]: bytes its connections have handed to
+    /// the kernel so far, all connections together.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// Verifies a [`Behavior::Firehose`] stream read from its first byte:
+/// every byte must be the one the pattern has at that offset, so a lost,
+/// repeated or reordered chunk shows at once.
+#[derive(Debug, Default)]
+pub struct FirehoseCheck {
+    offset: u64,
+}
+
+impl FirehoseCheck {
+    /// Bytes verified so far.
+    pub fn verified(&self) -> u64 {
+        self.offset
+    }
+
+    /// Checks the next `data` of the stream.
+    pub fn feed(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        for (i, &b) in data.iter().enumerate() {
+            let at = self.offset + i as u64;
+            let want = (at / 8).to_le_bytes()[(at % 8) as usize];
+            anyhow::ensure!(
+                b == want,
+                "firehose byte {at} is {b:#04x}, the pattern has {want:#04x} there \
+                 (bytes were lost, repeated or reordered)"
+            );
+        }
+        self.offset += data.len() as u64;
+        Ok(())
+    }
 }
 
 /// Hex SHA-256 of `data`.
@@ -88,6 +128,7 @@ async fn serve(
     mut s: TcpStream,
     behavior: Behavior,
     received: Arc<Mutex<Vec<String>>>,
+    sent: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     match behavior {
@@ -109,9 +150,15 @@ async fn serve(
             s.shutdown().await?;
         }
         Behavior::Firehose => {
-            buf.fill(b'x');
+            // The buffer holds whole counters, so writes keep the pattern.
+            let mut counter = 0u64;
             loop {
+                for word in buf.chunks_exact_mut(8) {
+                    word.copy_from_slice(&counter.to_le_bytes());
+                    counter += 1;
+                }
                 s.write_all(&buf).await?;
+                sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
             }
         }
         Behavior::CloseFirst => {

@@ -63,8 +63,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let mut nodes = Vec::new();
     let mut known_hosts = String::new();
+    // One kubelet port for all nodes, as in a real cluster ([health] kubelet_port).
+    let mut kubelet_port = 0;
     for i in 1..=args.nodes {
-        let node = start_node(i, &pki, &client_key, &stop).await?;
+        let node = start_node(i, kubelet_port, &pki, &client_key, &stop).await?;
+        kubelet_port = node.kubelet.local_addr().port();
         let ssh = node.sshd.local_addr();
         known_hosts.push_str(&keys::known_hosts_line(
             &ssh.ip().to_string(),
@@ -126,6 +129,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let (refused, _) = apiserver::connect_uds(&egress, "127.0.0.1:22").await?;
     print!("{}", render(&daemon, &nodes, &outcomes));
+    let report = wait_for_probes(&daemon, Duration::from_secs(10)).await;
+    println!("\nHealth report (what `sshbridge report` shows; kubelet probes over each tunnel, certificates verified):");
+    print!(
+        "{}",
+        sshbridge::report::render::report_table(&report, false)
+    );
     println!(
         "\nA destination outside every node, pod CIDR and service CIDR is refused: CONNECT 127.0.0.1:22 -> {} {}",
         refused.status, refused.reason
@@ -149,6 +158,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn start_node(
     i: u8,
+    kubelet_port: u16,
     pki: &Pki,
     client_key: &russh::keys::PrivateKey,
     stop: &CancellationToken,
@@ -177,7 +187,7 @@ async fn start_node(
     );
     let cert = pki.issue_server(&[IpAddr::V4(address)], &[&name])?;
     let kubelet = Kubelet::start(
-        bind(0).await?,
+        bind(kubelet_port).await?,
         name.clone(),
         pki.server_config(&cert)?,
         stop.clone(),
@@ -199,9 +209,11 @@ fn config_text(dir: &Path, kubelet_ca: &Path, nodes: &[SimNode]) -> String {
     let mut t = format!(
         "[bridge]\nid = \"demo\"\n\n[egress]\nhttp_connect_uds = \"{d}/egress.sock\"\ndial_timeout = \"5s\"\n\n\
          [ssh]\nuser = \"demo\"\nidentity = \"{d}/id_ed25519\"\nknown_hosts = \"{d}/known_hosts\"\n\
-         keepalive_interval = \"2s\"\n\n[health]\nkubelet_ca = \"{ca}\"\n\n[admin]\nlisten = \"unix:{d}/admin.sock\"\n",
+         keepalive_interval = \"2s\"\n\n[health]\ninterval = \"500ms\"\nkubelet_port = {port}\nkubelet_ca = \"{ca}\"\n\
+         down_after = 2\nup_after = 1\n\n[admin]\nlisten = \"unix:{d}/admin.sock\"\n",
         d = dir.display(),
-        ca = kubelet_ca.display()
+        ca = kubelet_ca.display(),
+        port = nodes.first().map_or(10250, |n| n.kubelet.local_addr().port())
     );
     for (i, n) in nodes.iter().enumerate() {
         let _ = write!(
@@ -322,6 +334,22 @@ async fn echo_server(listener: TcpListener, stop: CancellationToken) {
                 let _ = wr.shutdown().await;
             });
         }
+    }
+}
+
+/// The report once every node's probes have passed (or after `limit`).
+async fn wait_for_probes(daemon: &Daemon, limit: Duration) -> sshbridge::report::Report {
+    let deadline = Instant::now() + limit;
+    loop {
+        let report = daemon.report();
+        let all_up = report
+            .nodes
+            .iter()
+            .all(|n| n.paths.ssh.state == sshbridge::health::PathState::Up);
+        if all_up || Instant::now() > deadline {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -4,10 +4,11 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sshbridge_config::Config;
+use sshbridge_config::{Config, Listen};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::AdminListener;
 use crate::tls::{self, TlsError};
 
 /// The egress listeners of a daemon.
@@ -17,6 +18,8 @@ pub struct Listeners {
     pub http_connect_uds: Option<UnixListener>,
     /// HTTP CONNECT over TCP with mutual TLS.
     pub http_connect_tcp: Option<(TcpListener, TlsAcceptor)>,
+    /// The admin API.
+    pub admin: Option<AdminListener>,
 }
 
 /// A listener could not be set up; says which key and what to do.
@@ -95,6 +98,18 @@ impl Listeners {
                 })?;
             out.http_connect_tcp = Some((listener, TlsAcceptor::from(tls)));
         }
+        out.admin = Some(match &config.admin.listen {
+            Listen::Unix(path) => AdminListener::Unix(bind_unix("admin.listen", path).await?),
+            Listen::Tcp(addr) => {
+                AdminListener::Tcp(TcpListener::bind(addr).await.map_err(|source| {
+                    BindError::Tcp {
+                        key: "admin.listen",
+                        addr: *addr,
+                        source,
+                    }
+                })?)
+            }
+        });
         Ok(out)
     }
 }

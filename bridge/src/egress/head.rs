@@ -45,8 +45,46 @@ pub struct Connect {
     pub early_data: Vec<u8>,
 }
 
-/// Reads one request head of at most `max` bytes. The caller bounds the time.
+/// Reads one CONNECT request head of at most `max` bytes. The caller
+/// bounds the time.
 pub async fn read<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Connect, HeadError> {
+    match read_until_end(reader, max).await? {
+        Raw::Head { head, rest } => parse(&head).map(|(host, port)| Connect {
+            host,
+            port,
+            early_data: rest,
+        }),
+        // A non-CONNECT method is worth a 405 even when the head is huge.
+        Raw::TooLarge(partial) => match method_of(&partial).filter(|m| *m != "CONNECT") {
+            Some(method) => Err(HeadError::NotConnect(method.to_string())),
+            None => Err(too_large(max)),
+        },
+    }
+}
+
+/// Reads any HTTP/1 request head of at most `max` bytes as text (for the
+/// admin server). The caller bounds the time.
+pub async fn read_raw<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<String, HeadError> {
+    match read_until_end(reader, max).await? {
+        Raw::Head { head, .. } => Ok(String::from_utf8_lossy(&head).into_owned()),
+        Raw::TooLarge(_) => Err(too_large(max)),
+    }
+}
+
+enum Raw {
+    /// The head (ending in `\r\n\r\n`) and what followed it.
+    Head { head: Vec<u8>, rest: Vec<u8> },
+    /// More than `max` bytes without an end of head; what was read.
+    TooLarge(Vec<u8>),
+}
+
+async fn read_until_end<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Raw, HeadError> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
@@ -61,21 +99,13 @@ pub async fn read<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Co
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = find_end(&buf[scan_from..]).map(|e| e + scan_from) {
             if end > max {
-                return Err(too_large(max));
+                return Ok(Raw::TooLarge(buf));
             }
-            let early_data = buf.split_off(end);
-            return parse(&buf).map(|(host, port)| Connect {
-                host,
-                port,
-                early_data,
-            });
+            let rest = buf.split_off(end);
+            return Ok(Raw::Head { head: buf, rest });
         }
         if buf.len() > max {
-            // A non-CONNECT method is worth a 405 even when the head is huge.
-            if let Some(method) = method_of(&buf).filter(|m| *m != "CONNECT") {
-                return Err(HeadError::NotConnect(method.to_string()));
-            }
-            return Err(too_large(max));
+            return Ok(Raw::TooLarge(buf));
         }
     }
 }

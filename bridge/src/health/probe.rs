@@ -121,7 +121,10 @@ fn tls_hint(e: &rustls::Error) -> &'static str {
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 "the kubelet's serving certificate must carry the node address as an IP SAN"
             }
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => {
                 "renew the kubelet's serving certificate, or check the clocks"
             }
             _ => "check the kubelet's serving certificate against health.kubelet_ca",
@@ -152,9 +155,15 @@ pub(crate) async fn probe_once<D: ProbeDial>(
     path: &str,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(), ProbeError> {
-    let stream = dialer.dial(&address.to_string(), port).await.map_err(ProbeError::Dial)?;
+    let stream = dialer
+        .dial(&address.to_string(), port)
+        .await
+        .map_err(ProbeError::Dial)?;
     let name = ServerName::IpAddress(address.into());
-    let mut tls = TlsConnector::from(tls).connect(name, stream).await.map_err(classify)?;
+    let mut tls = TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(classify)?;
     let host = SocketAddr::new(address, port);
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sshbridge-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
@@ -163,15 +172,25 @@ pub(crate) async fn probe_once<D: ProbeDial>(
     tls.flush().await.map_err(classify)?;
     let mut line = Vec::new();
     let mut reader = BufReader::new(tls).take(MAX_STATUS_LINE);
-    reader.read_until(b'\n', &mut line).await.map_err(classify)?;
+    reader
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(classify)?;
     let line = String::from_utf8_lossy(&line).trim_end().to_string();
     let mut parts = line.splitn(3, ' ');
     let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let code: u16 = match (version.starts_with("HTTP/1."), code.parse()) {
         (true, Ok(code)) => code,
         _ => {
-            let what = if line.is_empty() { "connection closed before a response".to_string() } else { format!("not an HTTP response: {line:?}") };
-            return Err(ProbeError::Io(io::Error::new(io::ErrorKind::InvalidData, what)));
+            let what = if line.is_empty() {
+                "connection closed before a response".to_string()
+            } else {
+                format!("not an HTTP response: {line:?}")
+            };
+            return Err(ProbeError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                what,
+            )));
         }
     };
     if code != 200 {

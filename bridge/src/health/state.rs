@@ -83,7 +83,12 @@ impl Tracker {
     }
 
     /// A probe failed with `error` (already phrased for the user).
-    pub(crate) fn failure(&mut self, latency: Duration, error: String, now: SystemTime) -> Option<PathState> {
+    pub(crate) fn failure(
+        &mut self,
+        latency: Duration,
+        error: String,
+        now: SystemTime,
+    ) -> Option<PathState> {
         self.push(Sample { ok: false, latency }, now);
         self.probes_failed += 1;
         self.last_error = Some(error);
@@ -101,7 +106,12 @@ impl Tracker {
     /// The path's transport went down (`up == false`, with the reason) or
     /// came back. Down is immediate; coming back only allows probes to
     /// bring the path up again.
-    pub(crate) fn transport(&mut self, up: bool, reason: impl FnOnce() -> String, now: SystemTime) -> Option<PathState> {
+    pub(crate) fn transport(
+        &mut self,
+        up: bool,
+        reason: impl FnOnce() -> String,
+        now: SystemTime,
+    ) -> Option<PathState> {
         self.transport_up = up;
         if up {
             return None;
@@ -114,7 +124,12 @@ impl Tracker {
     }
 
     /// Without an HTTPS probe the state is the transport's: up or down.
-    pub(crate) fn follow_transport(&mut self, up: bool, reason: impl FnOnce() -> String, now: SystemTime) -> Option<PathState> {
+    pub(crate) fn follow_transport(
+        &mut self,
+        up: bool,
+        reason: impl FnOnce() -> String,
+        now: SystemTime,
+    ) -> Option<PathState> {
         self.transport_up = up;
         if up {
             self.set(PathState::Up, now)
@@ -126,7 +141,12 @@ impl Tracker {
     /// Latency percentile `p` (0..=1) in milliseconds over the successful
     /// probes of the window (nearest rank); `None` before the first success.
     pub(crate) fn latency_ms(&self, p: f64) -> Option<f64> {
-        let mut ok: Vec<Duration> = self.window.iter().filter(|s| s.ok).map(|s| s.latency).collect();
+        let mut ok: Vec<Duration> = self
+            .window
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.latency)
+            .collect();
         if ok.is_empty() {
             return None;
         }
@@ -156,7 +176,11 @@ mod tests {
     fn hysteresis_up_degraded_down_up() {
         let mut t = Tracker::new(2, 3, now());
         assert_eq!(t.state, PathState::Unknown);
-        assert_eq!(t.success(MS, now()), None, "one success is not enough with up_after = 2");
+        assert_eq!(
+            t.success(MS, now()),
+            None,
+            "one success is not enough with up_after = 2"
+        );
         assert_eq!(t.success(MS, now()), Some(PathState::Up));
         assert_eq!(t.failure(MS, "e1".into(), now()), Some(PathState::Degraded));
         assert_eq!(t.failure(MS, "e2".into(), now()), None);
@@ -176,7 +200,11 @@ mod tests {
         t.success(MS, now());
         assert_eq!(t.state, PathState::Up);
         t.failure(MS, "e".into(), now());
-        assert_eq!(t.state, PathState::Degraded, "one failure after a success must not mean down");
+        assert_eq!(
+            t.state,
+            PathState::Degraded,
+            "one failure after a success must not mean down"
+        );
     }
 
     #[test]
@@ -184,9 +212,16 @@ mod tests {
         let mut t = Tracker::new(1, 5, now());
         t.success(MS, now());
         assert_eq!(t.state, PathState::Up);
-        assert_eq!(t.transport(false, || "gone".into(), now()), Some(PathState::Down));
+        assert_eq!(
+            t.transport(false, || "gone".into(), now()),
+            Some(PathState::Down)
+        );
         assert_eq!(t.last_error.as_deref(), Some("gone"));
-        assert_eq!(t.success(MS, now()), None, "no up while the transport is down");
+        assert_eq!(
+            t.success(MS, now()),
+            None,
+            "no up while the transport is down"
+        );
         t.transport(true, || unreachable!(), now());
         assert_eq!(t.state, PathState::Down);
         assert_eq!(t.success(MS, now()), Some(PathState::Up));
@@ -203,6 +238,10 @@ mod tests {
         assert_eq!(t.latency_ms(0.99), Some(100.0));
         t.failure(Duration::from_secs(5), "slow".into(), now());
         assert_eq!(t.window_failures(), (1, 64));
-        assert_eq!(t.latency_ms(0.99), Some(100.0), "a timed-out probe is a failure, not a latency");
+        assert_eq!(
+            t.latency_ms(0.99),
+            Some(100.0),
+            "a timed-out probe is a failure, not a latency"
+        );
     }
 }

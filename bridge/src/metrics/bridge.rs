@@ -185,7 +185,8 @@ impl BridgeMetrics {
         let r = &self.registry;
         NodeMetrics {
             handshakes: r.counter(&HANDSHAKES, [node]),
-            handshake_failures: HANDSHAKE_REASONS.map(|why| r.counter(&HANDSHAKE_FAILURES, [node, why])),
+            handshake_failures: HANDSHAKE_REASONS
+                .map(|why| r.counter(&HANDSHAKE_FAILURES, [node, why])),
             host_key_mismatches: r.counter(&HOST_KEY_MISMATCHES, [node]),
             reconnects: r.counter(&RECONNECTS, [node]),
         }
@@ -197,13 +198,15 @@ impl BridgeMetrics {
         PathMetrics {
             transport_up: r.gauge(&TUNNEL_UP, [node, path]),
             dial_duration: r.histogram(&DIAL_DURATION, DIAL_BUCKETS, [node, path]),
-            dial_failures: DialFailure::ALL.map(|f| r.counter(&DIAL_FAILURES, [node, path, f.as_str()])),
+            dial_failures: DialFailure::ALL
+                .map(|f| r.counter(&DIAL_FAILURES, [node, path, f.as_str()])),
             streams_active: r.gauge(&STREAMS_ACTIVE, [node, path]),
             bytes_sent: r.counter(&BYTES_SENT, [node, path]),
             bytes_received: r.counter(&BYTES_RECEIVED, [node, path]),
             probe_duration: r.histogram(&PROBE_DURATION, PROBE_BUCKETS, [node, path]),
             probes_ok: r.counter(&PROBES, [node, path, "ok"]),
-            probes_failed: ProbeErrorKind::ALL.map(|k| r.counter(&PROBES, [node, path, k.as_str()])),
+            probes_failed: ProbeErrorKind::ALL
+                .map(|k| r.counter(&PROBES, [node, path, k.as_str()])),
             state: PathState::ALL.map(|s| r.gauge(&PATH_STATE, [node, path, s.as_str()])),
         }
     }
@@ -254,7 +257,8 @@ impl NodeMetrics {
         }
         self.reconnects.set_at_least(stats.reconnects);
         let established = stats.reconnects + u64::from(stats.state == TunnelState::Up);
-        self.handshakes.set_at_least(established + failures.iter().sum::<u64>());
+        self.handshakes
+            .set_at_least(established + failures.iter().sum::<u64>());
     }
 
     /// Counts a host key that did not match known_hosts (the tunnel's stats
@@ -290,6 +294,21 @@ impl PathMetrics {
         }
     }
 
+    /// Dials so far: how many succeeded, and the failures by reason
+    /// (reasons with a count of zero left out). Derived from the dial
+    /// histogram and failure counters, so reports and metrics agree.
+    pub fn dial_counts(&self) -> (u64, Vec<(&'static str, u64)>) {
+        let failures: Vec<(&'static str, u64)> = DialFailure::ALL
+            .iter()
+            .zip(&self.dial_failures)
+            .map(|(f, c)| (f.as_str(), c.get()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let failed: u64 = failures.iter().map(|(_, n)| n).sum();
+        let total = self.dial_duration.snapshot().count;
+        (total.saturating_sub(failed), failures)
+    }
+
     /// Sets `sshbridge_tunnel_up` for this path.
     pub fn set_transport_up(&self, up: bool) {
         self.transport_up.set(if up { 1.0 } else { 0.0 });
@@ -309,7 +328,10 @@ impl PathMetrics {
         match outcome {
             Ok(()) => self.probes_ok.inc(),
             Err(k) => {
-                let i = ProbeErrorKind::ALL.iter().position(|a| *a == k).unwrap_or(0);
+                let i = ProbeErrorKind::ALL
+                    .iter()
+                    .position(|a| *a == k)
+                    .unwrap_or(0);
                 self.probes_failed[i].inc();
             }
         }

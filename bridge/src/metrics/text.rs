@@ -73,7 +73,7 @@ pub fn write_sample(
     out.push_str(name);
     let pairs = labels
         .iter()
-        .map(|l| *l)
+        .copied()
         .zip(values.iter().map(String::as_str))
         .chain(extra);
     let mut first = true;

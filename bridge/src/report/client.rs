@@ -70,21 +70,21 @@ pub enum ClientError {
     /// Nothing accepted the connection.
     #[error(
         "cannot reach the sshbridge admin API at {addr}: {}; is `sshbridge run` running? use --admin",
-        plain(.source)
+        plain(.error)
     )]
     Connect {
         /// The address dialed.
         addr: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (kept out of `source()`: the message has it).
+        error: std::io::Error,
     },
     /// The connection broke mid-request.
-    #[error("admin API at {addr}: connection failed: {}", plain(.source))]
+    #[error("admin API at {addr}: connection failed: {}", plain(.error))]
     Io {
         /// The address dialed.
         addr: String,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (kept out of `source()`: the message has it).
+        error: std::io::Error,
     },
     /// No complete answer in time.
     #[error("admin API at {addr} did not answer within {}s; is the daemon stuck? check its logs", .after.as_secs())]
@@ -155,9 +155,9 @@ async fn exchange<S>(mut s: S, addr: &str, path: &str) -> Result<Vec<u8>, Client
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let io = |source| ClientError::Io {
+    let io = |error| ClientError::Io {
         addr: addr.to_string(),
-        source,
+        error,
     };
     let host = match addr.strip_prefix("unix:") {
         Some(_) => "localhost",
@@ -263,10 +263,10 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-fn connect_error(addr: &str, source: std::io::Error) -> ClientError {
+fn connect_error(addr: &str, error: std::io::Error) -> ClientError {
     ClientError::Connect {
         addr: addr.to_string(),
-        source,
+        error,
     }
 }
 

@@ -11,8 +11,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey, PublicKeyOrCertificate};
@@ -114,25 +112,35 @@ pub struct HostIdentity {
 }
 
 impl HostIdentity {
-    /// Host strings looked up in the file: the sshd host and the node name,
-    /// each in `[host]:port` form when the port is not 22.
+    /// Host strings looked up in the file: the sshd host (in `[host]:port`
+    /// form when the port is not 22) and the plain node name.
     pub fn candidates(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for host in [&self.ssh.host, &self.node] {
-            let name = if self.ssh.port == 22 {
-                host.to_ascii_lowercase()
-            } else {
-                format!("[{}]:{}", host.to_ascii_lowercase(), self.ssh.port)
-            };
-            if !out.contains(&name) {
-                out.push(name);
-            }
+        let host = self.ssh.host.to_ascii_lowercase();
+        let first = if self.ssh.port == 22 {
+            host
+        } else {
+            format!("[{host}]:{}", self.ssh.port)
+        };
+        let name = self.node.to_ascii_lowercase();
+        if name == first {
+            vec![first]
+        } else {
+            vec![first, name]
         }
-        out
     }
 
     fn principals(&self) -> [&str; 3] {
         [&self.node, &self.address, &self.ssh.host]
+    }
+
+    fn principals_dedup(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in self.principals() {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
     }
 }
 
@@ -141,12 +149,6 @@ enum Marker {
     None,
     CertAuthority,
     Revoked,
-}
-
-#[derive(Debug, Clone)]
-enum Hosts {
-    Hashed { salt: Vec<u8>, hash: Vec<u8> },
-    Patterns(Vec<(bool, String)>),
 }
 
 #[derive(Debug, Clone)]
@@ -378,7 +380,7 @@ impl KnownHosts {
         }) {
             return Err(invalid(format!(
                 "principals {listed:?} name none of {:?}",
-                target.principals()
+                target.principals_dedup()
             )));
         }
         Ok(())
@@ -391,84 +393,9 @@ impl Entry {
     }
 }
 
-impl Hosts {
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            Hosts::Hashed { salt, hash } => {
-                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
-                    return false;
-                };
-                mac.update(host.as_bytes());
-                mac.verify_slice(hash).is_ok()
-            }
-            Hosts::Patterns(pats) => {
-                let mut positive = false;
-                for (negated, pat) in pats {
-                    if glob(pat.as_bytes(), host.as_bytes()) {
-                        if *negated {
-                            return false;
-                        }
-                        positive = true;
-                    }
-                }
-                positive
-            }
-        }
-    }
-}
+mod hosts;
 
-fn parse_hosts(field: &str) -> Result<Hosts, String> {
-    if let Some(rest) = field.strip_prefix("|1|") {
-        let (salt, hash) = rest
-            .split_once('|')
-            .ok_or_else(|| "hashed host without |salt|hash".to_string())?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let salt = b64
-            .decode(salt)
-            .map_err(|e| format!("hashed host salt: {e}"))?;
-        let hash = b64
-            .decode(hash)
-            .map_err(|e| format!("hashed host hash: {e}"))?;
-        return Ok(Hosts::Hashed { salt, hash });
-    }
-    if field.starts_with('|') {
-        return Err("unsupported hashed host format (only |1| is known)".into());
-    }
-    let pats = field
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.strip_prefix('!') {
-            Some(p) => (true, p.to_ascii_lowercase()),
-            None => (false, p.to_ascii_lowercase()),
-        })
-        .collect::<Vec<_>>();
-    if pats.is_empty() {
-        return Err("empty host pattern list".into());
-    }
-    Ok(Hosts::Patterns(pats))
-}
-
-/// `*` matches any run, `?` one byte; the host was lower-cased already.
-fn glob(pat: &[u8], s: &[u8]) -> bool {
-    let (mut p, mut i) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while i < s.len() {
-        if p < pat.len() && (pat[p] == b'?' || pat[p] == s[i]) {
-            p += 1;
-            i += 1;
-        } else if p < pat.len() && pat[p] == b'*' {
-            star = Some((p, i));
-            p += 1;
-        } else if let Some((sp, si)) = star {
-            p = sp + 1;
-            i = si + 1;
-            star = Some((sp, si + 1));
-        } else {
-            return false;
-        }
-    }
-    pat[p..].iter().all(|&c| c == b'*')
-}
+use hosts::{parse_hosts, Hosts};
 
 #[cfg(test)]
 mod tests;

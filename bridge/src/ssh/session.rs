@@ -326,9 +326,14 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
 /// russh settings for one connection to `target`.
 fn client_config(ctx: &SshContext, target: &HostIdentity) -> russh::client::Config {
     let cfg = ctx.config();
+    // Consumption-driven windows (vendor/README.md): a channel's queue holds
+    // at most one window of data messages of at least one byte each, so it
+    // can never fill and block the session loop.
+    let window = u32::try_from(cfg.max_stream_buffer).unwrap_or(u32::MAX);
     let mut c = russh::client::Config {
-        // Pumps drain channels at once; this only absorbs scheduling lag.
-        channel_buffer_size: 1024,
+        window_size: window,
+        window_on_consume: true,
+        channel_buffer_size: window as usize + 64,
         nodelay: true,
         inactivity_timeout: None,
         ..Default::default()

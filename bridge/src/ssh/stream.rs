@@ -1,7 +1,10 @@
-//! One dialed stream over one direct-tcpip channel, with the slow-reader
-//! policy (see the `ssh` module doc): a pump task always drains the channel
-//! into a bounded per-stream buffer; a stream whose client lets that buffer
-//! exceed `ssh.max_stream_buffer` is reset.
+//! One dialed stream over one direct-tcpip channel, with consumption-driven
+//! flow control (see the `ssh` module doc): a pump task always drains the
+//! channel into the stream's buffer, so the session loop never waits on
+//! it, and gives the node window credit only for bytes the client has read.
+//! The buffer therefore never holds more than one window
+//! (`ssh.max_stream_buffer`); a node that sends past its window breaks the
+//! protocol and gets the stream reset.
 
 use std::collections::VecDeque;
 use std::io;
@@ -31,7 +34,7 @@ pub(crate) enum Incoming {
 pub(crate) enum PumpEnd {
     /// The channel closed (remote close or session gone).
     Closed,
-    /// The client stopped reading; `buffered` bytes were waiting.
+    /// The node sent past the window; `buffered` bytes were waiting.
     Reset { buffered: usize },
     /// The client dropped its stream.
     ReaderGone,
@@ -42,14 +45,27 @@ struct RecvState {
     chunks: VecDeque<Bytes>,
     len: usize,
     eof: bool,
+    /// The channel is closed: writes fail instead of waiting for window.
+    closed: bool,
     reset: Option<String>,
     waker: Option<Waker>,
+    /// Bytes the client read that the node was not credited for yet.
+    consumed: usize,
 }
 
 /// Bytes received for one stream, waiting for its client to read them.
 #[derive(Default)]
 pub(crate) struct RecvBuffer {
     state: Mutex<RecvState>,
+    /// Wakes the pump when the client consumed bytes (credit to return).
+    credit: tokio::sync::Notify,
+}
+
+/// Where a pump returns window credit: the channel (via russh's
+/// `window_on_consume` patch), or a test's simulated sender.
+pub(crate) trait CreditSink: Send {
+    /// Tells the node it may send `bytes` more.
+    fn credit(&mut self, bytes: u32) -> impl std::future::Future<Output = ()> + Send;
 }
 
 impl RecvBuffer {
@@ -57,8 +73,9 @@ impl RecvBuffer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue `data`; past `limit` buffered bytes the stream is reset and
-    /// the buffered byte count is returned as the error.
+    /// Queue `data`. Holding more than `limit` (the window) means the node
+    /// ignored flow control: the stream is reset and the buffered byte
+    /// count is returned as the error.
     fn push(&self, data: Bytes, limit: usize) -> Result<(), usize> {
         let mut st = self.lock();
         let buffered = st.len + data.len();
@@ -66,7 +83,8 @@ impl RecvBuffer {
             st.chunks.clear();
             st.len = 0;
             st.reset = Some(format!(
-                "stream reset: client stopped reading, {buffered} bytes buffered (ssh.max_stream_buffer = {limit})"
+                "stream reset: the node sent past its window, {buffered} bytes buffered \
+                 (ssh.max_stream_buffer = {limit})"
             ));
             wake(&mut st);
             return Err(buffered);
@@ -77,14 +95,36 @@ impl RecvBuffer {
         Ok(())
     }
 
+    /// Credit owed to the node, reset to zero.
+    fn take_consumed(&self) -> usize {
+        std::mem::take(&mut self.lock().consumed)
+    }
+
     fn finish(&self) {
         let mut st = self.lock();
         st.eof = true;
         wake(&mut st);
     }
 
-    fn reset_reason(&self) -> Option<String> {
-        self.lock().reset.clone()
+    fn close(&self) {
+        let mut st = self.lock();
+        st.eof = true;
+        st.closed = true;
+        wake(&mut st);
+    }
+
+    fn write_error(&self) -> Option<io::Error> {
+        let st = self.lock();
+        if let Some(r) = &st.reset {
+            Some(io::Error::new(io::ErrorKind::ConnectionReset, r.clone()))
+        } else if st.closed {
+            Some(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream closed by the node (channel closed)",
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -94,21 +134,31 @@ fn wake(st: &mut RecvState) {
     }
 }
 
-/// Drain `events` into `buf` until the channel ends, the client goes away
-/// or the client falls `limit` bytes behind. Never waits on the client.
-pub(crate) async fn pump<S>(
+/// Drain `events` into `buf` until the channel ends or the client goes
+/// away, returning credit to `sink` as the client reads. Never waits on the
+/// client; waits on `sink` only to hand it credit.
+pub(crate) async fn pump<S, C>(
     mut events: S,
     buf: &RecvBuffer,
     limit: usize,
     counters: &Counters,
     reader_gone: &CancellationToken,
+    sink: &mut C,
 ) -> PumpEnd
 where
     S: FutStream<Item = Incoming> + Unpin,
+    C: CreditSink,
 {
     loop {
         let ev = tokio::select! {
             ev = events.next() => ev,
+            _ = buf.credit.notified() => {
+                let owed = buf.take_consumed();
+                if owed > 0 {
+                    sink.credit(u32::try_from(owed).unwrap_or(u32::MAX)).await;
+                }
+                continue;
+            }
             _ = reader_gone.cancelled() => return PumpEnd::ReaderGone,
         };
         match ev {
@@ -123,7 +173,7 @@ where
             // Half-close: reads end, writes keep working until Close.
             Some(Incoming::Eof) => buf.finish(),
             None => {
-                buf.finish();
+                buf.close();
                 return PumpEnd::Closed;
             }
         }
@@ -153,12 +203,6 @@ impl SshStream {
             counters,
             gone,
         }
-    }
-
-    fn reset_error(&self) -> Option<io::Error> {
-        self.buf
-            .reset_reason()
-            .map(|r| io::Error::new(io::ErrorKind::ConnectionReset, r))
     }
 }
 
@@ -196,7 +240,12 @@ impl AsyncRead for SshStream {
             }
             st.len -= n;
         }
-        if out.filled().len() == before && !st.eof && out.remaining() > 0 {
+        let read = out.filled().len() - before;
+        if read > 0 {
+            st.consumed += read;
+            self.buf.credit.notify_one();
+        }
+        if read == 0 && !st.eof && out.remaining() > 0 {
             st.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
@@ -210,7 +259,7 @@ impl AsyncWrite for SshStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(e) = self.reset_error() {
+        if let Some(e) = self.buf.write_error() {
             return Poll::Ready(Err(e));
         }
         let res = self.writer.as_mut().poll_write(cx, data);

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::session::{self, lock, Client, HandshakeError};
-use super::stream::{pump, Incoming, PumpEnd, RecvBuffer, SshStream};
+use super::stream::{pump, CreditSink, Incoming, PumpEnd, RecvBuffer, SshStream};
 use super::{Counters, HostIdentity, SshContext, TunnelState, TunnelStats};
 use crate::path::{BoxStream, DialError};
 
@@ -220,15 +220,16 @@ impl Tunnel {
                     }
                 }
             }));
-            let end = pump(events, &buf, limit, &shared.counters, &gone).await;
+            let mut sink = ChannelCredit(&write_half);
+            let end = pump(events, &buf, limit, &shared.counters, &gone, &mut sink).await;
             match end {
                 PumpEnd::Reset { buffered } => {
                     shared
                         .counters
-                        .streams_reset_slow_reader
+                        .streams_reset
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(node = %shared.node.name, addr = %shared.addr, target = %target, buffered, limit,
-                        "stream reset: client stopped reading (ssh.max_stream_buffer)");
+                        "stream reset: the node sent past the stream's window (ssh.max_stream_buffer)");
                     let _ = write_half.close().await;
                 }
                 PumpEnd::ReaderGone => {
@@ -262,7 +263,7 @@ impl Tunnel {
             open_streams: *sh.open.borrow(),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
-            streams_reset_slow_reader: c.streams_reset_slow_reader.load(Ordering::Relaxed),
+            streams_reset: c.streams_reset.load(Ordering::Relaxed),
             last_error: lock(&sh.last_error).clone(),
             up_since: *lock(&sh.up_since),
         }
@@ -286,6 +287,16 @@ impl Tunnel {
     }
 }
 
+/// Returns window credit through russh's `window_on_consume` patch.
+struct ChannelCredit<'a>(&'a russh::ChannelWriteHalf<russh::client::Msg>);
+
+impl CreditSink for ChannelCredit<'_> {
+    async fn credit(&mut self, bytes: u32) {
+        // Fails only when the session is gone, which ends the pump anyway.
+        let _ = self.0.consumed(bytes).await;
+    }
+}
+
 fn open_failure(f: &ChannelOpenFailure) -> String {
     match f {
         ChannelOpenFailure::ConnectFailed => {
@@ -299,3 +310,6 @@ fn open_failure(f: &ChannelOpenFailure) -> String {
         ChannelOpenFailure::Other { code, reason } => format!("sshd refused ({code}): {reason}"),
     }
 }
+
+#[cfg(test)]
+mod tests;

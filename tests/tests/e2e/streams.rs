@@ -1,9 +1,12 @@
-//! Data integrity, half-close, and isolation of a slow reader.
+//! Data integrity, half-close, and isolation of streams whose clients
+//! stop reading.
 
 use std::time::Duration;
 
 use rand::RngCore;
-use sshbridge_tests::{sha256_hex, Bridge, Cluster, Egress};
+use sshbridge_tests::{
+    kubelet_get, sha256_hex, Bridge, Cluster, Egress, FirehoseCheck, PodServer, Stream,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{cluster_and_bridge, echo_round_trip, read_to_end, within};
@@ -117,58 +120,127 @@ async fn half_close_works_in_both_directions() -> anyhow::Result<()> {
     .await
 }
 
+/// Reads `len` more bytes of a firehose stream, checking the pattern.
+async fn read_firehose(
+    stream: &mut Stream,
+    check: &mut FirehoseCheck,
+    len: u64,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let goal = check.verified() + len;
+    let mut buf = vec![0u8; 256 * 1024];
+    let read = async {
+        while check.verified() < goal {
+            let want = (goal - check.verified()).min(buf.len() as u64) as usize;
+            let n = stream.read(&mut buf[..want]).await?;
+            anyhow::ensure!(
+                n > 0,
+                "the firehose stream ended at byte {}",
+                check.verified()
+            );
+            check.feed(&buf[..n])?;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(secs), read)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "only {} of {goal} firehose bytes arrived within {secs}s",
+                check.verified()
+            )
+        })?
+}
+
+/// Waits until the firehose has stopped writing (two samples 500ms apart
+/// agree) and returns how much it wrote; fails if it never stops.
+async fn firehose_settles(firehose: &PodServer, secs: u64) -> anyhow::Result<u64> {
+    let settle = async {
+        let mut last = firehose.sent();
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = firehose.sent();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), settle)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the firehose never had to wait ({} bytes written): stalled streams are \
+                 buffered without bound",
+                firehose.sent()
+            )
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_reader_is_reset_without_stalling_its_node() -> anyhow::Result<()> {
-    within(120, async {
+async fn stalled_readers_hold_back_only_their_own_streams() -> anyhow::Result<()> {
+    within(180, async {
+        const STALLED: usize = 4;
         let cluster = Cluster::builder().nodes(1).build().await?;
         let node = &cluster.nodes[0];
         let mut config = cluster.bridge_config()?;
         config.max_stream_buffer = "1MiB".into();
+        config.keepalive_interval = "1s".into();
+        config.keepalive_max = 2;
         let bridge = Bridge::start(config, Some(&node.kubelet_target())).await?;
-        // A stream whose client never reads, fed by an endless writer.
-        let mut stuck = bridge
-            .egress()
-            .connect_server_speaks_first(&node.firehose.addr().to_string())
-            .await?;
-        assert_eq!(stuck.status, 200);
-        // Another stream on the same node keeps moving 16 MiB. Upload
-        // only: the SSH window paces it, so its own buffer stays empty and
-        // only a stalled session could stop it.
-        let mut data = vec![0u8; 16 * MIB];
+        // Streams fed by endless writers whose clients never read.
+        let mut stalled = Vec::new();
+        for _ in 0..STALLED {
+            let c = bridge
+                .egress()
+                .connect_server_speaks_first(&node.firehose.addr().to_string())
+                .await?;
+            anyhow::ensure!(c.status == 200, "CONNECT to the firehose: {c:?}");
+            stalled.push(c.stream);
+        }
+        // Meanwhile another stream of the same node moves 8 MiB of echo
+        // both ways, intact and without waiting for the stalled ones.
+        let mut data = vec![0u8; 8 * MIB];
         rand::thread_rng().fill_bytes(&mut data);
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            one_stream(bridge.egress(), node.hash.addr().to_string(), data, false),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("a stalled reader stalled the node's other stream"))??;
-        // The stuck stream was reset: reading it now ends, after no more
-        // than what sat in buffers, instead of an endless firehose.
-        let mut got = 0usize;
-        let mut buf = vec![0u8; 64 * 1024];
-        let drained = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                match stuck.stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got += n,
-                }
-                if got > 64 * MIB {
-                    return;
-                }
-            }
-        })
-        .await;
+        let echo = one_stream(bridge.egress(), node.echo.addr().to_string(), data, true);
+        tokio::time::timeout(Duration::from_secs(60), echo)
+            .await
+            .map_err(|_| anyhow::anyhow!("stalled readers stalled the node's echo stream"))??;
+        // The node's kubelet keeps answering through the same tunnel.
+        let c = bridge.egress().connect(&node.kubelet_target()).await?;
+        anyhow::ensure!(c.status == 200, "CONNECT to the kubelet: {c:?}");
+        let tls = cluster.kubelet_client_tls()?;
+        let (status, body) = kubelet_get(c.stream, tls, node.address, "/healthz").await?;
+        assert_eq!((status, body.trim()), (200, "ok"), "kubelet /healthz");
+        // The writers are held back by the window, not buffered endlessly.
+        let held = firehose_settles(&node.firehose, 30).await?;
         assert!(
-            drained.is_ok() && got <= 64 * MIB,
-            "the slow stream was never reset ({got} bytes read)"
+            held < (STALLED * 32 * MIB) as u64,
+            "{held} bytes left the firehose for {STALLED} unread streams"
         );
-        // And the tunnel is still up.
+        // Longer than keepalive_interval * keepalive_max: the keepalives
+        // still get through, so the session survives, and new dials work.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let mut c = bridge
             .egress()
             .connect(&node.echo.addr().to_string())
             .await?;
-        assert_eq!(c.status, 200);
+        assert_eq!(c.status, 200, "{c:?}");
         echo_round_trip(&mut c.stream, b"still here").await?;
+        let log = bridge.log();
+        assert!(
+            !log.contains("ssh session lost") && !log.contains("stream reset"),
+            "stalled readers cost the node its session or a stream:\n{}",
+            bridge.log_tail(40)
+        );
+        // A stalled client starts reading: it gets a long continuous stream,
+        // intact from its first byte, far past what any buffer held.
+        let mut check = FirehoseCheck::default();
+        read_firehose(&mut stalled[0], &mut check, 32 * MIB as u64, 60).await?;
+        // The others were held, not reset: their data is intact too.
+        for s in &mut stalled[1..] {
+            read_firehose(s, &mut FirehoseCheck::default(), 2 * MIB as u64, 30).await?;
+        }
         Ok(())
     })
     .await

@@ -1,19 +1,31 @@
-//! The slow-reader policy on simulated channels: a bounded queue stands in
-//! for russh's per-channel queue (the thing that must never fill up).
+//! Flow control on simulated channels: a bounded queue stands in for
+//! russh's per-channel queue (which must never fill up), and a simulated
+//! node sends only as much as its window credit allows.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::*;
 
 const T: Duration = Duration::from_secs(5);
 
+/// Credit goes back to the simulated node's window.
+struct Window(Arc<Semaphore>);
+
+impl CreditSink for Window {
+    async fn credit(&mut self, bytes: u32) {
+        self.0.add_permits(bytes as usize);
+    }
+}
+
 struct Sim {
     /// What russh's session loop would push; bounded like its queue.
     tx: mpsc::Sender<Incoming>,
+    /// The node's send window (bytes it may still send).
+    window: Arc<Semaphore>,
     stream: SshStream,
     /// The target's view of what the client wrote.
     target: DuplexStream,
@@ -27,19 +39,23 @@ fn sim(limit: usize) -> Sim {
     let buf = Arc::new(RecvBuffer::default());
     let counters = Arc::new(Counters::default());
     let gone = CancellationToken::new();
+    let window = Arc::new(Semaphore::new(limit));
     let stream = SshStream::new(
         buf.clone(),
         Box::pin(writer),
         counters.clone(),
         gone.clone(),
     );
-    let c = counters.clone();
+    let (c, mut sink) = (counters.clone(), Window(window.clone()));
     let pump = tokio::spawn(async move {
-        let events = tokio_stream_from(rx);
-        pump(events, &buf, limit, &c, &gone).await
+        let events = Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|ev| (ev, rx))
+        }));
+        pump(events, &buf, limit, &c, &gone, &mut sink).await
     });
     Sim {
         tx,
+        window,
         stream,
         target,
         pump,
@@ -47,73 +63,110 @@ fn sim(limit: usize) -> Sim {
     }
 }
 
-fn tokio_stream_from(rx: mpsc::Receiver<Incoming>) -> impl FutStream<Item = Incoming> + Unpin {
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|ev| (ev, rx))
-    }))
+/// A node that honours its window: sends `total` bytes in `chunk`-sized
+/// packets, each only once the window has room. Returns bytes sent so far.
+fn node_sends(
+    s: &Sim,
+    total: usize,
+    chunk: usize,
+) -> (JoinHandle<()>, Arc<std::sync::atomic::AtomicUsize>) {
+    let (tx, window) = (s.tx.clone(), s.window.clone());
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let task = tokio::spawn(async move {
+        let mut left = total;
+        while left > 0 {
+            let n = chunk.min(left);
+            window
+                .acquire_many(n as u32)
+                .await
+                .expect("window open")
+                .forget();
+            let data = Bytes::from(vec![(left % 251) as u8; n]);
+            tokio::time::timeout(T, tx.send(Incoming::Data(data)))
+                .await
+                .expect("the channel queue must never fill")
+                .expect("pump alive");
+            left -= n;
+            counter.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    (task, sent)
 }
 
-async fn send(tx: &mpsc::Sender<Incoming>, data: &[u8]) {
-    tokio::time::timeout(T, tx.send(Incoming::Data(Bytes::copy_from_slice(data))))
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_stops_holds_one_window_and_stalls_only_its_own_sender() {
+    let window = 64 * 1024;
+    let total = 1024 * 1024;
+    let mut slow = sim(window);
+    let mut fast = sim(window);
+    let (slow_sender, slow_sent) = node_sends(&slow, total, 4096);
+    // The other stream on the same node moves all its bytes meanwhile.
+    let (fast_sender, _) = node_sends(&fast, total, 4096);
+    let mut got = Vec::new();
+    tokio::time::timeout(T, fast.stream.read_to_end_or(&mut got, total))
         .await
-        .expect("the pump must keep draining the channel queue")
-        .expect("pump alive");
+        .expect("the other stream flows while one reader is stalled");
+    assert_eq!(got.len(), total);
+    fast_sender.await.expect("fast sender done");
+    // Nobody read the slow stream: its node sent exactly one window, then
+    // waits for credit instead of piling data up.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(slow_sent.load(Ordering::SeqCst), window);
+    assert!(!slow_sender.is_finished());
+    assert!(
+        !slow.pump.is_finished(),
+        "no reset: a slow reader is not an error"
+    );
+    // Once the client reads again, every byte arrives, in order.
+    let mut all = Vec::new();
+    tokio::time::timeout(T, slow.stream.read_to_end_or(&mut all, total))
+        .await
+        .expect("the slow stream catches up");
+    slow_sender.await.expect("slow sender done");
+    let expected: Vec<u8> = (0..total / 4096)
+        .flat_map(|i| vec![((total - i * 4096) % 251) as u8; 4096])
+        .collect();
+    assert!(all == expected, "bytes of the stalled stream arrive intact");
+    assert_eq!(
+        slow.counters.bytes_received.load(Ordering::Relaxed),
+        total as u64
+    );
 }
 
 #[tokio::test]
-async fn slow_reader_is_reset_without_stalling_its_channel_or_others() {
-    let limit = 256 * 1024;
-    let mut slow = sim(limit);
-    let mut fast = sim(limit);
-    let chunk = vec![7u8; 32 * 1024];
-    // Far more than the limit into the stream nobody reads, interleaved
-    // with traffic on the other stream that is read as it comes.
-    let mut got = Vec::new();
-    for i in 0..40u8 {
-        if !slow.pump.is_finished() {
-            let _ =
-                tokio::time::timeout(T, slow.tx.send(Incoming::Data(Bytes::from(chunk.clone()))))
-                    .await
-                    .expect("queue of the unread stream must never fill");
-        }
-        send(&fast.tx, &[i; 1000]).await;
-        let mut part = vec![0u8; 1000];
-        tokio::time::timeout(T, fast.stream.read_exact(&mut part))
-            .await
-            .expect("fast stream read in time")
-            .expect("fast stream read");
-        got.extend_from_slice(&part);
+async fn a_node_that_sends_past_its_window_gets_the_stream_reset() {
+    let limit = 16 * 1024;
+    let mut s = sim(limit);
+    for _ in 0..2 {
+        let data = Bytes::from(vec![1u8; limit / 2]);
+        s.tx.send(Incoming::Data(data)).await.expect("pump alive");
     }
-    let end = tokio::time::timeout(T, &mut slow.pump)
+    let _ = s.tx.send(Incoming::Data(Bytes::from_static(b"x"))).await;
+    let end = tokio::time::timeout(T, &mut s.pump)
         .await
         .expect("pump ends")
         .expect("join");
     assert_eq!(
         end,
         PumpEnd::Reset {
-            buffered: limit + chunk.len()
+            buffered: limit + 1
         }
     );
-    let err = tokio::time::timeout(T, slow.stream.read(&mut [0u8; 16]))
+    let err = tokio::time::timeout(T, s.stream.read(&mut [0u8; 16]))
         .await
         .expect("read in time")
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-    assert!(
-        err.to_string().contains("client stopped reading")
-            && err.to_string().contains("ssh.max_stream_buffer"),
-        "{err}"
-    );
-    let expected: Vec<u8> = (0..40u8).flat_map(|i| [i; 1000]).collect();
-    assert_eq!(got, expected, "the other stream's bytes arrive intact");
-    assert!(!fast.pump.is_finished());
-    assert_eq!(fast.counters.bytes_received.load(Ordering::Relaxed), 40_000);
+    assert!(err.to_string().contains("sent past its window"), "{err}");
 }
 
 #[tokio::test]
 async fn remote_eof_ends_reads_while_writes_keep_working() {
     let mut s = sim(1024 * 1024);
-    send(&s.tx, b"hello").await;
+    s.tx.send(Incoming::Data(Bytes::from_static(b"hello")))
+        .await
+        .expect("send");
     s.tx.send(Incoming::Eof).await.expect("send eof");
     let mut all = Vec::new();
     tokio::time::timeout(T, s.stream.read_to_end(&mut all))
@@ -146,16 +199,26 @@ async fn remote_eof_ends_reads_while_writes_keep_working() {
 }
 
 #[tokio::test]
-async fn buffered_data_is_read_before_eof_and_within_limit_is_kept() {
-    let mut s = sim(10);
-    send(&s.tx, b"0123456789").await;
-    s.tx.send(Incoming::Eof).await.expect("eof");
-    let mut all = Vec::new();
-    tokio::time::timeout(T, s.stream.read_to_end(&mut all))
+async fn reading_returns_credit_to_the_node() {
+    let mut s = sim(1000);
+    s.window.acquire_many(1000).await.expect("window").forget();
+    s.tx.send(Incoming::Data(Bytes::from(vec![9u8; 1000])))
+        .await
+        .expect("send");
+    let mut part = vec![0u8; 600];
+    tokio::time::timeout(T, s.stream.read_exact(&mut part))
         .await
         .expect("in time")
-        .expect("exactly the limit is not a reset");
-    assert_eq!(all, b"0123456789");
+        .expect("read");
+    let credit = tokio::time::timeout(T, s.window.acquire_many(600))
+        .await
+        .expect("credit for the 600 bytes read");
+    credit.expect("window open").forget();
+    assert_eq!(
+        s.window.available_permits(),
+        0,
+        "no credit for unread bytes"
+    );
 }
 
 #[tokio::test]
@@ -167,4 +230,20 @@ async fn dropping_the_stream_tells_the_pump_to_close_the_channel() {
         .expect("pump ends")
         .expect("join");
     assert_eq!(end, PumpEnd::ReaderGone);
+}
+
+/// Reads until `len` bytes arrived (the simulated node never sends EOF).
+trait ReadExactly {
+    async fn read_to_end_or(&mut self, out: &mut Vec<u8>, len: usize);
+}
+
+impl ReadExactly for SshStream {
+    async fn read_to_end_or(&mut self, out: &mut Vec<u8>, len: usize) {
+        let mut buf = vec![0u8; 8192];
+        while out.len() < len {
+            let n = self.read(&mut buf).await.expect("read");
+            assert!(n > 0, "unexpected EOF after {} bytes", out.len());
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
 }
