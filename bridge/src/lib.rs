@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod daemon;
 pub mod egress;
 pub mod health;
+pub mod konnectivity;
 pub mod metrics;
 pub mod path;
 pub mod report;
