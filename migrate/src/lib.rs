@@ -1,7 +1,28 @@
-//! The migration from SSH tunnels to Konnectivity, node by node.
+//! The migration of an sshbridge's nodes from SSH tunnels to Konnectivity,
+//! node by node: preflight and plan, the per-node state machine
+//! (`ssh -> shadow -> cutover -> soak -> done`, or `rolled_back`), the shadow
+//! comparison of both paths, the durable state store, and the controller
+//! task that drives it all and resumes after a crash.
 //!
-//! Not built yet: the plan, the per-node state machine, the state stores and
-//! the path comparison arrive with the migration issue. Until then this crate
-//! only re-exports the route type that the daemon and the migration share.
+//! It does not open sockets, probe anything itself, or know the daemon's
+//! types: the daemon implements [`Fleet`] (list nodes, probe a path, read a
+//! path's live counters, set a route) and talks to a [`Controller`]. It does
+//! not render manifests or serve the admin API either; those are the
+//! daemon's and the CLI's.
 
+pub mod compare;
+pub mod controller;
+pub mod fleet;
+pub mod plan;
+pub mod settings;
+pub mod state;
+pub mod store;
+
+pub use compare::{compare, Comparison, PathSummary};
+pub use controller::{Controller, ControllerError, FinalState, NodeStatus, RollbackTarget, Status};
+pub use fleet::{Fleet, LiveCounters, NodeView, ProbeSample, RouteError};
+pub use plan::{plan, Plan};
+pub use settings::{ApplyOptions, BatchSpec, Settings};
 pub use sshbridge_config::Route;
+pub use state::{MigrationState, NodePhase, RunPhase, SCHEMA};
+pub use store::{open_store, FileStore, Store, StoreError};

@@ -1,0 +1,185 @@
+//! The two watchers a node has while its step runs: the shadow prober and
+//! the soak watcher. They only observe and report; the engine owns the state
+//! and makes every transition.
+
+use std::sync::Arc;
+
+use sshbridge_config::Route;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::{Fleet, LiveCounters, ProbeSample};
+use crate::settings::Settings;
+
+/// What a watcher reports to the engine. `gen` identifies the watcher, so a
+/// report from one that was replaced is ignored.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// Shadow probes finished.
+    Shadow {
+        node: String,
+        gen: u64,
+        ssh: Vec<ProbeSample>,
+        konnectivity: Vec<ProbeSample>,
+    },
+    /// The konnectivity path breached a threshold during soak.
+    SoakBreach {
+        node: String,
+        gen: u64,
+        reason: String,
+    },
+    /// The soak ran its full length without a breach.
+    SoakClean {
+        node: String,
+        gen: u64,
+        summary: String,
+    },
+}
+
+/// One probe, bounded by the probe timeout.
+async fn probe<F: Fleet>(
+    fleet: &F,
+    node: &str,
+    path: Route,
+    limit: std::time::Duration,
+) -> ProbeSample {
+    match timeout(limit, fleet.probe(node, path)).await {
+        Ok(s) => s,
+        Err(_) => ProbeSample::failed(
+            limit,
+            format!(
+                "no answer from the {path} path of {node} within {}",
+                humantime::format_duration(limit)
+            ),
+        ),
+    }
+}
+
+/// Probe both paths `shadow_probes` times, then report the samples.
+pub(super) async fn shadow<F: Fleet>(
+    fleet: Arc<F>,
+    node: String,
+    gen: u64,
+    s: Settings,
+    token: CancellationToken,
+    tx: UnboundedSender<Event>,
+) {
+    let mut ssh = Vec::new();
+    let mut konnectivity = Vec::new();
+    for i in 0..s.shadow_probes {
+        if i > 0 {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = sleep(s.probe_interval) => {}
+            }
+        }
+        let both = async {
+            tokio::join!(
+                probe(&*fleet, &node, Route::Ssh, s.probe_timeout),
+                probe(&*fleet, &node, Route::Konnectivity, s.probe_timeout)
+            )
+        };
+        let (a, b) = tokio::select! {
+            _ = token.cancelled() => return,
+            r = both => r,
+        };
+        ssh.push(a);
+        konnectivity.push(b);
+    }
+    let _ = tx.send(Event::Shadow {
+        node,
+        gen,
+        ssh,
+        konnectivity,
+    });
+}
+
+/// Failures seen on the konnectivity path since the soak began.
+#[derive(Debug, Default)]
+struct Tally {
+    probes_ok: u64,
+    probes_failed: u64,
+    last_error: Option<String>,
+}
+
+/// Watch the konnectivity path of a cut-over node until `deadline`.
+pub(super) async fn soak<F: Fleet>(
+    fleet: Arc<F>,
+    node: String,
+    gen: u64,
+    deadline: Instant,
+    s: Settings,
+    token: CancellationToken,
+    tx: UnboundedSender<Event>,
+) {
+    let base = fleet.live(&node, Route::Konnectivity);
+    let mut tally = Tally::default();
+    loop {
+        let next = (Instant::now() + s.probe_interval).min(deadline);
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = sleep_until(next) => {}
+        }
+        if Instant::now() < deadline {
+            let sample = tokio::select! {
+                _ = token.cancelled() => return,
+                p = probe(&*fleet, &node, Route::Konnectivity, s.probe_timeout) => p,
+            };
+            match sample.error {
+                None => tally.probes_ok += 1,
+                Some(e) => {
+                    tally.probes_failed += 1;
+                    tally.last_error = Some(e);
+                }
+            }
+        }
+        let live = fleet.live(&node, Route::Konnectivity);
+        let verdict = judge(&base, &live, &tally, s.max_failure_ratio);
+        let event = match verdict {
+            Err(reason) => Event::SoakBreach { node, gen, reason },
+            Ok(summary) if Instant::now() >= deadline => Event::SoakClean { node, gen, summary },
+            Ok(_) => continue,
+        };
+        let _ = tx.send(event);
+        return;
+    }
+}
+
+/// `Ok(summary)` while the path is within the failure ratio, `Err(reason)`
+/// once dials or probes (ours plus the daemon's) fail more often than that.
+fn judge(
+    base: &LiveCounters,
+    live: &LiveCounters,
+    tally: &Tally,
+    max_ratio: f64,
+) -> Result<String, String> {
+    let dials_failed = live.dials_failed.saturating_sub(base.dials_failed);
+    let dials = dials_failed + live.dials_ok.saturating_sub(base.dials_ok);
+    let probes_failed = tally.probes_failed + live.probes_failed.saturating_sub(base.probes_failed);
+    let probes = probes_failed + tally.probes_ok + live.probes_ok.saturating_sub(base.probes_ok);
+    let over = |failed: u64, total: u64| failed > 0 && failed as f64 / total as f64 > max_ratio;
+    let last = live
+        .last_error
+        .as_ref()
+        .filter(|_| {
+            live.dials_failed > base.dials_failed || live.probes_failed > base.probes_failed
+        })
+        .or(tally.last_error.as_ref())
+        .map(|e| format!("; last error: {e}"))
+        .unwrap_or_default();
+    let limit = max_ratio * 100.0;
+    if over(dials_failed, dials) {
+        return Err(format!(
+            "konnectivity dials failed during soak: {dials_failed} of {dials} (limit {limit}%){last}"
+        ));
+    }
+    if over(probes_failed, probes) {
+        return Err(format!(
+            "konnectivity probes failed during soak: {probes_failed} of {probes} (limit {limit}%){last}"
+        ));
+    }
+    Ok(format!(
+        "{probes} probes, {probes_failed} failed; {dials} dials, {dials_failed} failed"
+    ))
+}
