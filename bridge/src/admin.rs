@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -30,6 +30,14 @@ pub trait AdminState: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// The report document, JSON.
     fn report(&self) -> impl Future<Output = String> + Send;
+    /// The migration API (`/migration`, `/migration/ACTION`): status and
+    /// JSON body of the answer.
+    fn migration(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> impl Future<Output = (u16, String)> + Send;
 }
 
 /// A listener of the admin server.
@@ -42,6 +50,8 @@ pub enum AdminListener {
 
 /// Longest request head read.
 const MAX_HEAD: usize = 8 * 1024;
+/// Largest request body (migration commands are small JSON documents).
+const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send its request.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,26 +89,21 @@ async fn accept(listener: &AdminListener) -> std::io::Result<Box<dyn Conn>> {
 }
 
 async fn handle<S: AdminState>(mut conn: Box<dyn Conn>, state: &S) {
-    let head = tokio::time::timeout(
-        HEAD_TIMEOUT,
-        crate::egress::head::read_raw(&mut conn, MAX_HEAD),
-    )
-    .await;
-    let Ok(Ok(head)) = head else { return };
-    let line = head.lines().next().unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let request = tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut conn)).await;
+    let Ok(Some((method, target, body))) = request else {
+        return;
+    };
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let verbose = query
         .split('&')
         .any(|q| q == "verbose" || q.starts_with("verbose="));
-    let (status, ctype, body) = if method != "GET" {
-        (405, "text/plain", "only GET is served\n".to_string())
-    } else {
-        route(state, path, verbose).await
+    let (status, ctype, body) = match (method.as_str(), path) {
+        (_, p) if p == "/migration" || p.starts_with("/migration/") => {
+            let (status, json) = state.migration(&method, p, &body).await;
+            (status, "application/json", json)
+        }
+        ("GET", _) => route(state, path, verbose).await,
+        _ => (405, "text/plain", "only GET is served here\n".to_string()),
     };
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -108,6 +113,29 @@ async fn handle<S: AdminState>(mut conn: Box<dyn Conn>, state: &S) {
     let _ = conn.write_all(head.as_bytes()).await;
     let _ = conn.write_all(body.as_bytes()).await;
     let _ = conn.shutdown().await;
+}
+
+/// Method, target and body (up to [`MAX_BODY`], by Content-Length).
+async fn read_request(conn: &mut Box<dyn Conn>) -> Option<(String, String, Vec<u8>)> {
+    let (head, mut body) = crate::egress::head::read_raw(conn, MAX_HEAD).await.ok()?;
+    let mut lines = head.lines();
+    let mut parts = lines.next()?.split(' ');
+    let (method, target) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    if length > MAX_BODY {
+        return None;
+    }
+    if body.len() < length {
+        let mut more = vec![0u8; length - body.len()];
+        conn.read_exact(&mut more).await.ok()?;
+        body.extend_from_slice(&more);
+    }
+    body.truncate(length);
+    Some((method, target, body))
 }
 
 async fn route<S: AdminState>(state: &S, path: &str, verbose: bool) -> (u16, &'static str, String) {
@@ -150,7 +178,9 @@ async fn route<S: AdminState>(state: &S, path: &str, verbose: bool) -> (u16, &'s
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
+        409 => "Conflict",
         405 => "Method Not Allowed",
         503 => "Service Unavailable",
         _ => "Error",

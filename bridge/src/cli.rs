@@ -1,7 +1,10 @@
 //! Command-line interface (clap) and the glue of each subcommand.
 
+mod agent_cmd;
 mod config_cmd;
 mod demo;
+mod manifests_cmd;
+mod migrate_cmd;
 mod report_cmd;
 mod run;
 
@@ -32,6 +35,15 @@ enum Command {
     /// Show tunnel health per node and path (`GET /report` on the admin
     /// API), or compare two saved reports with `report diff`.
     Report(report_cmd::ReportArgs),
+    /// Run a Konnectivity agent: dial a Konnectivity server over TLS and
+    /// serve the dials it sends (SIGTERM drains, a second SIGTERM exits).
+    Agent(agent_cmd::AgentArgs),
+    /// Move nodes from SSH to Konnectivity in batches, through the daemon's
+    /// admin API: plan, apply, status, pause, resume, rollback, finalize.
+    Migrate(migrate_cmd::MigrateArgs),
+    /// Print ready-to-apply manifests from the config: egress-selector,
+    /// konnectivity-agent, static-pod, systemd.
+    Manifests(manifests_cmd::ManifestsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +104,9 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Check { config }) => config_cmd::check(&config),
         Command::Config(ConfigCommand::Example) => config_cmd::example(),
         Command::Report(args) => report_cmd::run(args).await,
+        Command::Agent(args) => agent_cmd::run(args).await,
+        Command::Migrate(args) => migrate_cmd::run(args).await,
+        Command::Manifests(args) => manifests_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,14 +7,15 @@
 //! nodes that stay.
 
 pub mod listen;
+mod migration;
 mod node;
 mod observe;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use sshbridge_config::{Config, Route};
+use sshbridge_config::{Config, Node, Route};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -22,13 +23,24 @@ use tracing::{info, warn};
 use crate::egress::http_connect::{self, Lifecycle, Limits};
 use crate::egress::{Dial, Dialed, EgressError};
 use crate::health::{HealthSetupError, ProbeSettings};
+use crate::konnectivity::{self, Hub};
 use crate::metrics::BridgeMetrics;
-use crate::path::DialError;
 use crate::router::{RouteError, Table};
 use crate::ssh::{SshContext, SshSetupError, Tunnel, TunnelState, TunnelStats};
 
 pub use listen::{BindError, Listeners};
 use node::{NodeEntry, Spawn};
+
+/// A route change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteChangeError {
+    /// No such node in the current config.
+    #[error("no node named {0} in the current configuration")]
+    UnknownNode(String),
+    /// Konnectivity needs the `[konnectivity]` section.
+    #[error("node {0} cannot be routed to konnectivity: the config has no [konnectivity] section")]
+    NoKonnectivity(String),
+}
 
 /// The daemon could not start or reload.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +57,8 @@ pub enum StartError {
 struct Snapshot {
     config: Arc<Config>,
     table: Table,
+    /// Probe settings, for the migration's one-off probes.
+    probes: ProbeSettings,
     nodes: HashMap<String, NodeEntry>,
 }
 
@@ -58,38 +72,45 @@ struct Shared {
     stop_accepting: CancellationToken,
     /// Whether an egress listener was configured and is being served.
     egress_listeners: usize,
+    /// The Konnectivity agent hub, with a `[konnectivity]` section.
+    hub: Option<Hub>,
+    /// The migration controller, or why it is unavailable. Set once,
+    /// right after start.
+    migration: OnceLock<Result<sshbridge_migrate::Controller, String>>,
 }
 
 impl Shared {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().expect("snapshot lock poisoned").clone()
     }
+
+    fn set_route(&self, node: &str, route: Route) -> Result<Route, RouteChangeError> {
+        let snap = self.snapshot();
+        let entry = snap
+            .nodes
+            .get(node)
+            .ok_or_else(|| RouteChangeError::UnknownNode(node.to_string()))?;
+        if route == Route::Konnectivity && self.hub.is_none() {
+            return Err(RouteChangeError::NoKonnectivity(node.to_string()));
+        }
+        let previous = entry.route.send_replace(route);
+        if previous != route {
+            info!(node, from = %previous, to = %route, "route changed");
+        }
+        Ok(previous)
+    }
 }
 
 impl Dial for Shared {
     async fn dial(&self, host: &str, port: u16) -> Result<Dialed, EgressError> {
         let snap = self.snapshot();
-        let healthy = |name: &str| {
-            snap.nodes
-                .get(name)
-                .is_some_and(|n| n.spec.route == Route::Ssh && n.healthy())
-        };
+        let healthy = |name: &str| snap.nodes.get(name).is_some_and(NodeEntry::healthy);
         let decision = snap.table.resolve(host, port, healthy).inspect_err(|e| {
             if matches!(e, RouteError::Forbidden { .. }) {
                 self.metrics.dial_forbidden();
             }
         })?;
         let node = &snap.nodes[&decision.node];
-        if node.spec.route == Route::Konnectivity {
-            return Err(DialError::Unavailable {
-                node: decision.node,
-                path: "konnectivity",
-                reason: "the node is routed to konnectivity, but this bridge has no Konnectivity \
-                         agent server yet; set route = \"ssh\" for the node"
-                    .into(),
-            }
-            .into());
-        }
         let stream = node
             .dial(
                 &decision.host,
@@ -155,6 +176,15 @@ impl Daemon {
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
+        let hub = config.konnectivity.as_ref().map(|k| {
+            let options = konnectivity::Options {
+                server_id: config.bridge.id.clone(),
+                server_count: k.server_count,
+                max_conn_buffer: konnectivity::Options::DEFAULT_MAX_CONN_BUFFER,
+                dial_timeout: config.egress.dial_timeout,
+            };
+            Hub::new(options, &config.nodes)
+        });
         let count = config.nodes.len();
         let nodes = config
             .nodes
@@ -167,6 +197,7 @@ impl Daemon {
                     root: &root,
                     probes: &probes,
                     metrics: &metrics,
+                    hub: hub.as_ref(),
                     dial_timeout: config.egress.dial_timeout,
                     phase,
                 };
@@ -180,6 +211,7 @@ impl Daemon {
         let snapshot = Snapshot {
             table: Table::new(&config.nodes, &config.egress.service_cidrs),
             config: Arc::new(config),
+            probes,
             nodes,
         };
         let life = Lifecycle {
@@ -188,14 +220,22 @@ impl Daemon {
             tracker: TaskTracker::new(),
         };
         let egress_listeners = usize::from(listeners.http_connect_uds.is_some())
-            + usize::from(listeners.http_connect_tcp.is_some());
+            + usize::from(listeners.http_connect_tcp.is_some())
+            + usize::from(listeners.grpc_uds.is_some());
         let shared = Arc::new(Shared {
             current: RwLock::new(Arc::new(snapshot)),
             metrics,
             started: Instant::now(),
             stop_accepting: life.stop_accepting.clone(),
             egress_listeners,
+            hub: hub.clone(),
+            migration: OnceLock::new(),
         });
+        let controller = migration::start(&shared, root.child_token());
+        if let Err(why) = &controller {
+            tracing::error!("{why}; nodes keep their configured routes");
+        }
+        let _ = shared.migration.set(controller);
         if let Some(l) = listeners.http_connect_uds {
             tokio::spawn(http_connect::serve_unix(
                 l,
@@ -212,6 +252,21 @@ impl Daemon {
                 limits,
                 life.clone(),
             ));
+        }
+        if let Some(l) = listeners.grpc_uds {
+            tokio::spawn(crate::egress::grpc::serve_unix(
+                l,
+                shared.clone(),
+                life.clone(),
+            ));
+        }
+        if let (Some(hub), Some((l, tls))) = (hub, listeners.konnectivity) {
+            let stop = root.child_token();
+            tokio::spawn(async move {
+                if let Err(e) = konnectivity::server::serve(l, tls, hub, stop).await {
+                    tracing::error!(error = %e, "Konnectivity agent server stopped");
+                }
+            });
         }
         if let Some(admin) = listeners.admin {
             tokio::spawn(crate::admin::serve(
@@ -238,7 +293,9 @@ impl Daemon {
         let old = self.shared.snapshot();
         if old.config.egress.http_connect_uds != config.egress.http_connect_uds
             || old.config.egress.http_connect_tcp != config.egress.http_connect_tcp
+            || old.config.egress.grpc_uds != config.egress.grpc_uds
             || old.config.admin != config.admin
+            || old.config.konnectivity != config.konnectivity
         {
             warn!(
                 "egress or admin listener settings changed; they take effect at the next restart"
@@ -255,19 +312,33 @@ impl Daemon {
                 root: &self.root,
                 probes: &probes,
                 metrics: &self.shared.metrics,
+                hub: self.shared.hub.as_ref(),
                 dial_timeout: config.egress.dial_timeout,
                 phase: phase(&config, i, count),
             };
             let entry = match old.nodes.get(&spec.name) {
-                Some(prev) if prev.spec == *spec => {
+                // Same node; at most its configured route changed, which
+                // the operator means to apply.
+                Some(prev)
+                    if prev.spec
+                        == Node {
+                            route: prev.spec.route,
+                            ..spec.clone()
+                        } =>
+                {
                     prev.tunnel.set_context(ctx.clone());
                     summary.kept += 1;
-                    if reprobe {
+                    let mut entry = if reprobe {
                         prev.watchers.cancel();
-                        NodeEntry::around(spec, prev.tunnel.clone(), spawn)
+                        NodeEntry::around(spec, prev.tunnel.clone(), spawn).with_route_of(prev)
                     } else {
                         prev.clone()
+                    };
+                    if prev.spec.route != spec.route {
+                        entry.route.send_replace(spec.route);
                     }
+                    entry.spec = spec.clone();
+                    entry
                 }
                 Some(prev) => {
                     summary.replaced.push(spec.name.clone());
@@ -287,9 +358,13 @@ impl Daemon {
                 self.retire(prev, true);
             }
         }
+        if let Some(hub) = &self.shared.hub {
+            hub.set_nodes(&config.nodes);
+        }
         let snapshot = Snapshot {
             table: Table::new(&config.nodes, &config.egress.service_cidrs),
             config: Arc::new(config),
+            probes,
             nodes,
         };
         *self.shared.current.write().expect("snapshot lock poisoned") = Arc::new(snapshot);
@@ -306,12 +381,20 @@ impl Daemon {
                 let tunnel = &snap.nodes[&spec.name].tunnel;
                 NodeStatus {
                     name: spec.name.clone(),
-                    route: spec.route,
+                    route: snap.nodes[&spec.name].route(),
                     state: tunnel.state(),
                     stats: tunnel.stats(),
                 }
             })
             .collect()
+    }
+
+    /// Switches the path that serves `node`'s new streams. Streams already
+    /// open finish on the path they started on. The route survives reloads
+    /// unless the config's `route` for the node changes. Returns the
+    /// previous route.
+    pub fn set_route(&self, node: &str, route: Route) -> Result<Route, RouteChangeError> {
+        self.shared.set_route(node, route)
     }
 
     /// The report document of this moment (what `/report` serves).

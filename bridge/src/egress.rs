@@ -6,6 +6,7 @@
 //! [`Dial`] for a stream, answers with a status and then copies bytes both
 //! ways until both sides have closed.
 
+pub mod grpc;
 pub mod head;
 pub mod http_connect;
 

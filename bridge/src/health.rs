@@ -40,6 +40,44 @@ use crate::tls::TlsError;
 use run::Run;
 
 pub use probe::{ProbeError, ProbeErrorKind, ProbeFailure};
+
+/// One probe now, outside the periodic prober (the migration's shadow
+/// probes): the kubelet HTTPS GET through `dialer` when a kubelet CA is
+/// configured, else a plain dial of the kubelet port. Bounded by the probe
+/// timeout. Returns the latency, or the failure naming node and path.
+pub async fn probe_now<D: ProbeDial>(
+    node: &str,
+    path: &'static str,
+    address: IpAddr,
+    dialer: &D,
+    settings: &ProbeSettings,
+) -> Result<Duration, ProbeFailure> {
+    let port = settings.kubelet_port;
+    let started = std::time::Instant::now();
+    let once = async {
+        match &settings.tls {
+            Some(tls) => {
+                probe::probe_once(dialer, address, port, &settings.kubelet_path, tls.clone()).await
+            }
+            None => dialer
+                .dial(&address.to_string(), port)
+                .await
+                .map(drop)
+                .map_err(ProbeError::Dial),
+        }
+    };
+    let result = tokio::time::timeout(settings.timeout, once)
+        .await
+        .unwrap_or(Err(ProbeError::Timeout(settings.timeout)));
+    result
+        .map(|()| started.elapsed())
+        .map_err(|error| ProbeFailure {
+            node: node.to_string(),
+            target: SocketAddr::new(address, port),
+            path,
+            error,
+        })
+}
 use state::Tracker;
 pub use state::WINDOW;
 

@@ -10,11 +10,13 @@
 //! logic (`sshbridge-migrate`).
 
 pub mod admin;
+pub mod agent;
 pub mod backoff;
 pub mod daemon;
 pub mod egress;
 pub mod health;
 pub mod konnectivity;
+pub mod manifests;
 pub mod metrics;
 pub mod path;
 pub mod report;

@@ -210,7 +210,7 @@ fn config_text(dir: &Path, kubelet_ca: &Path, nodes: &[SimNode]) -> String {
         "[bridge]\nid = \"demo\"\n\n[egress]\nhttp_connect_uds = \"{d}/egress.sock\"\ndial_timeout = \"5s\"\n\n\
          [ssh]\nuser = \"demo\"\nidentity = \"{d}/id_ed25519\"\nknown_hosts = \"{d}/known_hosts\"\n\
          keepalive_interval = \"2s\"\n\n[health]\ninterval = \"500ms\"\nkubelet_port = {port}\nkubelet_ca = \"{ca}\"\n\
-         down_after = 2\nup_after = 1\n\n[admin]\nlisten = \"unix:{d}/admin.sock\"\n",
+         down_after = 2\nup_after = 1\n\n[admin]\nlisten = \"unix:{d}/admin.sock\"\n\n[migration]\nstore = \"file:{d}/migration.json\"\n",
         d = dir.display(),
         ca = kubelet_ca.display(),
         port = nodes.first().map_or(10250, |n| n.kubelet.local_addr().port())

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sshbridge_config::{Config, Listen};
 use tokio::net::{TcpListener, UnixListener};
@@ -18,6 +19,10 @@ pub struct Listeners {
     pub http_connect_uds: Option<UnixListener>,
     /// HTTP CONNECT over TCP with mutual TLS.
     pub http_connect_tcp: Option<(TcpListener, TlsAcceptor)>,
+    /// Konnectivity `ProxyService` over a unix socket.
+    pub grpc_uds: Option<UnixListener>,
+    /// The Konnectivity agent server (TLS always).
+    pub konnectivity: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     /// The admin API.
     pub admin: Option<AdminListener>,
 }
@@ -53,14 +58,6 @@ pub enum BindError {
         /// Why.
         source: std::io::Error,
     },
-    /// The config asks for a listener this version does not serve.
-    #[error("{key}: {what}")]
-    Unsupported {
-        /// Config key.
-        key: &'static str,
-        /// What is missing and what to do instead.
-        what: &'static str,
-    },
     /// The TLS files are unusable.
     #[error("{key}: {source}")]
     Tls {
@@ -74,14 +71,27 @@ pub enum BindError {
 impl Listeners {
     /// Binds the egress listeners of `config`.
     pub async fn bind(config: &Config) -> Result<Listeners, BindError> {
-        if config.egress.grpc_uds.is_some() {
-            return Err(BindError::Unsupported {
-                key: "egress.grpc_uds",
-                what: "the Konnectivity gRPC frontend is not in this version; remove the key and \
-                       point kube-apiserver's EgressSelectorConfiguration at http_connect_uds (proxyProtocol: HTTPConnect)",
-            });
-        }
         let mut out = Listeners::default();
+        if let Some(path) = &config.egress.grpc_uds {
+            out.grpc_uds = Some(bind_unix("egress.grpc_uds", path).await?);
+        }
+        if let Some(k) = &config.konnectivity {
+            let tls =
+                crate::konnectivity::server::tls_config(&k.cert, &k.key, k.client_ca.as_deref())
+                    .map_err(|source| BindError::Tls {
+                        key: "konnectivity",
+                        source,
+                    })?;
+            let listener =
+                TcpListener::bind(k.agent_listen)
+                    .await
+                    .map_err(|source| BindError::Tcp {
+                        key: "konnectivity.agent_listen",
+                        addr: k.agent_listen,
+                        source,
+                    })?;
+            out.konnectivity = Some((listener, tls));
+        }
         if let Some(path) = &config.egress.http_connect_uds {
             out.http_connect_uds = Some(bind_unix("egress.http_connect_uds", path).await?);
         }

@@ -1,30 +1,46 @@
-//! One node as the daemon runs it: its SSH tunnel, the prober of its SSH
-//! path, and its metrics handles.
+//! One node as the daemon runs it: its SSH tunnel, its Konnectivity path
+//! (when the bridge has an agent server), a prober per path, and metrics.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sshbridge_config::Node;
+use sshbridge_config::{Node, Route};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::{PathState, ProbeDial, ProbeHandle, ProbeSettings, Prober};
+use crate::konnectivity::Hub;
 use crate::metrics::{BridgeMetrics, DialFailure, NodeMetrics, PathMetrics};
 use crate::path::{BoxStream, DialError};
 use crate::report::{rfc3339, DialStats, NodeReport, PathReport, Paths, ProbeStats};
 use crate::ssh::{SshContext, Tunnel, TunnelState};
+use sshbridge_migrate::{LiveCounters, ProbeSample};
 
-/// A node's SSH tunnel, its prober and its metrics. Cloning shares them.
+/// One path of a node as observed: its prober and its metrics.
+#[derive(Clone)]
+pub(super) struct PathWatch {
+    pub(super) prober: ProbeHandle,
+    pub(super) metrics: PathMetrics,
+}
+
+/// A node's paths, probers and metrics. Cloning shares them.
 #[derive(Clone)]
 pub(super) struct NodeEntry {
     pub(super) spec: Node,
     pub(super) tunnel: Tunnel,
-    pub(super) prober: ProbeHandle,
+    pub(super) ssh: PathWatch,
+    /// The Konnectivity path: the bridge's agent hub and this node's watch
+    /// of it; `None` without a `[konnectivity]` section.
+    pub(super) konnectivity: Option<(Hub, PathWatch)>,
     pub(super) metrics: NodeMetrics,
-    pub(super) ssh_metrics: PathMetrics,
-    /// Cancelled when the node leaves the config: stops its prober and
-    /// liveness watch. The tunnel has its own token and drains first.
+    /// Cancelled when the node leaves the config: stops its probers and
+    /// liveness watches. The tunnel has its own token and drains first.
     pub(super) watchers: CancellationToken,
+    /// The path that serves the node's new streams. Starts as the config's
+    /// `route`; the migration changes it at run time. Shared by the
+    /// clones of this entry, so it survives reloads that keep the node.
+    pub(super) route: Arc<watch::Sender<Route>>,
 }
 
 /// What a node needs from the daemon to start.
@@ -33,13 +49,14 @@ pub(super) struct Spawn<'a> {
     pub(super) root: &'a CancellationToken,
     pub(super) probes: &'a ProbeSettings,
     pub(super) metrics: &'a BridgeMetrics,
+    pub(super) hub: Option<&'a Hub>,
     pub(super) dial_timeout: Duration,
     /// Offset of this node's first probe, so nodes do not probe in a burst.
     pub(super) phase: Duration,
 }
 
 impl NodeEntry {
-    /// Starts a node's tunnel and prober.
+    /// Starts a node's tunnel and probers.
     pub(super) fn spawn(spec: &Node, s: Spawn<'_>) -> NodeEntry {
         let tunnel = Tunnel::spawn(spec.clone(), s.ctx.clone(), s.root.child_token());
         Self::around(spec, tunnel, s)
@@ -49,116 +66,285 @@ impl NodeEntry {
     /// probe settings keeps the session).
     pub(super) fn around(spec: &Node, tunnel: Tunnel, s: Spawn<'_>) -> NodeEntry {
         let watchers = s.root.child_token();
-        let ssh_metrics = s.metrics.path(&spec.name, "ssh");
-        let liveness = liveness(&tunnel, watchers.clone());
-        let dialer = SshProbeDial {
+        let ssh_dial = SshProbeDial {
             node: spec.name.clone(),
             tunnel: tunnel.clone(),
             timeout: s.dial_timeout,
         };
-        let prober = Prober::spawn(
-            spec.name.clone(),
-            spec.address,
+        let ssh = watch_path(
+            spec,
             "ssh",
-            dialer,
-            liveness,
-            s.probes.clone().with_metrics(ssh_metrics.clone()),
-            s.phase,
-            watchers.clone(),
+            ssh_dial,
+            ssh_liveness(&tunnel, watchers.clone()),
+            &s,
+            &watchers,
         );
+        let konnectivity = s.hub.map(|hub| {
+            let dial = HubProbeDial {
+                node: spec.name.clone(),
+                hub: hub.clone(),
+                timeout: s.dial_timeout,
+            };
+            let liveness = agents_liveness(hub.subscribe(&spec.name), watchers.clone());
+            (
+                hub.clone(),
+                watch_path(spec, "konnectivity", dial, liveness, &s, &watchers),
+            )
+        });
         NodeEntry {
             spec: spec.clone(),
             tunnel,
-            prober,
+            ssh,
+            konnectivity,
             metrics: s.metrics.node(&spec.name),
-            ssh_metrics,
             watchers,
+            route: Arc::new(watch::channel(spec.route).0),
+        }
+    }
+
+    /// Keeps `prev`'s run-time route (a new prober around the same node).
+    pub(super) fn with_route_of(mut self, prev: &NodeEntry) -> NodeEntry {
+        self.route = prev.route.clone();
+        self
+    }
+
+    /// The path serving new streams now.
+    pub(super) fn route(&self) -> Route {
+        *self.route.borrow()
+    }
+
+    /// The observed state of a path (`Unknown` for a path the bridge has not).
+    pub(super) fn path_state(&self, path: Route) -> PathState {
+        match path {
+            Route::Ssh => self.ssh.prober.state(),
+            Route::Konnectivity => self
+                .konnectivity
+                .as_ref()
+                .map_or(PathState::Unknown, |(_, w)| w.prober.state()),
         }
     }
 
     /// Whether the node's active path may take streams for service
-    /// addresses: session up and probes not failing.
+    /// addresses: transport up and probes not failing.
     pub(super) fn healthy(&self) -> bool {
-        self.tunnel.state() == TunnelState::Up && self.prober.state() != PathState::Down
+        let transport_up = match self.route() {
+            Route::Ssh => self.tunnel.state() == TunnelState::Up,
+            Route::Konnectivity => self
+                .konnectivity
+                .as_ref()
+                .is_some_and(|(hub, _)| *hub.subscribe(&self.spec.name).borrow() > 0),
+        };
+        transport_up && self.path_state(self.route()) != PathState::Down
     }
 
-    /// Dials through the SSH tunnel within `timeout`, recording the dial.
+    /// Dials through the node's active path within `timeout`, recording
+    /// the dial in that path's metrics.
     pub(super) async fn dial(
         &self,
         host: &str,
         port: u16,
         timeout: Duration,
     ) -> Result<BoxStream, DialError> {
-        let started = Instant::now();
-        let result = dial_within(&self.tunnel, &self.spec.name, host, port, timeout).await;
-        let outcome = result.as_ref().map(|_| ()).map_err(DialFailure::from);
-        self.ssh_metrics.observe_dial(started.elapsed(), outcome);
-        result
+        let name = &self.spec.name;
+        match (self.route(), &self.konnectivity) {
+            (Route::Ssh, _) => {
+                observed(
+                    &self.ssh.metrics,
+                    dial_within(name, host, port, timeout, self.tunnel.dial(host, port)),
+                )
+                .await
+            }
+            (Route::Konnectivity, Some((hub, watch))) => {
+                observed(
+                    &watch.metrics,
+                    dial_within(name, host, port, timeout, hub.dial(name, host, port)),
+                )
+                .await
+            }
+            (Route::Konnectivity, None) => Err(DialError::Unavailable {
+                node: name.clone(),
+                path: "konnectivity",
+                reason: "the node is routed to konnectivity, but the bridge has no [konnectivity] \
+                         agent server; add the section and restart, or route the node to ssh"
+                    .into(),
+            }),
+        }
     }
 
-    /// Brings the node's metrics up to date with its tunnel's counters.
+    /// One probe of `path` now (the migration's shadow and soak checks).
+    pub(super) async fn probe_now(&self, path: Route, settings: &ProbeSettings) -> ProbeSample {
+        let started = Instant::now();
+        let name = self.spec.name.clone();
+        let outcome = match (path, &self.konnectivity) {
+            (Route::Ssh, _) => {
+                let dial = SshProbeDial {
+                    node: name.clone(),
+                    tunnel: self.tunnel.clone(),
+                    timeout: settings.timeout,
+                };
+                crate::health::probe_now(&name, "ssh", self.spec.address, &dial, settings).await
+            }
+            (Route::Konnectivity, Some((hub, _))) => {
+                let dial = HubProbeDial {
+                    node: name.clone(),
+                    hub: hub.clone(),
+                    timeout: settings.timeout,
+                };
+                crate::health::probe_now(&name, "konnectivity", self.spec.address, &dial, settings)
+                    .await
+            }
+            (Route::Konnectivity, None) => {
+                return ProbeSample::failed(
+                    started.elapsed(),
+                    "the bridge has no [konnectivity] agent server",
+                )
+            }
+        };
+        match outcome {
+            Ok(latency) => ProbeSample::ok(latency),
+            Err(failure) => ProbeSample::failed(started.elapsed(), failure.to_string()),
+        }
+    }
+
+    /// Live counters of a path for the migration's soak watch.
+    pub(super) fn live(&self, path: Route) -> LiveCounters {
+        let watch = match path {
+            Route::Ssh => Some(&self.ssh),
+            Route::Konnectivity => self.konnectivity.as_ref().map(|(_, w)| w),
+        };
+        let Some(watch) = watch else {
+            return LiveCounters::default();
+        };
+        let (dials_ok, failed) = watch.metrics.dial_counts();
+        let health = watch.prober.snapshot();
+        LiveCounters {
+            dials_ok,
+            dials_failed: failed.iter().map(|(_, n)| n).sum(),
+            probes_ok: health.probes_ok,
+            probes_failed: health.probes_failed,
+            last_error: health.last_error,
+        }
+    }
+
+    /// Brings the node's metrics up to date with its paths' counters.
     pub(super) fn refresh_metrics(&self) {
         let stats = self.tunnel.stats();
         self.metrics.update_from_tunnel(&stats);
-        self.ssh_metrics.update_from_tunnel(&stats);
-        self.ssh_metrics
-            .set_transport_up(stats.state == TunnelState::Up);
+        self.ssh.metrics.update_from_tunnel(&stats);
+        if let Some((hub, watch)) = &self.konnectivity {
+            let s = hub.stats(&self.spec.name);
+            let up = *hub.subscribe(&self.spec.name).borrow() > 0;
+            watch
+                .metrics
+                .update_flow(up, s.open_streams, s.bytes_to_node, s.bytes_from_node);
+        }
     }
 
     /// The node's part of `/report`.
     pub(super) fn report(&self) -> NodeReport {
         let stats = self.tunnel.stats();
-        let health = self.prober.snapshot();
-        let (ok, failed) = self.ssh_metrics.dial_counts();
-        let window = health.window_size;
-        let ssh = PathReport {
-            state: health.state,
-            since: Some(rfc3339(health.since)),
-            last_error: health.last_error.or(stats.last_error),
-            probe: ProbeStats {
-                p50_ms: health.latency_p50_ms,
-                p99_ms: health.latency_p99_ms,
-                window,
-                failures_in_window: health.window_failures,
-                failure_ratio: if window == 0 {
-                    0.0
-                } else {
-                    f64::from(health.window_failures) / f64::from(window)
-                },
-            },
-            consecutive_failures: health.consecutive_failures,
-            reconnects: stats.reconnects,
-            open_streams: stats.open_streams as u64,
-            bytes_sent: stats.bytes_sent,
-            bytes_received: stats.bytes_received,
-            dials: DialStats {
-                ok,
-                failed: failed
-                    .into_iter()
-                    .map(|(reason, n)| (reason.to_string(), n))
-                    .collect(),
-            },
-        };
+        let mut ssh = path_report(&self.ssh);
+        ssh.last_error = ssh.last_error.or(stats.last_error);
+        ssh.reconnects = stats.reconnects;
+        ssh.open_streams = stats.open_streams as u64;
+        ssh.bytes_sent = stats.bytes_sent;
+        ssh.bytes_received = stats.bytes_received;
+        let konnectivity = self.konnectivity.as_ref().map(|(hub, watch)| {
+            let s = hub.stats(&self.spec.name);
+            PathReport {
+                open_streams: s.open_streams,
+                bytes_sent: s.bytes_to_node,
+                bytes_received: s.bytes_from_node,
+                ..path_report(watch)
+            }
+        });
         NodeReport {
             name: self.spec.name.clone(),
             address: self.spec.address.to_string(),
-            route: self.spec.route,
-            paths: Paths {
-                ssh,
-                konnectivity: None,
-            },
+            route: self.route(),
+            paths: Paths { ssh, konnectivity },
         }
     }
 }
 
+/// Probe-derived part of a path's report; the caller adds flow counters.
+fn path_report(watch: &PathWatch) -> PathReport {
+    let health = watch.prober.snapshot();
+    let (ok, failed) = watch.metrics.dial_counts();
+    let window = health.window_size;
+    PathReport {
+        state: health.state,
+        since: Some(rfc3339(health.since)),
+        last_error: health.last_error,
+        probe: ProbeStats {
+            p50_ms: health.latency_p50_ms,
+            p99_ms: health.latency_p99_ms,
+            window,
+            failures_in_window: health.window_failures,
+            failure_ratio: if window == 0 {
+                0.0
+            } else {
+                f64::from(health.window_failures) / f64::from(window)
+            },
+        },
+        consecutive_failures: health.consecutive_failures,
+        dials: DialStats {
+            ok,
+            failed: failed
+                .into_iter()
+                .map(|(reason, n)| (reason.to_string(), n))
+                .collect(),
+        },
+        ..PathReport::default()
+    }
+}
+
+fn watch_path(
+    spec: &Node,
+    path: &'static str,
+    dialer: impl ProbeDial,
+    liveness: watch::Receiver<bool>,
+    s: &Spawn<'_>,
+    watchers: &CancellationToken,
+) -> PathWatch {
+    let metrics = s.metrics.path(&spec.name, path);
+    let settings = s.probes.clone().with_metrics(metrics.clone());
+    let prober = Prober::spawn(
+        spec.name.clone(),
+        spec.address,
+        path,
+        dialer,
+        liveness,
+        settings,
+        s.phase,
+        watchers.clone(),
+    );
+    PathWatch { prober, metrics }
+}
+
+async fn observed(
+    metrics: &PathMetrics,
+    dial: impl Future<Output = Result<BoxStream, DialError>>,
+) -> Result<BoxStream, DialError> {
+    let started = Instant::now();
+    let result = dial.await;
+    metrics.observe_dial(
+        started.elapsed(),
+        result.as_ref().map(|_| ()).map_err(DialFailure::from),
+    );
+    result
+}
+
+/// `dial` bounded by `timeout`; an expired dial is dropped (for an agent,
+/// dropping sends DIAL_CLS).
 async fn dial_within(
-    tunnel: &Tunnel,
     node: &str,
     host: &str,
     port: u16,
     timeout: Duration,
+    dial: impl Future<Output = Result<BoxStream, DialError>>,
 ) -> Result<BoxStream, DialError> {
-    match tokio::time::timeout(timeout, tunnel.dial(host, port)).await {
+    match tokio::time::timeout(timeout, dial).await {
         Ok(result) => result,
         Err(_) => Err(DialError::Timeout {
             node: node.to_string(),
@@ -168,20 +354,36 @@ async fn dial_within(
     }
 }
 
-/// `true` while the tunnel's session is up, for the prober.
-fn liveness(tunnel: &Tunnel, stop: CancellationToken) -> watch::Receiver<bool> {
-    let mut states = tunnel.subscribe();
-    let (tx, rx) = watch::channel(*states.borrow() == TunnelState::Up);
+/// `true` while the tunnel's session is up, for the SSH prober.
+fn ssh_liveness(tunnel: &Tunnel, stop: CancellationToken) -> watch::Receiver<bool> {
+    follow(tunnel.subscribe(), |s| *s == TunnelState::Up, stop)
+}
+
+/// `true` while at least one non-draining agent serves the node.
+fn agents_liveness(
+    agents: watch::Receiver<usize>,
+    stop: CancellationToken,
+) -> watch::Receiver<bool> {
+    follow(agents, |n| *n > 0, stop)
+}
+
+/// A watch of `f(value)` that follows `source` until `stop`.
+fn follow<T: Send + Sync + 'static>(
+    mut source: watch::Receiver<T>,
+    f: impl Fn(&T) -> bool + Send + 'static,
+    stop: CancellationToken,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(f(&source.borrow()));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                changed = states.changed() => {
+                changed = source.changed() => {
                     if changed.is_err() {
                         return;
                     }
-                    let up = *states.borrow_and_update() == TunnelState::Up;
-                    tx.send_replace(up);
+                    let value = f(&source.borrow_and_update());
+                    tx.send_replace(value);
                 }
             }
         }
@@ -199,6 +401,33 @@ struct SshProbeDial {
 
 impl ProbeDial for SshProbeDial {
     async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
-        dial_within(&self.tunnel, &self.node, host, port, self.timeout).await
+        dial_within(
+            &self.node,
+            host,
+            port,
+            self.timeout,
+            self.tunnel.dial(host, port),
+        )
+        .await
+    }
+}
+
+/// Probes of the Konnectivity path go through the node's agents.
+struct HubProbeDial {
+    node: String,
+    hub: Hub,
+    timeout: Duration,
+}
+
+impl ProbeDial for HubProbeDial {
+    async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
+        dial_within(
+            &self.node,
+            host,
+            port,
+            self.timeout,
+            self.hub.dial(&self.node, host, port),
+        )
+        .await
     }
 }

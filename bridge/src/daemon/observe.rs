@@ -40,14 +40,22 @@ impl AdminState for Shared {
         let mut down = Vec::new();
         let mut any_up = false;
         for spec in &snap.config.nodes {
-            let health = snap.nodes[&spec.name].prober.snapshot();
-            if health.state == PathState::Up {
-                any_up = true;
-            } else {
-                let why = health
-                    .last_error
-                    .unwrap_or_else(|| "no probe has passed yet".into());
-                down.push(format!("{} ({}): {why}", spec.name, health.state));
+            let node = &snap.nodes[&spec.name];
+            let paths =
+                std::iter::once(&node.ssh).chain(node.konnectivity.as_ref().map(|(_, w)| w));
+            for watch in paths {
+                let health = watch.prober.snapshot();
+                if health.state == PathState::Up {
+                    any_up = true;
+                } else {
+                    let why = health
+                        .last_error
+                        .unwrap_or_else(|| "no probe has passed yet".into());
+                    down.push(format!(
+                        "{} {} ({}): {why}",
+                        spec.name, health.path, health.state
+                    ));
+                }
             }
         }
         let nodes = if any_up {
@@ -81,5 +89,9 @@ impl AdminState for Shared {
 
     async fn report(&self) -> String {
         Shared::report(self).to_json()
+    }
+
+    async fn migration(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        super::migration::handle(self, method, path, body).await
     }
 }

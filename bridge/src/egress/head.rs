@@ -63,13 +63,14 @@ pub async fn read<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Co
 }
 
 /// Reads any HTTP/1 request head of at most `max` bytes as text (for the
-/// admin server). The caller bounds the time.
+/// admin server), and the bytes read past it (the start of a body). The
+/// caller bounds the time.
 pub async fn read_raw<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
-) -> Result<String, HeadError> {
+) -> Result<(String, Vec<u8>), HeadError> {
     match read_until_end(reader, max).await? {
-        Raw::Head { head, .. } => Ok(String::from_utf8_lossy(&head).into_owned()),
+        Raw::Head { head, rest } => Ok((String::from_utf8_lossy(&head).into_owned(), rest)),
         Raw::TooLarge(_) => Err(too_large(max)),
     }
 }

@@ -316,10 +316,28 @@ impl PathMetrics {
 
     /// Mirrors an SSH tunnel's stats: transport up, open streams, bytes.
     pub fn update_from_tunnel(&self, stats: &TunnelStats) {
-        self.set_transport_up(stats.state == TunnelState::Up);
-        self.streams_active.set(stats.open_streams as f64);
-        self.bytes_sent.set_at_least(stats.bytes_sent);
-        self.bytes_received.set_at_least(stats.bytes_received);
+        let open = stats.open_streams as u64;
+        self.update_flow(
+            stats.state == TunnelState::Up,
+            open,
+            stats.bytes_sent,
+            stats.bytes_received,
+        );
+    }
+
+    /// Sets transport state, open streams and byte totals from any path's
+    /// own counters (totals only ever move up).
+    pub fn update_flow(
+        &self,
+        transport_up: bool,
+        open_streams: u64,
+        bytes_sent: u64,
+        bytes_received: u64,
+    ) {
+        self.set_transport_up(transport_up);
+        self.streams_active.set(open_streams as f64);
+        self.bytes_sent.set_at_least(bytes_sent);
+        self.bytes_received.set_at_least(bytes_received);
     }
 
     /// Records one health probe.

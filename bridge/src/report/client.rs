@@ -1,6 +1,8 @@
-//! A tiny HTTP/1.1 GET client for the admin API (`unix:/path` or
-//! `host:port`): one request per connection, `Connection: close`, bodies
-//! delimited by `Content-Length`, chunked encoding or the close.
+//! A tiny HTTP/1.1 client for the admin API (`unix:/path` or `host:port`):
+//! `GET` and `POST` with a JSON body, one request per connection,
+//! `Connection: close`, bodies delimited by `Content-Length`, chunked
+//! encoding or the close. An error answer's `{"error": "..."}` body is shown
+//! as its message.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -122,16 +124,44 @@ pub enum ClientError {
 /// Fetches `GET path` from the admin API and returns the body of a 200
 /// answer; the whole exchange is bounded by `timeout`.
 pub async fn get(addr: &AdminAddr, path: &str, timeout: Duration) -> Result<Vec<u8>, ClientError> {
+    request(addr, "GET", path, None, timeout).await
+}
+
+/// Sends `POST path` with `body_json` (`Content-Type: application/json`)
+/// to the admin API and returns the body of a 200 answer; the whole
+/// exchange is bounded by `timeout`.
+pub async fn post(
+    addr: &AdminAddr,
+    path: &str,
+    body_json: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
+    request(addr, "POST", path, Some(body_json), timeout).await
+}
+
+async fn request(
+    addr: &AdminAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
     let name = addr.to_string();
+    let req = Request {
+        addr: &name,
+        method,
+        path,
+        body,
+    };
     let exchange = async {
         match addr {
             AdminAddr::Unix(p) => {
                 let s = tokio::net::UnixStream::connect(p).await;
-                exchange(s.map_err(|e| connect_error(&name, e))?, &name, path).await
+                exchange(s.map_err(|e| connect_error(&name, e))?, &req).await
             }
             AdminAddr::Tcp(a) => {
                 let s = tokio::net::TcpStream::connect(a.as_str()).await;
-                exchange(s.map_err(|e| connect_error(&name, e))?, &name, path).await
+                exchange(s.map_err(|e| connect_error(&name, e))?, &req).await
             }
         }
     };
@@ -151,10 +181,19 @@ pub async fn fetch_report(addr: &AdminAddr, timeout: Duration) -> Result<Report,
     Ok(Report::from_json(&text, &format!("report from {addr}"))?)
 }
 
-async fn exchange<S>(mut s: S, addr: &str, path: &str) -> Result<Vec<u8>, ClientError>
+/// One request as sent.
+struct Request<'a> {
+    addr: &'a str,
+    method: &'a str,
+    path: &'a str,
+    body: Option<&'a str>,
+}
+
+async fn exchange<S>(mut s: S, req: &Request<'_>) -> Result<Vec<u8>, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (addr, path) = (req.addr, req.path);
     let io = |error| ClientError::Io {
         addr: addr.to_string(),
         error,
@@ -163,11 +202,20 @@ where
         Some(_) => "localhost",
         None => addr,
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sshbridge/{}\r\n\
-         Accept: application/json\r\nConnection: close\r\n\r\n",
+    let mut request = format!(
+        "{} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sshbridge/{}\r\n\
+         Accept: application/json\r\nConnection: close\r\n",
+        req.method,
         env!("CARGO_PKG_VERSION")
     );
+    match req.body {
+        Some(body) => request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+        None if req.method == "GET" => request.push_str("\r\n"),
+        None => request.push_str("Content-Length: 0\r\n\r\n"),
+    }
     s.write_all(request.as_bytes()).await.map_err(io)?;
     s.flush().await.map_err(io)?;
     let mut raw = Vec::new();
@@ -183,7 +231,12 @@ where
     let (status, body) = parse_response(&raw).map_err(malformed)?;
     if status != 200 {
         let text = String::from_utf8_lossy(&body);
-        let body: String = text.trim().chars().take(200).collect();
+        // The admin API's own one-line errors are shown whole; anything
+        // else (a proxy's HTML page, say) only its start.
+        let body: String = match error_message(&text) {
+            Some(message) => message.chars().take(2000).collect(),
+            None => text.trim().chars().take(200).collect(),
+        };
         return Err(ClientError::Status {
             addr: addr.to_string(),
             path: path.to_string(),
@@ -192,6 +245,12 @@ where
         });
     }
     Ok(body)
+}
+
+/// The `error` of a `{"error": "..."}` body, the admin API's error shape.
+fn error_message(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(v.get("error")?.as_str()?.trim().to_string())
 }
 
 /// Splits a complete response (read until close) into status and body.

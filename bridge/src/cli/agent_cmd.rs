@@ -1,0 +1,158 @@
+//! `sshbridge agent`: a Konnectivity agent. The first SIGTERM/SIGINT sends
+//! DRAIN and exits once open connections are done; the second exits at once.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use sshbridge::agent::{Agent, AgentConfig, AllowList, AllowRule};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{humantime_duration, LogFormat};
+
+/// Flags of `sshbridge agent`, named like upstream's proxy-agent where they
+/// mean the same.
+#[derive(Debug, Args)]
+pub(super) struct AgentArgs {
+    /// The Konnectivity server's agent port.
+    #[arg(long, value_name = "HOST:PORT")]
+    server: String,
+    /// CA bundle that verifies the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: PathBuf,
+    /// Client certificate, for servers that require mTLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Name the server's certificate must carry (default: the host of --server).
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// The agent's ID (default: this machine's host name).
+    #[arg(long, value_name = "ID")]
+    agent_id: Option<String>,
+    /// What this agent serves, URL-query form: host=, ipv4=, ipv6=, cidr=,
+    /// default-route=true (e.g. "host=node-a&ipv4=10.0.0.5&cidr=10.244.1.0/24").
+    #[arg(long, value_name = "QUERY", default_value = "", value_parser = identifiers)]
+    identifiers: String,
+    /// Only dial targets inside CIDR on PORTS (repeatable), e.g.
+    /// 10.0.0.0/8:10250,443 or 10.244.0.0/16:1-65535 or 10.0.0.5/32:*.
+    /// Without it, the agent dials whatever the server asks.
+    #[arg(long, value_name = "CIDR:PORTS")]
+    allow: Vec<AllowRule>,
+    /// First delay between connect attempts; doubles up to --sync-interval-cap.
+    #[arg(long, value_parser = humantime_duration, default_value = "1s")]
+    sync_interval: Duration,
+    /// Longest delay between connect attempts.
+    #[arg(long, value_parser = humantime_duration, default_value = "10s")]
+    sync_interval_cap: Duration,
+    /// Time limit of one dial to a target.
+    #[arg(long, value_parser = humantime_duration, default_value = "5s")]
+    dial_timeout: Duration,
+    /// Bytes that may wait towards one target before its connection is
+    /// closed as not reading.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    write_buffer: usize,
+    /// File with a bearer token sent as `authorization` (read at each connect).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// Checks the keys of `--identifiers`; the values go to the server as given.
+fn identifiers(s: &str) -> Result<String, String> {
+    for pair in s.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !matches!(key, "host" | "ipv4" | "ipv6" | "cidr" | "default-route") {
+            return Err(format!(
+                "unknown identifier {key:?} (known: host, ipv4, ipv6, cidr, default-route)"
+            ));
+        }
+        if value.is_empty() {
+            return Err(format!("identifier {key:?} has no value"));
+        }
+    }
+    Ok(s.to_string())
+}
+
+/// This machine's host name, or "sshbridge-agent".
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "sshbridge-agent".to_string(),
+    }
+}
+
+pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let identity = args.cert.as_deref().zip(args.key.as_deref());
+    let tls = AgentConfig::client_tls(&args.ca_cert, identity)?;
+    let agent_id = args.agent_id.unwrap_or_else(host_name);
+    let mut cfg = AgentConfig::new(args.server, tls, agent_id)?;
+    if let Some(name) = args.server_name {
+        cfg.server_name = rustls::pki_types::ServerName::try_from(name.clone())
+            .with_context(|| format!("--server-name {name:?} is neither a DNS name nor an IP"))?;
+    }
+    cfg.identifiers = args.identifiers;
+    cfg.allow = AllowList::new(args.allow);
+    cfg.token_file = args.token_file;
+    cfg.dial_timeout = args.dial_timeout;
+    cfg.write_buffer = args.write_buffer;
+    cfg.backoff = sshbridge_config::Backoff {
+        initial: args.sync_interval,
+        max: args.sync_interval_cap.max(args.sync_interval),
+        multiplier: 2.0,
+        jitter: 0.2,
+    };
+    info!(
+        server = %cfg.server, agent_id = %cfg.agent_id, identifiers = %cfg.identifiers,
+        allow_list = cfg.allow.is_restricted(), version = env!("CARGO_PKG_VERSION"),
+        "sshbridge agent starting"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut handle = Agent::spawn(cfg, CancellationToken::new());
+    let mut signals = 0;
+    loop {
+        tokio::select! {
+            _ = handle.wait() => break,
+            _ = term.recv() => signals += 1,
+            _ = int.recv() => signals += 1,
+        }
+        if signals == 1 {
+            info!(
+                "signal: sending DRAIN, exiting once open connections are done (again to exit now)"
+            );
+            handle.drain();
+        } else {
+            info!("second signal: exiting now");
+            handle.stop();
+        }
+    }
+    info!("sshbridge agent stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,219 @@
+//! Konnectivity gRPC egress (`ProxyService.Proxy`) over a unix socket, as
+//! kube-apiserver uses it with `proxyProtocol: GRPC`: one gRPC stream per
+//! dial.
+//!
+//! The first packet is DIAL_REQ{address, random}. The target is routed and
+//! dialed through the same [`Dial`] as HTTP CONNECT, then the answer is
+//! DIAL_RSP{random, connectID 1} (or DIAL_RSP{random, error} with the
+//! reason the CONNECT frontend would put under its status). DATA flows both
+//! ways. CLOSE_REQ from the client is answered with CLOSE_RSP; when the
+//! target closes, CLOSE_RSP is sent unasked (with the error, if it failed);
+//! either way the gRPC stream then ends. DIAL_CLS, or the client's stream
+//! ending, before the answer abandons the dial.
+//!
+//! Each dial is its own gRPC stream with HTTP/2 flow control, so a slow
+//! client holds back only its own target.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::http_connect::Lifecycle;
+use super::{Dial, Dialed};
+use crate::konnectivity::proto::packet::Payload;
+use crate::konnectivity::proto::proxy_service_server::{ProxyService, ProxyServiceServer};
+use crate::konnectivity::proto::Packet;
+
+/// The connectID of the one connection on each stream.
+const CONNECT_ID: i64 = 1;
+/// Largest DATA payload sent per packet.
+const CHUNK: usize = 32 * 1024;
+
+/// Serves `ProxyService` on `listener` until `stop_accepting` is
+/// cancelled and the open streams have ended (each ends at once when
+/// `abort` is cancelled). Stream tasks are tracked by `life.tracker`.
+pub async fn serve_unix<D: Dial>(listener: UnixListener, dialer: Arc<D>, life: Lifecycle) {
+    let stop = life.stop_accepting.clone();
+    let svc = ProxySvc { dialer, life };
+    let served = tonic::transport::Server::builder()
+        .add_service(ProxyServiceServer::new(svc))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "gRPC egress frontend stopped with an error");
+    }
+}
+
+/// Splits `host:port` or `[v6]:port` into a bare host and a port.
+pub fn parse_address(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+struct ProxySvc<D> {
+    dialer: Arc<D>,
+    life: Lifecycle,
+}
+
+#[tonic::async_trait]
+impl<D: Dial> ProxyService for ProxySvc<D> {
+    type ProxyStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn proxy(
+        &self,
+        request: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::ProxyStream>, Status> {
+        let (tx, rx) = mpsc::channel(16);
+        let (dialer, abort) = (self.dialer.clone(), self.life.abort.clone());
+        let inbound = request.into_inner();
+        self.life
+            .tracker
+            .spawn(async move { serve_stream(inbound, tx, dialer.as_ref(), abort).await });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+type Out = mpsc::Sender<Result<Packet, Status>>;
+
+async fn serve_stream<D: Dial>(
+    mut inbound: Streaming<Packet>,
+    tx: Out,
+    dialer: &D,
+    abort: CancellationToken,
+) {
+    let first = tokio::select! {
+        _ = abort.cancelled() => return,
+        first = inbound.message() => first,
+    };
+    let req = match first {
+        Ok(Some(Packet {
+            payload: Some(Payload::DialRequest(req)),
+            ..
+        })) => req,
+        Ok(Some(_)) => {
+            let status = Status::invalid_argument("the first packet of a stream must be DIAL_REQ");
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
+        Ok(None) | Err(_) => return,
+    };
+    let random = req.random;
+    let Some((host, port)) = parse_address(&req.address) else {
+        let error = format!(
+            "DIAL_REQ address {:?} is not host:port; use [v6]:port for IPv6",
+            req.address
+        );
+        let _ = tx.send(Ok(Packet::dial_response(random, 0, error))).await;
+        return;
+    };
+    let dialed = tokio::select! {
+        _ = abort.cancelled() => Err("the bridge is shutting down".to_string()),
+        dialed = dialer.dial(&host, port) => dialed.map_err(|e| e.to_string()),
+        _ = abandoned(&mut inbound) => {
+            return debug!(target = %req.address, "gRPC dial abandoned by the client");
+        }
+    };
+    let Dialed { stream, node } = match dialed {
+        Ok(d) => d,
+        Err(error) => {
+            warn!(target = %req.address, %error, "gRPC egress dial failed");
+            let _ = tx.send(Ok(Packet::dial_response(random, 0, error))).await;
+            return;
+        }
+    };
+    if tx
+        .send(Ok(Packet::dial_response(random, CONNECT_ID, "")))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    debug!(target = %req.address, %node, "gRPC stream open");
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let up = async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(packet)) => match packet.payload {
+                    Some(Payload::Data(d)) if wr.write_all(&d.data).await.is_err() => {
+                        return Some("writing to the target failed".to_string());
+                    }
+                    Some(Payload::CloseRequest(_)) => return None,
+                    _ => {}
+                },
+                Ok(None) | Err(_) => return Some("client stream ended".to_string()),
+            }
+        }
+    };
+    let down_tx = tx.clone();
+    let down = async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => return String::new(),
+                Ok(n) => {
+                    let packet = Packet::data(CONNECT_ID, buf[..n].to_vec());
+                    if down_tx.send(Ok(packet)).await.is_err() {
+                        return "client went away".to_string();
+                    }
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    let close_error = tokio::select! {
+        _ = abort.cancelled() => "cut at the end of the drain grace period".to_string(),
+        up = up => match up {
+            None => String::new(),
+            Some(reason) => return info!(target = %req.address, %node, %reason, "gRPC stream ended"),
+        },
+        error = down => error,
+    };
+    let _ = tx
+        .send(Ok(Packet::close_response(CONNECT_ID, close_error)))
+        .await;
+    debug!(target = %req.address, %node, "gRPC stream closed");
+}
+
+/// Resolves when the client gives up on its dial: DIAL_CLS, or its stream ends.
+async fn abandoned(inbound: &mut Streaming<Packet>) {
+    loop {
+        match inbound.message().await {
+            Ok(Some(Packet {
+                payload: Some(Payload::CloseDial(_)),
+                ..
+            }))
+            | Ok(None)
+            | Err(_) => return,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_address;
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        let split = |a| parse_address(a);
+        assert_eq!(split("10.0.0.5:10250"), Some(("10.0.0.5".into(), 10250)));
+        assert_eq!(split("node-a:22"), Some(("node-a".into(), 22)));
+        assert_eq!(split("[fd00::5]:443"), Some(("fd00::5".into(), 443)));
+        assert_eq!(split("fd00::5:443"), None);
+        assert_eq!(split("node-a"), None);
+        assert_eq!(split(":80"), None);
+        assert_eq!(split("a:99999"), None);
+    }
+}

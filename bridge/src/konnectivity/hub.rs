@@ -1,0 +1,381 @@
+//! The agents connected to this bridge, which node each serves, and dials
+//! through them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sshbridge_config::Node;
+use tokio::sync::{oneshot, watch};
+
+use super::agent::{lock, Agent, DialAnswer, PendingDial};
+use super::identifiers::Identifiers;
+use super::proto::Packet;
+use super::stats::{NodeStats, Stats};
+use crate::path::{BoxStream, DialError};
+
+/// Settings of the agent server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `serverID` announced to agents (`[bridge].id`).
+    pub server_id: String,
+    /// `serverCount` announced to agents (`[konnectivity].server_count`).
+    pub server_count: u32,
+    /// Most bytes received and not yet read that one connection may hold;
+    /// past it the connection is closed.
+    pub max_conn_buffer: usize,
+    /// Reported as the timeout when an agent says its dial timed out
+    /// (`[egress].dial_timeout`).
+    pub dial_timeout: Duration,
+}
+
+impl Options {
+    /// Default per-connection buffer: 4 MiB.
+    pub const DEFAULT_MAX_CONN_BUFFER: usize = 4 * 1024 * 1024;
+}
+
+/// One agent as shown in reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentInfo {
+    /// `agentID`.
+    pub id: String,
+    /// `agentIdentifiers`, normalized.
+    pub identifiers: String,
+    /// The agent sent DRAIN: used only when no other agent of the node is.
+    pub draining: bool,
+    /// When its current stream was accepted.
+    pub connected_since: SystemTime,
+    /// Connections open through it (all nodes it serves).
+    pub open_connections: usize,
+}
+
+/// The registry of connected agents and the Konnectivity path of every
+/// node. Cheap to clone; all clones share the registry.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: Options,
+    serial: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: Vec<Node>,
+    agents: HashMap<String, Arc<Agent>>,
+    per_node: HashMap<String, NodeEntry>,
+}
+
+struct NodeEntry {
+    /// The node's agents, by ID.
+    agents: Vec<Arc<Agent>>,
+    /// Round-robin position, so streams spread over the agents.
+    next: usize,
+    /// Connected, non-draining agents. Dropping the sender would end
+    /// every subscriber's watch, so entries are never removed.
+    live: watch::Sender<usize>,
+    stats: Arc<NodeStats>,
+}
+
+impl NodeEntry {
+    fn new() -> NodeEntry {
+        NodeEntry {
+            agents: Vec::new(),
+            next: 0,
+            live: watch::Sender::new(0),
+            stats: Arc::default(),
+        }
+    }
+}
+
+impl Hub {
+    /// A registry for `nodes`, with no agent yet.
+    pub fn new(options: Options, nodes: &[Node]) -> Hub {
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                options,
+                serial: AtomicU64::new(0),
+                state: Mutex::default(),
+            }),
+        };
+        hub.set_nodes(nodes);
+        hub
+    }
+
+    /// The settings it was made with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Replaces the node list (on reload) and maps the connected agents
+    /// to the new nodes.
+    pub fn set_nodes(&self, nodes: &[Node]) {
+        let mut state = lock(&self.inner.state);
+        state.nodes = nodes.to_vec();
+        refresh(&mut state);
+    }
+
+    /// Dials `host:port` from one of `node`'s agents: not draining ones
+    /// first, round-robin per stream.
+    pub async fn dial(&self, node: &str, host: &str, port: u16) -> Result<BoxStream, DialError> {
+        let target = crate::router::format_target(host, port);
+        let (agent, stats) = self.pick(node)?;
+        let random = loop {
+            let r: i64 = rand::random();
+            if r != 0 && !lock(&agent.pending).contains_key(&r) {
+                break r;
+            }
+        };
+        let (answer, rx) = oneshot::channel();
+        let pending = PendingDial {
+            answer,
+            stats: stats.clone(),
+        };
+        lock(&agent.pending).insert(random, pending);
+        let mut abandon = Abandon {
+            agent: &agent,
+            random,
+            stats: &stats,
+            armed: true,
+        };
+        let request = Packet::dial_request(target.clone(), random);
+        let answer = tokio::select! {
+            _ = agent.ended.cancelled() => None,
+            answer = async {
+                agent.data_tx.send(request).await.ok()?;
+                rx.await.ok()
+            } => answer,
+        };
+        abandon.armed = false;
+        let failed = |counter: &AtomicU64| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        };
+        match answer {
+            Some(DialAnswer::Connected(stream)) => {
+                stats.dials_ok.fetch_add(1, Ordering::Relaxed);
+                Ok(Box::new(stream))
+            }
+            Some(DialAnswer::Failed(reason)) if is_timeout(&reason) => {
+                failed(&stats.dials_timeout);
+                Err(DialError::Timeout {
+                    node: node.into(),
+                    target,
+                    after: self.inner.options.dial_timeout,
+                })
+            }
+            Some(DialAnswer::Failed(reason)) => {
+                failed(&stats.dials_refused);
+                Err(DialError::Refused {
+                    node: node.into(),
+                    target,
+                    reason: format!("Konnectivity agent {}: {reason}", agent.id),
+                })
+            }
+            None => {
+                lock(&agent.pending).remove(&random);
+                failed(&stats.dials_unavailable);
+                Err(DialError::Unavailable {
+                    node: node.into(),
+                    path: "konnectivity",
+                    reason: format!(
+                        "agent {} disconnected before answering the dial of {target}; retry, and check the agent's logs",
+                        agent.id
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The agents serving `node`, by ID.
+    pub fn agents(&self, node: &str) -> Vec<AgentInfo> {
+        let state = lock(&self.inner.state);
+        let Some(entry) = state.per_node.get(node) else {
+            return Vec::new();
+        };
+        entry
+            .agents
+            .iter()
+            .map(|a| AgentInfo {
+                id: a.id.clone(),
+                identifiers: a.identifiers.to_string(),
+                draining: a.is_draining(),
+                connected_since: a.since,
+                open_connections: a.open_connections(),
+            })
+            .collect()
+    }
+
+    /// The number of connected, non-draining agents of `node`, updated as
+    /// agents come, drain and go.
+    pub fn subscribe(&self, node: &str) -> watch::Receiver<usize> {
+        let mut state = lock(&self.inner.state);
+        let entry = state
+            .per_node
+            .entry(node.to_string())
+            .or_insert_with(NodeEntry::new);
+        entry.live.subscribe()
+    }
+
+    /// The Konnectivity path's counters of `node` (zero when unknown).
+    pub fn stats(&self, node: &str) -> Stats {
+        let state = lock(&self.inner.state);
+        state
+            .per_node
+            .get(node)
+            .map(|e| e.stats.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Ends every agent stream (shutdown): their connections end with an error.
+    pub fn close_all(&self) {
+        let agents: Vec<_> = lock(&self.inner.state).agents.drain().collect();
+        for (_, agent) in agents {
+            agent.end("the bridge is shutting down");
+        }
+        refresh(&mut lock(&self.inner.state));
+    }
+
+    /// Registers a new agent stream; an older stream of the same ID is
+    /// ended (the newest wins).
+    pub(crate) fn register(&self, id: String, identifiers: Identifiers) -> Registered {
+        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
+        let max = self.inner.options.max_conn_buffer;
+        let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, max);
+        let old = {
+            let mut state = lock(&self.inner.state);
+            let old = state.agents.insert(agent.id.clone(), agent.clone());
+            refresh(&mut state);
+            old
+        };
+        if let Some(old) = old {
+            old.end("replaced by a newer stream with the same agent ID");
+        }
+        Registered {
+            agent,
+            data_rx,
+            control_rx,
+        }
+    }
+
+    /// Removes `agent` if it is still the registered stream of its ID.
+    pub(crate) fn unregister(&self, agent: &Arc<Agent>) {
+        let mut state = lock(&self.inner.state);
+        if state
+            .agents
+            .get(&agent.id)
+            .is_some_and(|a| a.serial == agent.serial)
+        {
+            state.agents.remove(&agent.id);
+        }
+        refresh(&mut state);
+    }
+
+    /// Recomputes liveness after an agent's DRAIN.
+    pub(crate) fn refresh(&self) {
+        refresh(&mut lock(&self.inner.state));
+    }
+
+    fn pick(&self, node: &str) -> Result<(Arc<Agent>, Arc<NodeStats>), DialError> {
+        let mut state = lock(&self.inner.state);
+        let known = state.nodes.iter().any(|n| n.name == node);
+        let entry = state
+            .per_node
+            .entry(node.to_string())
+            .or_insert_with(NodeEntry::new);
+        let ready: Vec<&Arc<Agent>> = entry.agents.iter().filter(|a| !a.is_draining()).collect();
+        let candidates = if ready.is_empty() {
+            entry.agents.iter().collect()
+        } else {
+            ready
+        };
+        if candidates.is_empty() {
+            entry
+                .stats
+                .dials_unavailable
+                .fetch_add(1, Ordering::Relaxed);
+            let reason = if known {
+                format!("no Konnectivity agent is connected for it; start the agent on {node} with --identifiers host={node} (or its ipv4= address)")
+            } else {
+                "it is not a configured node".to_string()
+            };
+            return Err(DialError::Unavailable {
+                node: node.into(),
+                path: "konnectivity",
+                reason,
+            });
+        }
+        let agent = candidates[entry.next % candidates.len()].clone();
+        entry.next = entry.next.wrapping_add(1);
+        Ok((agent, entry.stats.clone()))
+    }
+}
+
+/// A new agent stream and the receiving ends of its outbound queues.
+pub(crate) struct Registered {
+    pub(crate) agent: Arc<Agent>,
+    pub(crate) data_rx: tokio::sync::mpsc::Receiver<Packet>,
+    pub(crate) control_rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+/// Sends DIAL_CLS when a dial is dropped before its answer.
+struct Abandon<'a> {
+    agent: &'a Arc<Agent>,
+    random: i64,
+    stats: &'a NodeStats,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed && lock(&self.agent.pending).remove(&self.random).is_some() {
+            self.stats.dials_abandoned.fetch_add(1, Ordering::Relaxed);
+            self.agent.control(Packet::close_dial(self.random));
+        }
+    }
+}
+
+/// Maps agents to nodes again and publishes each node's live count.
+fn refresh(state: &mut State) {
+    let State {
+        nodes,
+        agents,
+        per_node,
+    } = state;
+    for node in nodes.iter() {
+        per_node
+            .entry(node.name.clone())
+            .or_insert_with(NodeEntry::new);
+    }
+    for (name, entry) in per_node.iter_mut() {
+        let node = nodes.iter().find(|n| &n.name == name);
+        let mut serving: Vec<Arc<Agent>> = match node {
+            Some(node) => agents
+                .values()
+                .filter(|a| a.identifiers.matches(node))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        serving.sort_by(|a, b| a.id.cmp(&b.id));
+        let live = serving.iter().filter(|a| !a.is_draining()).count();
+        entry.agents = serving;
+        entry
+            .live
+            .send_if_modified(|v| std::mem::replace(v, live) != live);
+    }
+}
+
+/// Whether an agent's dial error says it timed out (Go's `i/o timeout`,
+/// `context deadline exceeded`, or our own agent's wording).
+fn is_timeout(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("timeout") || r.contains("timed out") || r.contains("deadline exceeded")
+}
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -1,0 +1,127 @@
+use sshbridge_config::{HostPort, Route};
+
+use super::*;
+
+fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
+    Node {
+        name: name.into(),
+        address: addr.parse().unwrap(),
+        ssh_address: HostPort {
+            host: addr.into(),
+            port: 22,
+        },
+        pod_cidrs: pods.iter().map(|p| p.parse().unwrap()).collect(),
+        route: Route::Konnectivity,
+    }
+}
+
+fn hub() -> Hub {
+    let options = Options {
+        server_id: "cp-1".into(),
+        server_count: 1,
+        max_conn_buffer: Options::DEFAULT_MAX_CONN_BUFFER,
+        dial_timeout: Duration::from_secs(10),
+    };
+    Hub::new(
+        options,
+        &[
+            node("node-a", "10.0.0.5", &["10.244.1.0/24"]),
+            node("node-b", "10.0.0.6", &["10.244.2.0/24"]),
+        ],
+    )
+}
+
+fn picked(hub: &Hub, node: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| hub.pick(node).expect("an agent").0.id.clone())
+        .collect()
+}
+
+#[test]
+fn agents_map_to_nodes_and_streams_spread_round_robin() {
+    let hub = hub();
+    let live_a = hub.subscribe("node-a");
+    let _a1 = hub.register("a1".into(), Identifiers::parse("host=node-a"));
+    let _a2 = hub.register("a2".into(), Identifiers::parse("ipv4=10.0.0.5"));
+    let _b = hub.register("b".into(), Identifiers::parse("cidr=10.244.2.0/24"));
+    assert_eq!(*live_a.borrow(), 2);
+    assert_eq!(*hub.subscribe("node-b").borrow(), 1);
+    let mut got = picked(&hub, "node-a", 4);
+    assert_eq!(got[0..2], got[2..4]);
+    got.truncate(2);
+    got.sort();
+    assert_eq!(got, ["a1", "a2"]);
+    assert_eq!(picked(&hub, "node-b", 2), ["b", "b"]);
+    let infos = hub.agents("node-a");
+    assert_eq!(infos.len(), 2);
+    assert_eq!(infos[1].identifiers, "ipv4=10.0.0.5");
+}
+
+#[test]
+fn draining_agents_serve_only_as_last_resort() {
+    let hub = hub();
+    let live = hub.subscribe("node-a");
+    let a1 = hub.register("a1".into(), Identifiers::parse("host=node-a"));
+    let a2 = hub.register("a2".into(), Identifiers::parse("host=node-a"));
+    assert!(a1.agent.handle(Packet::drain()));
+    hub.refresh();
+    assert_eq!(*live.borrow(), 1);
+    assert_eq!(picked(&hub, "node-a", 3), ["a2", "a2", "a2"]);
+    assert!(hub.agents("node-a")[0].draining);
+    a2.agent.handle(Packet::drain());
+    hub.refresh();
+    assert_eq!(*live.borrow(), 0);
+    assert_eq!(picked(&hub, "node-a", 2).len(), 2, "still usable");
+}
+
+#[test]
+fn reconnect_with_the_same_id_replaces_the_old_stream() {
+    let hub = hub();
+    let old = hub.register("a1".into(), Identifiers::parse("host=node-a"));
+    let new = hub.register("a1".into(), Identifiers::parse("host=node-a"));
+    assert!(old.agent.ended.is_cancelled());
+    assert!(!new.agent.ended.is_cancelled());
+    // The old stream's reader unregisters late: the new one must stay.
+    hub.unregister(&old.agent);
+    assert_eq!(hub.agents("node-a").len(), 1);
+    assert_eq!(*hub.subscribe("node-a").borrow(), 1);
+    hub.unregister(&new.agent);
+    assert!(hub.agents("node-a").is_empty());
+    assert_eq!(*hub.subscribe("node-a").borrow(), 0);
+}
+
+#[test]
+fn no_agent_is_unavailable_with_a_reason_naming_the_node() {
+    let hub = hub();
+    let _b = hub.register("b".into(), Identifiers::parse("host=node-b"));
+    let err = hub.pick("node-a").err().expect("no agent for node-a");
+    assert_eq!(err.http_status(), 503);
+    let text = err.to_string();
+    assert!(
+        text.contains("node-a") && text.contains("no Konnectivity agent"),
+        "{text}"
+    );
+    assert_eq!(hub.stats("node-a").dials_unavailable, 1);
+    let err = hub.pick("node-z").err().expect("unknown node");
+    assert!(err.to_string().contains("not a configured node"));
+}
+
+#[test]
+fn reload_remaps_agents() {
+    let hub = hub();
+    let _a = hub.register("a".into(), Identifiers::parse("ipv4=10.0.0.9"));
+    assert!(hub.agents("node-a").is_empty());
+    hub.set_nodes(&[node("node-a", "10.0.0.9", &[])]);
+    assert_eq!(hub.agents("node-a").len(), 1);
+    assert!(hub.agents("node-b").is_empty());
+}
+
+#[test]
+fn timeouts_are_recognized_in_agent_errors() {
+    assert!(is_timeout("dial tcp 10.0.0.5:80: i/o timeout"));
+    assert!(is_timeout("context deadline exceeded"));
+    assert!(is_timeout("connect timed out"));
+    assert!(!is_timeout(
+        "dial tcp 10.0.0.5:80: connect: connection refused"
+    ));
+}

@@ -1,0 +1,194 @@
+//! The `agentIdentifiers` metadata of a Konnectivity agent and how an agent
+//! is matched to the bridge's nodes.
+//!
+//! The value is URL-query text: `host=node-a&ipv4=10.0.0.5&cidr=10.244.1.0/24`.
+//! Keys may repeat; unknown keys and values that do not parse are ignored (an
+//! agent of a newer version must still connect).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sshbridge_config::Node;
+
+/// What an agent says it can reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Identifiers {
+    /// `host=`: host names (compared with node names, case-insensitively).
+    pub hosts: Vec<String>,
+    /// `ipv4=` and `ipv6=`: addresses (compared with node addresses).
+    pub addresses: Vec<IpAddr>,
+    /// `cidr=`: networks (overlapping a node's pod CIDRs).
+    pub cidrs: Vec<IpNet>,
+    /// `default-route=true`: the agent can dial anywhere. Recorded and
+    /// reported, but it does not make the agent serve any node: the bridge
+    /// routes a node's traffic only through that node's own agents.
+    pub default_route: bool,
+}
+
+impl Identifiers {
+    /// Parses the URL-query form. Never fails: unknown keys and malformed
+    /// values are skipped.
+    pub fn parse(query: &str) -> Identifiers {
+        let mut ids = Identifiers::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value);
+            match key {
+                "host" if !value.is_empty() => ids.hosts.push(value),
+                "ipv4" | "ipv6" => {
+                    if let Ok(ip) = value.parse::<IpAddr>() {
+                        ids.addresses.push(canonical(ip));
+                    }
+                }
+                "cidr" => {
+                    if let Ok(net) = value.parse::<IpNet>() {
+                        ids.cidrs.push(net.trunc());
+                    }
+                }
+                "default-route" => ids.default_route = value.eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        ids
+    }
+
+    /// Whether this agent serves `node`: its name is one of the hosts, its
+    /// address one of the addresses, or one of its pod CIDRs overlaps one of
+    /// the agent's CIDRs.
+    pub fn matches(&self, node: &Node) -> bool {
+        self.hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&node.name))
+            || self.addresses.contains(&canonical(node.address))
+            || node
+                .pod_cidrs
+                .iter()
+                .any(|pod| self.cidrs.iter().any(|c| overlaps(c, pod)))
+    }
+}
+
+impl std::fmt::Display for Identifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.hosts.iter().map(|h| format!("host={h}")).collect();
+        for ip in &self.addresses {
+            let key = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+            parts.push(format!("{key}={ip}"));
+        }
+        parts.extend(self.cidrs.iter().map(|c| format!("cidr={c}")));
+        if self.default_route {
+            parts.push("default-route=true".into());
+        }
+        f.write_str(&parts.join("&"))
+    }
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// `::ffff:10.0.0.5` is the IPv4 address for matching purposes.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use sshbridge_config::{HostPort, Route};
+
+    use super::*;
+
+    fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
+        Node {
+            name: name.into(),
+            address: addr.parse().unwrap(),
+            ssh_address: HostPort {
+                host: addr.into(),
+                port: 22,
+            },
+            pod_cidrs: pods.iter().map(|p| p.parse().unwrap()).collect(),
+            route: Route::Ssh,
+        }
+    }
+
+    #[test]
+    fn parses_every_known_key_and_skips_the_rest() {
+        let ids = Identifiers::parse(
+            "host=Node-A&ipv4=10.0.0.5&ipv6=fd00%3A%3A5&cidr=10.244.1.7/24&default-route=true&zone=x&ipv4=bogus",
+        );
+        assert_eq!(ids.hosts, ["Node-A"]);
+        assert_eq!(
+            ids.addresses,
+            [
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(ids.cidrs, ["10.244.1.0/24".parse::<IpNet>().unwrap()]);
+        assert!(ids.default_route);
+        assert_eq!(
+            ids.to_string(),
+            "host=Node-A&ipv4=10.0.0.5&ipv6=fd00::5&cidr=10.244.1.0/24&default-route=true"
+        );
+    }
+
+    #[test]
+    fn empty_and_odd_input_gives_no_identifiers() {
+        assert_eq!(Identifiers::parse(""), Identifiers::default());
+        let ids = Identifiers::parse("&&host=&%zz=1&ipv4=%");
+        assert_eq!(ids, Identifiers::default());
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("a+b%41"), "a bA");
+    }
+
+    #[test]
+    fn matches_by_name_address_or_pod_cidr() {
+        let a = node("node-a", "10.0.0.5", &["10.244.1.0/24"]);
+        assert!(Identifiers::parse("host=NODE-A").matches(&a));
+        assert!(Identifiers::parse("ipv4=10.0.0.5").matches(&a));
+        assert!(Identifiers::parse("ipv6=::ffff:10.0.0.5").matches(&a));
+        assert!(Identifiers::parse("cidr=10.244.0.0/16").matches(&a));
+        assert!(Identifiers::parse("cidr=10.244.1.128/25").matches(&a));
+        assert!(!Identifiers::parse("host=node-b&ipv4=10.0.0.6&cidr=10.244.2.0/24").matches(&a));
+        assert!(!Identifiers::parse("default-route=true").matches(&a));
+    }
+}

@@ -1,0 +1,588 @@
+//! `sshbridge agent` against a minimal Konnectivity server written here
+//! (the generated `AgentService` over tokio-rustls on 127.0.0.1:0), with
+//! echo and silent targets on loopback.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sshbridge::agent::{Agent, AgentConfig, AgentHandle, AllowList};
+use sshbridge::konnectivity::proto::agent_service_server::{AgentService, AgentServiceServer};
+use sshbridge::konnectivity::proto::packet::Payload;
+use sshbridge::konnectivity::proto::Packet;
+use sshbridge::sim::pki::Pki;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status, Streaming};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One agent stream as the test server sees it.
+struct Sess {
+    agent_id: String,
+    identifiers: String,
+    inbound: Streaming<Packet>,
+    out: mpsc::Sender<Result<Packet, Status>>,
+}
+
+impl Sess {
+    async fn send(&self, p: Packet) {
+        self.out.send(Ok(p)).await.expect("stream open");
+    }
+
+    /// The next packet from the agent, within `WAIT`.
+    async fn recv(&mut self) -> Payload {
+        let p = tokio::time::timeout(WAIT, self.inbound.message())
+            .await
+            .expect("agent answered in time")
+            .expect("stream healthy")
+            .expect("stream open");
+        p.payload.expect("packet has a payload")
+    }
+
+    /// Dials `addr` with `random` and returns (connectID, error).
+    async fn dial(&mut self, addr: SocketAddr, random: i64) -> (i64, String) {
+        self.send(Packet::dial_request(addr.to_string(), random))
+            .await;
+        match self.recv().await {
+            Payload::DialResponse(r) => {
+                assert_eq!(r.random, random, "DIAL_RSP echoes the random");
+                (r.connect_id, r.error)
+            }
+            other => panic!("expected DIAL_RSP, got {other:?}"),
+        }
+    }
+
+    /// Sends `data` on `id` and reads the echo back, checking every chunk.
+    async fn round_trip(&mut self, id: i64, data: &[u8]) {
+        for chunk in data.chunks(50_000) {
+            self.send(Packet::data(id, chunk.to_vec())).await;
+        }
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            match self.recv().await {
+                Payload::Data(d) => {
+                    assert_eq!(d.connect_id, id);
+                    assert!(d.data.len() <= 32 * 1024, "DATA chunk of {}", d.data.len());
+                    got.extend_from_slice(&d.data);
+                }
+                other => panic!("expected DATA, got {other:?}"),
+            }
+        }
+        assert!(got == data, "echoed bytes differ");
+    }
+}
+
+struct Svc(mpsc::Sender<Sess>);
+
+#[tonic::async_trait]
+impl AgentService for Svc {
+    type ConnectStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<Packet>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let get = |k: &str| {
+            let v = req.metadata().get(k);
+            v.and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+        };
+        let (agent_id, identifiers) = (get("agentid"), get("agentidentifiers"));
+        let (tx, rx) = mpsc::channel(4096);
+        let sess = Sess {
+            agent_id,
+            identifiers,
+            inbound: req.into_inner(),
+            out: tx,
+        };
+        self.0
+            .send(sess)
+            .await
+            .map_err(|_| Status::unavailable("test over"))?;
+        let mut resp = Response::new(ReceiverStream::new(rx));
+        resp.metadata_mut()
+            .insert("serverid", "test-server".parse().unwrap());
+        resp.metadata_mut()
+            .insert("servercount", "1".parse().unwrap());
+        Ok(resp)
+    }
+}
+
+/// A server-side TLS connection tonic can serve.
+struct Conn(TlsStream<TcpStream>);
+
+impl Connected for Conn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    pki: Pki,
+    sessions: mpsc::Receiver<Sess>,
+    /// Raw sockets of accepted connections, to cut them from under tonic.
+    fds: Arc<Mutex<Vec<i32>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let pki = Pki::new("agent-test-ca").unwrap();
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let pair = pki.issue_server(&[localhost], &[]).unwrap();
+        let mut tls = (*pki.server_config(&pair).unwrap()).clone();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conn_tx, conn_rx) = mpsc::channel::<io::Result<Conn>>(16);
+        let fds = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let fds2 = fds.clone();
+        let stop2 = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    r = listener.accept() => r.unwrap(),
+                    _ = stop2.cancelled() => return,
+                };
+                fds2.lock().unwrap().push(tcp.as_raw_fd());
+                let (acceptor, conn_tx) = (acceptor.clone(), conn_tx.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = conn_tx.send(Ok(Conn(tls))).await;
+                    }
+                });
+            }
+        });
+        let (sess_tx, sessions) = mpsc::channel(16);
+        let stop3 = stop.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(AgentServiceServer::new(Svc(sess_tx)))
+                .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop3.cancelled_owned())
+                .await;
+        });
+        TestServer {
+            addr,
+            pki,
+            sessions,
+            fds,
+            stop,
+        }
+    }
+
+    fn config(&self) -> AgentConfig {
+        let tls = self.pki.client_config(None).unwrap();
+        let mut cfg = AgentConfig::new(self.addr.to_string(), tls, "agent-1").unwrap();
+        cfg.identifiers = "host=node-a&ipv4=127.0.0.1".into();
+        cfg.dial_timeout = Duration::from_secs(1);
+        cfg.backoff.initial = Duration::from_millis(50);
+        cfg.backoff.max = Duration::from_millis(200);
+        cfg
+    }
+
+    async fn next_session(&mut self) -> Sess {
+        tokio::time::timeout(WAIT, self.sessions.recv())
+            .await
+            .expect("agent connected in time")
+            .expect("server running")
+    }
+
+    /// Cuts every accepted TCP connection (both directions), as a server
+    /// that died would.
+    fn cut_connections(&self) {
+        for fd in self.fds.lock().unwrap().drain(..) {
+            // SAFETY: the fds belong to live sockets of this test's server.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+}
+
+/// Echoes every connection; returns its address.
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+async fn wait_connected(h: &AgentHandle, want: bool) {
+    let mut rx = h.connected();
+    tokio::time::timeout(WAIT, rx.wait_for(|c| *c == want))
+        .await
+        .expect("connection state changed in time")
+        .expect("agent alive");
+}
+
+#[tokio::test]
+async fn serves_dials_data_and_closes_like_upstream() {
+    let mut server = TestServer::start().await;
+    let agent = Agent::spawn(server.config(), CancellationToken::new());
+    let mut s = server.next_session().await;
+    assert_eq!(s.agent_id, "agent-1");
+    assert_eq!(s.identifiers, "host=node-a&ipv4=127.0.0.1");
+    wait_connected(&agent, true).await;
+
+    let echo = echo_server().await;
+    let (id, err) = s.dial(echo, 11).await;
+    assert_eq!((id, err.as_str()), (1, ""));
+    s.round_trip(1, &pattern(300_000)).await;
+    s.send(Packet::close_request(1)).await;
+    match s.recv().await {
+        Payload::CloseResponse(r) => assert_eq!((r.connect_id, r.error.as_str()), (1, "")),
+        other => panic!("expected CLOSE_RSP, got {other:?}"),
+    }
+    let (id, err) = s.dial(echo, 12).await;
+    assert_eq!((id, err.as_str()), (2, ""), "connectIDs grow per stream");
+    s.round_trip(2, b"second").await;
+
+    // A closed port: the error comes back, no connection.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (id, err) = s.dial(closed, 13).await;
+    assert_eq!(id, 0);
+    assert!(err.contains("refused"), "{err}");
+
+    // A target that speaks and hangs up: DATA, then CLOSE_RSP from the agent.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let talker = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut c, _) = l.accept().await.unwrap();
+        c.write_all(b"bye").await.unwrap();
+    });
+    let (id, _) = s.dial(talker, 14).await;
+    assert_eq!(id, 4, "the failed dial used up connectID 3, as upstream");
+    match s.recv().await {
+        Payload::Data(d) => assert_eq!((d.connect_id, d.data.as_slice()), (4, &b"bye"[..])),
+        other => panic!("expected DATA, got {other:?}"),
+    }
+    match s.recv().await {
+        Payload::CloseResponse(r) => assert_eq!(r.connect_id, 4),
+        other => panic!("expected CLOSE_RSP, got {other:?}"),
+    }
+
+    s.send(Packet::data(99, b"x".to_vec())).await;
+    match s.recv().await {
+        Payload::CloseResponse(r) => {
+            assert_eq!(
+                (r.connect_id, r.error.as_str()),
+                (99, "unrecognized connectID")
+            )
+        }
+        other => panic!("expected CLOSE_RSP, got {other:?}"),
+    }
+    let stats = agent.stats();
+    assert_eq!((stats.dials_total, stats.dial_failures_total), (4, 1));
+    assert_eq!(stats.connections_open, 1, "connection 2 is still open");
+    assert!(stats.bytes_to_targets_total >= 300_006);
+}
+
+#[tokio::test]
+async fn allow_list_refuses_without_dialing() {
+    let mut server = TestServer::start().await;
+    let echo = echo_server().await;
+    let mut cfg = server.config();
+    cfg.allow = AllowList::new(vec![format!("127.0.0.1/32:{}", echo.port())
+        .parse()
+        .unwrap()]);
+    let agent = Agent::spawn(cfg, CancellationToken::new());
+    let mut s = server.next_session().await;
+
+    let forbidden = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (id, err) = s.dial(forbidden.local_addr().unwrap(), 1).await;
+    assert_eq!(id, 0);
+    assert!(
+        err.contains("address not allowed by the agent's --allow list"),
+        "{err}"
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(300), forbidden.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the agent must not dial a refused address"
+    );
+
+    let (id, err) = s.dial(echo, 2).await;
+    assert_eq!((id, err.as_str()), (2, ""));
+    s.round_trip(id, b"allowed").await;
+    assert_eq!(agent.stats().dials_denied_total, 1);
+}
+
+/// A listener whose accept queue is full: further connects hang.
+async fn black_hole() -> (SocketAddr, Vec<TcpStream>) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(c)) => held.push(c),
+            _ => break,
+        }
+    }
+    std::mem::forget(listener); // never accepts, never closes during the test
+    (addr, held)
+}
+
+#[tokio::test]
+async fn dial_cls_cancels_a_pending_dial() {
+    let mut server = TestServer::start().await;
+    let agent = Agent::spawn(server.config(), CancellationToken::new());
+    let mut s = server.next_session().await;
+    let (hole, _held) = black_hole().await;
+
+    // Without DIAL_CLS the hanging dial answers with a timeout after 1s...
+    let (id, err) = s.dial(hole, 1).await;
+    assert_eq!(id, 0);
+    assert!(err.contains("timeout"), "{err}");
+    // ...with DIAL_CLS it never answers at all.
+    s.send(Packet::dial_request(hole.to_string(), 2)).await;
+    s.send(Packet::close_dial(2)).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(1800), s.inbound.message()).await;
+    assert!(quiet.is_err(), "no answer to a cancelled dial: {quiet:?}");
+    assert_eq!(agent.stats().dials_cancelled_total, 1);
+
+    let echo = echo_server().await;
+    let (id, err) = s.dial(echo, 3).await;
+    assert_eq!((id, err.as_str()), (3, ""));
+}
+
+#[tokio::test]
+async fn reconnects_when_the_server_goes_away() {
+    let mut server = TestServer::start().await;
+    let agent = Agent::spawn(server.config(), CancellationToken::new());
+    let mut s = server.next_session().await;
+    wait_connected(&agent, true).await;
+    let echo = echo_server().await;
+    assert_eq!(s.dial(echo, 1).await.0, 1);
+
+    server.cut_connections();
+    wait_connected(&agent, false).await;
+    let mut s2 = server.next_session().await;
+    wait_connected(&agent, true).await;
+    assert_eq!(
+        s2.dial(echo, 2).await,
+        (1, String::new()),
+        "a new stream counts from 1"
+    );
+    s2.round_trip(1, b"after reconnect").await;
+    assert!(agent.stats().connects_total >= 2);
+    drop(s);
+}
+
+#[tokio::test]
+async fn drain_sends_drain_and_exits_when_connections_end() {
+    let mut server = TestServer::start().await;
+    let mut agent = Agent::spawn(server.config(), CancellationToken::new());
+    let mut s = server.next_session().await;
+    let echo = echo_server().await;
+    assert_eq!(s.dial(echo, 1).await.0, 1);
+
+    agent.drain();
+    assert!(matches!(s.recv().await, Payload::Drain(_)), "DRAIN sent");
+    // Still serving its open connection.
+    s.round_trip(1, b"still here").await;
+    assert!(!agent.is_finished());
+
+    s.send(Packet::close_request(1)).await;
+    assert!(matches!(s.recv().await, Payload::CloseResponse(_)));
+    tokio::time::timeout(WAIT, agent.wait())
+        .await
+        .expect("a drained agent exits once its connections are done");
+    assert!(!*agent.connected().borrow());
+}
+
+#[tokio::test]
+async fn a_target_that_stops_reading_is_closed_alone() {
+    let mut server = TestServer::start().await;
+    let mut cfg = server.config();
+    cfg.write_buffer = 256 * 1024;
+    let agent = Agent::spawn(cfg, CancellationToken::new());
+    let mut s = server.next_session().await;
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute = l.local_addr().unwrap();
+    let (keep_tx, mut keep_rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let (c, _) = l.accept().await.unwrap();
+        let _ = keep_tx.send(c).await; // held open, never read
+    });
+    let echo = echo_server().await;
+    assert_eq!(s.dial(mute, 1).await.0, 1);
+    assert_eq!(s.dial(echo, 2).await.0, 2);
+
+    // Flood the mute target until the agent gives up on it.
+    let out = s.out.clone();
+    let flood = tokio::spawn(async move {
+        let chunk = vec![7u8; 32 * 1024];
+        for _ in 0..4096 {
+            if out.send(Ok(Packet::data(1, chunk.clone()))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let err = match s.recv().await {
+        Payload::CloseResponse(r) if r.connect_id == 1 => r.error,
+        other => panic!("expected CLOSE_RSP for 1, got {other:?}"),
+    };
+    flood.abort();
+    assert!(err.contains("stopped reading"), "CLOSE_RSP error: {err:?}");
+    // The other connection on the same stream is unaffected. (DATA for 1
+    // still in flight is answered "unrecognized connectID", as upstream.)
+    let data = pattern(100_000);
+    s.send(Packet::data(2, data.clone())).await;
+    let mut got = Vec::new();
+    while got.len() < data.len() {
+        match s.recv().await {
+            Payload::Data(d) if d.connect_id == 2 => got.extend_from_slice(&d.data),
+            Payload::CloseResponse(r) if r.connect_id == 1 => {}
+            other => panic!("expected DATA on 2, got {other:?}"),
+        }
+    }
+    assert!(got == data, "bytes on the other connection intact");
+    assert_eq!(agent.stats().overflow_closes_total, 1);
+    drop(keep_rx.recv().await);
+}
+
+#[test]
+fn cli_help_lists_flags_and_missing_ca_is_a_usage_error() {
+    let bin = env!("CARGO_BIN_EXE_sshbridge");
+    let out = std::process::Command::new(bin)
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--server",
+        "--ca-cert",
+        "--cert",
+        "--key",
+        "--agent-id",
+        "--identifiers",
+        "--allow",
+        "--server-name",
+        "--sync-interval",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+    }
+    let out = std::process::Command::new(bin)
+        .args(["agent", "--server", "127.0.0.1:8132"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-cert"));
+    let out = std::process::Command::new(bin)
+        .args([
+            "agent",
+            "--server",
+            "127.0.0.1:8132",
+            "--ca-cert",
+            "/nonexistent",
+            "--allow",
+            "10.0.0.0/8",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected CIDR:PORTS"));
+}
+
+#[tokio::test]
+async fn cli_agent_connects_and_drains_on_sigterm() {
+    let mut server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = server.pki.write_ca(dir.path()).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sshbridge"))
+        .args([
+            "agent",
+            "--server",
+            &server.addr.to_string(),
+            "--agent-id",
+            "cli-agent",
+        ])
+        .args(["--identifiers", "host=node-b", "--ca-cert"])
+        .arg(&ca)
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = server.next_session().await;
+    assert_eq!(
+        (s.agent_id.as_str(), s.identifiers.as_str()),
+        ("cli-agent", "host=node-b")
+    );
+    let echo = echo_server().await;
+    assert_eq!(s.dial(echo, 1).await.0, 1);
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    assert!(
+        matches!(s.recv().await, Payload::Drain(_)),
+        "DRAIN on SIGTERM"
+    );
+    s.round_trip(1, b"draining").await;
+    s.send(Packet::close_request(1)).await;
+    assert!(matches!(s.recv().await, Payload::CloseResponse(_)));
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("agent exits once its connections are done")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

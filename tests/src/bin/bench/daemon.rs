@@ -1,0 +1,176 @@
+//! The bridge under test: a real `sshbridge run` child process, its memory
+//! and CPU from /proc, and its tunnel count from the admin API.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sshbridge_tests::BridgeConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A running `sshbridge run`. Dropping it kills the process.
+pub struct Daemon {
+    /// Its config (egress socket, admin socket).
+    pub config: BridgeConfig,
+    child: tokio::process::Child,
+    pid: i32,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config` and starts `bin run --config FILE`; logs at `warn`
+    /// unless `BENCH_RUST_LOG` says otherwise (debug logs would cost the
+    /// bridge more than the traffic it carries).
+    pub async fn start(bin: &Path, config: BridgeConfig) -> anyhow::Result<Self> {
+        let path = config.write()?;
+        let log = config.dir.join("sshbridge.log");
+        let out = std::fs::File::create(&log)?;
+        let err = out.try_clone()?;
+        let filter = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let child = tokio::process::Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("the bridge exited at once")? as i32;
+        Ok(Daemon {
+            config,
+            child,
+            pid,
+            log,
+        })
+    }
+
+    /// The egress unix socket.
+    pub fn egress(&self) -> &Path {
+        &self.config.uds
+    }
+
+    /// Resident set size now, bytes (`VmRSS`).
+    pub fn rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .context("the bridge is gone")?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in /proc/PID/status")?;
+        Ok(kb * 1024)
+    }
+
+    /// CPU time used so far (user + system).
+    pub fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .context("the bridge is gone")?;
+        let rest = &stat[stat.rfind(')').context("bad /proc/PID/stat")? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_millis(ticks * 1000 / hz))
+    }
+
+    /// `GET /metrics` on the admin socket.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let socket = self.config.admin_socket();
+        let get = async {
+            let mut s = tokio::net::UnixStream::connect(&socket).await?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(10), get)
+            .await
+            .context("admin /metrics timed out")?
+            .with_context(|| format!("admin socket {}", socket.display()))
+    }
+
+    /// Tunnels up and sessions lost so far (`sshbridge_tunnels{state="up"}`
+    /// and the sum of `sshbridge_reconnects_total`); zeros while the admin
+    /// socket is not there yet.
+    pub async fn tunnel_counts(&self) -> (usize, u64) {
+        let Ok(text) = self.metrics().await else {
+            return (0, 0);
+        };
+        let up = metric_sum(&text, "sshbridge_tunnels{state=\"up\"}");
+        let lost = metric_sum(&text, "sshbridge_reconnects_total");
+        (up as usize, lost as u64)
+    }
+
+    /// Polls until `n` tunnels are up and at least `lost` sessions were
+    /// lost in all; returns how long that took from `since`. `ready` is a
+    /// cheap pre-check (the farm's own count) so the bridge is not scraped
+    /// more than needed. Fails after `within`, naming how many were up.
+    pub async fn wait_all_up(
+        &mut self,
+        n: usize,
+        lost: u64,
+        since: Instant,
+        within: Duration,
+        ready: impl Fn() -> bool,
+    ) -> anyhow::Result<Duration> {
+        let mut seen = (0, 0);
+        while since.elapsed() < within {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                bail!("the bridge exited with {exit}:\n{}", self.log_tail(30));
+            }
+            if ready() {
+                seen = self.tunnel_counts().await;
+                if seen.0 >= n && seen.1 >= lost {
+                    return Ok(since.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        bail!(
+            "only {} of {n} tunnels up ({} of {lost} losses seen) after {within:?}; bridge log:\n{}",
+            seen.0,
+            seen.1,
+            self.log_tail(30)
+        )
+    }
+
+    /// The last lines of the bridge's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills the process and waits for it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Sum of every sample of `series` (a metric name, or a name with a full
+/// label set) in Prometheus text.
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            let value = if rest.starts_with(' ') {
+                rest
+            } else if rest.starts_with('{') && !series.ends_with('}') {
+                &rest[rest.rfind('}')? + 1..]
+            } else {
+                return None;
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
+}

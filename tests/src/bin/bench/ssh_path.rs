@@ -1,0 +1,249 @@
+//! Rows 1-4 of the benchmark on the SSH path: the bridge and `ssh -N -L`
+//! against the same OpenSSH sshd and the same sink, back to back.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sshbridge::sim::{keys, kubelet::Kubelet, pki::Pki};
+use sshbridge_tests::{hostkeys, net, BridgeConfig, NodeEntry};
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::Daemon;
+use crate::load::{self, Sink, Via};
+use crate::openssh::{Forward, Sshd};
+use crate::report::{Goal, On, Row};
+use crate::Mode;
+
+/// The two ciphers the issue asks for, in the order they are reported.
+pub const CIPHERS: [&str; 2] = ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"];
+
+/// One OpenSSH node: sshd offering one cipher, a sink on its address, and
+/// an `ssh -L` forward to that sink.
+struct Node {
+    name: String,
+    ip: IpAddr,
+    sshd: Sshd,
+    sink: Sink,
+}
+
+/// What the SSH-path run found besides rows.
+pub struct Found {
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// Per node cipher: what sshd logged as negotiated.
+    pub negotiated: Vec<(String, Vec<String>)>,
+}
+
+/// Bridge config with the operator defaults of `[ssh]`, probes off.
+pub fn bridge_config(
+    dir: &Path,
+    identity: PathBuf,
+    known_hosts: PathBuf,
+    kubelet_port: u16,
+    nodes: Vec<NodeEntry>,
+) -> anyhow::Result<BridgeConfig> {
+    std::fs::create_dir_all(dir)?;
+    Ok(BridgeConfig {
+        uds: dir.join("egress.sock"),
+        dir: dir.to_path_buf(),
+        tcp: None,
+        dial_timeout: "10s".into(),
+        user: sshbridge_tests::cluster::current_user()?,
+        identity,
+        known_hosts,
+        connect_timeout: "10s".into(),
+        keepalive_interval: "5s".into(),
+        keepalive_max: 3,
+        backoff: ("500ms".into(), "30s".into()),
+        max_stream_buffer: "2MiB".into(),
+        health_interval: "10s".into(),
+        kubelet_port,
+        kubelet_ca: None,
+        down_after: 3,
+        up_after: 2,
+        extra_bridge_lines: Vec::new(),
+        nodes,
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Runs rows 1-4.
+pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    std::fs::create_dir_all(dir)?;
+    let client = keys::generate_ed25519();
+    let identity = dir.join("id_ed25519");
+    keys::write_private_key(&identity, &client)?;
+    let authorized = keys::authorized_keys_line(client.public_key());
+
+    let mut nodes = Vec::new();
+    let mut known_hosts = String::new();
+    for cipher in CIPHERS {
+        let ip = net::host(net::block(), 1);
+        let short = cipher.split(['-', '@']).next().unwrap_or(cipher);
+        let sshd = Sshd::start(ip, &dir.join(short), cipher, &authorized).await?;
+        known_hosts.push_str(&format!(
+            "{} {}\n",
+            hostkeys::host_pattern(sshd.addr),
+            sshd.host_key
+        ));
+        let sink = Sink::start(ip, stop.clone()).await?;
+        nodes.push(Node {
+            name: format!("bench-{short}"),
+            ip,
+            sshd,
+            sink,
+        });
+    }
+    let kh = dir.join("known_hosts");
+    std::fs::write(&kh, &known_hosts)?;
+
+    // The kubelet stand-in for the request-rate row lives on the first node.
+    let pki = Pki::new("sshbridge bench CA")?;
+    let kubelet_ip = nodes[0].ip;
+    let cert = pki.issue_server(&[kubelet_ip], &[&nodes[0].name])?;
+    let kubelet = Kubelet::start(
+        tokio::net::TcpListener::bind((kubelet_ip, 0)).await?,
+        nodes[0].name.clone(),
+        pki.server_config(&cert)?,
+        stop.clone(),
+    )?;
+
+    let entries = nodes
+        .iter()
+        .map(|n| NodeEntry {
+            name: n.name.clone(),
+            address: n.ip,
+            ssh_address: n.sshd.addr,
+            pod_cidrs: Vec::new(),
+        })
+        .collect();
+    let config = bridge_config(
+        &dir.join("bridge"),
+        identity.clone(),
+        kh.clone(),
+        kubelet.local_addr().port(),
+        entries,
+    )?;
+    let mut bridge = Daemon::start(bin, config).await?;
+    bridge
+        .wait_all_up(
+            nodes.len(),
+            0,
+            Instant::now(),
+            Duration::from_secs(30),
+            || true,
+        )
+        .await?;
+    let user = sshbridge_tests::cluster::current_user()?;
+
+    let (warmup, window, rounds) = match mode {
+        Mode::Quick => (Duration::from_millis(300), Duration::from_millis(1500), 1),
+        Mode::Full => (Duration::from_millis(500), Duration::from_secs(4), 3),
+    };
+    let mut rows = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let forward = Forward::start(&node.sshd, &identity, &kh, &user, node.sink.addr).await?;
+        let via_ssh = Via::Tcp(forward.local);
+        let via_bridge = Via::Bridge {
+            uds: bridge.egress().to_path_buf(),
+            target: node.sink.addr.to_string(),
+        };
+        let mut counts = vec![1];
+        if i == 0 || mode == Mode::Full {
+            counts.extend([8, 64]);
+        }
+        for streams in counts {
+            let (mut b, mut s) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                s.push(load::throughput(&via_ssh, &node.sink, streams, warmup, window).await?);
+                b.push(load::throughput(&via_bridge, &node.sink, streams, warmup, window).await?);
+            }
+            let name = format!("{streams} stream(s), {}", node.sshd.cipher);
+            let mut row =
+                Row::new("throughput ssh", &name, "MiB/s", median(b)).vs("ssh -N -L", median(s));
+            if streams == 1 {
+                row = row.target(Goal::AtLeast, On::Ratio, 1.0);
+            }
+            rows.push(row);
+        }
+    }
+
+    let via = Via::Bridge {
+        uds: bridge.egress().to_path_buf(),
+        target: nodes[0].sink.addr.to_string(),
+    };
+    let (n1, n64) = match mode {
+        Mode::Quick => (200, 10),
+        Mode::Full => (2000, 100),
+    };
+    for (conc, per) in [(1, n1), (64, n64)] {
+        let s = load::dial_latency(&via, conc, per).await?;
+        let group = "dial ssh";
+        let count = s.0.len();
+        rows.push(Row::new(
+            group,
+            &format!("p50, concurrency {conc}"),
+            "ms",
+            s.ms(0.5),
+        ));
+        let mut p99 = Row::new(group, &format!("p99, concurrency {conc}"), "ms", s.ms(0.99)).note(
+            &format!("{count} CONNECT -> 200 over an established tunnel"),
+        );
+        if conc == 64 {
+            p99 = p99.target(Goal::AtMost, On::Value, 2.0);
+        }
+        rows.push(p99);
+        rows.push(Row::new(
+            group,
+            &format!("max, concurrency {conc}"),
+            "ms",
+            s.ms(1.0),
+        ));
+    }
+
+    let tls = pki.client_config(None)?;
+    let rate_window = match mode {
+        Mode::Quick => Duration::from_secs(2),
+        Mode::Full => Duration::from_secs(8),
+    };
+    let via_bridge = Via::Bridge {
+        uds: bridge.egress().to_path_buf(),
+        target: kubelet.local_addr().to_string(),
+    };
+    let direct = load::https_rate(
+        &Via::Tcp(kubelet.local_addr()),
+        kubelet_ip,
+        tls.clone(),
+        8,
+        rate_window,
+    )
+    .await?;
+    let through = load::https_rate(&via_bridge, kubelet_ip, tls, 8, rate_window).await?;
+    let note = format!(
+        "GET /healthz, new CONNECT + TLS handshake per request, 8 at a time; errors: bridge {}, direct {}",
+        through.errors, direct.errors
+    );
+    rows.push(
+        Row::new("https ssh", "requests/s", "req/s", through.per_sec)
+            .vs("direct", direct.per_sec)
+            .note(&note),
+    );
+    rows.push(
+        Row::new("https ssh", "p99 latency", "ms", through.latency.ms(0.99))
+            .vs("direct", direct.latency.ms(0.99)),
+    );
+
+    let negotiated = nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.sshd.negotiated()))
+        .collect();
+    bridge.stop().await;
+    Ok(Found { rows, negotiated })
+}
