@@ -10,12 +10,13 @@ pub mod listen;
 mod migration;
 mod node;
 mod observe;
+mod reload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use sshbridge_config::{Config, Node, Route};
+use sshbridge_config::{Config, Route};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -26,7 +27,7 @@ use crate::health::{HealthSetupError, ProbeSettings};
 use crate::konnectivity::{self, Hub};
 use crate::metrics::BridgeMetrics;
 use crate::router::{RouteError, Table};
-use crate::ssh::{SshContext, SshSetupError, Tunnel, TunnelState, TunnelStats};
+use crate::ssh::{SshContext, SshSetupError, TunnelState, TunnelStats};
 
 pub use listen::{BindError, Listeners};
 use node::{NodeEntry, Spawn};
@@ -284,93 +285,6 @@ impl Daemon {
         })
     }
 
-    /// Applies a new configuration: new nodes connect, removed nodes drain
-    /// and close, unchanged nodes keep their sessions and streams. Listener
-    /// addresses are not rebound; changing them needs a restart.
-    pub fn reload(&self, config: Config) -> Result<ReloadSummary, StartError> {
-        let ctx = SshContext::load(&config.ssh)?;
-        let probes = ProbeSettings::from_config(&config.health)?;
-        let old = self.shared.snapshot();
-        if old.config.egress.http_connect_uds != config.egress.http_connect_uds
-            || old.config.egress.http_connect_tcp != config.egress.http_connect_tcp
-            || old.config.egress.grpc_uds != config.egress.grpc_uds
-            || old.config.admin != config.admin
-            || old.config.konnectivity != config.konnectivity
-        {
-            warn!(
-                "egress or admin listener settings changed; they take effect at the next restart"
-            );
-        }
-        let reprobe = old.config.health != config.health
-            || old.config.egress.dial_timeout != config.egress.dial_timeout;
-        let mut summary = ReloadSummary::default();
-        let mut nodes = HashMap::new();
-        let count = config.nodes.len();
-        for (i, spec) in config.nodes.iter().enumerate() {
-            let spawn = Spawn {
-                ctx: &ctx,
-                root: &self.root,
-                probes: &probes,
-                metrics: &self.shared.metrics,
-                hub: self.shared.hub.as_ref(),
-                dial_timeout: config.egress.dial_timeout,
-                phase: phase(&config, i, count),
-            };
-            let entry = match old.nodes.get(&spec.name) {
-                // Same node; at most its configured route changed, which
-                // the operator means to apply.
-                Some(prev)
-                    if prev.spec
-                        == Node {
-                            route: prev.spec.route,
-                            ..spec.clone()
-                        } =>
-                {
-                    prev.tunnel.set_context(ctx.clone());
-                    summary.kept += 1;
-                    let mut entry = if reprobe {
-                        prev.watchers.cancel();
-                        NodeEntry::around(spec, prev.tunnel.clone(), spawn).with_route_of(prev)
-                    } else {
-                        prev.clone()
-                    };
-                    if prev.spec.route != spec.route {
-                        entry.route.send_replace(spec.route);
-                    }
-                    entry.spec = spec.clone();
-                    entry
-                }
-                Some(prev) => {
-                    summary.replaced.push(spec.name.clone());
-                    self.retire(prev, false);
-                    NodeEntry::spawn(spec, spawn)
-                }
-                None => {
-                    summary.added.push(spec.name.clone());
-                    NodeEntry::spawn(spec, spawn)
-                }
-            };
-            nodes.insert(spec.name.clone(), entry);
-        }
-        for (name, prev) in &old.nodes {
-            if !nodes.contains_key(name) {
-                summary.removed.push(name.clone());
-                self.retire(prev, true);
-            }
-        }
-        if let Some(hub) = &self.shared.hub {
-            hub.set_nodes(&config.nodes);
-        }
-        let snapshot = Snapshot {
-            table: Table::new(&config.nodes, &config.egress.service_cidrs),
-            config: Arc::new(config),
-            probes,
-            nodes,
-        };
-        *self.shared.current.write().expect("snapshot lock poisoned") = Arc::new(snapshot);
-        Ok(summary)
-    }
-
     /// The nodes of the current configuration, in config order.
     pub fn nodes(&self) -> Vec<NodeStatus> {
         let snap = self.shared.snapshot();
@@ -437,27 +351,6 @@ impl Daemon {
                 self.root.clone(),
             ],
         }
-    }
-
-    /// Stops a node that left (or changed in) the config: its prober stops
-    /// now, its tunnel takes no new streams and closes once the open ones
-    /// end or the drain grace is over.
-    fn retire(&self, node: &NodeEntry, forget_metrics: bool) {
-        node.watchers.cancel();
-        if forget_metrics {
-            self.shared.metrics.remove_node(&node.spec.name);
-        }
-        let (name, grace, tunnel): (String, Duration, Tunnel) = (
-            node.spec.name.clone(),
-            self.drain_grace,
-            node.tunnel.clone(),
-        );
-        self.drains.spawn(async move {
-            if tokio::time::timeout(grace, tunnel.drain()).await.is_err() {
-                warn!(node = %name, "streams still open after the drain grace; closing the tunnel");
-            }
-            info!(node = %name, "tunnel closed after reload");
-        });
     }
 }
 

@@ -1,7 +1,6 @@
 //! One node as the daemon runs it: its SSH tunnel, its Konnectivity path
 //! (when the bridge has an agent server), a prober per path, and metrics.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::{PathState, ProbeDial, ProbeHandle, ProbeSettings, Prober};
 use crate::konnectivity::Hub;
-use crate::metrics::{BridgeMetrics, DialFailure, NodeMetrics, PathMetrics};
+use crate::metrics::{BridgeMetrics, NodeMetrics, PathMetrics};
 use crate::path::{BoxStream, DialError};
 use crate::report::{rfc3339, DialStats, NodeReport, PathReport, Paths, ProbeStats};
 use crate::ssh::{SshContext, Tunnel, TunnelState};
+
+mod paths;
+use paths::{agents_liveness, dial_within, observed, ssh_liveness, HubProbeDial, SshProbeDial};
 use sshbridge_migrate::{LiveCounters, ProbeSample};
 
 /// One path of a node as observed: its prober and its metrics.
@@ -320,114 +322,4 @@ fn watch_path(
         watchers.clone(),
     );
     PathWatch { prober, metrics }
-}
-
-async fn observed(
-    metrics: &PathMetrics,
-    dial: impl Future<Output = Result<BoxStream, DialError>>,
-) -> Result<BoxStream, DialError> {
-    let started = Instant::now();
-    let result = dial.await;
-    metrics.observe_dial(
-        started.elapsed(),
-        result.as_ref().map(|_| ()).map_err(DialFailure::from),
-    );
-    result
-}
-
-/// `dial` bounded by `timeout`; an expired dial is dropped (for an agent,
-/// dropping sends DIAL_CLS).
-async fn dial_within(
-    node: &str,
-    host: &str,
-    port: u16,
-    timeout: Duration,
-    dial: impl Future<Output = Result<BoxStream, DialError>>,
-) -> Result<BoxStream, DialError> {
-    match tokio::time::timeout(timeout, dial).await {
-        Ok(result) => result,
-        Err(_) => Err(DialError::Timeout {
-            node: node.to_string(),
-            target: crate::router::format_target(host, port),
-            after: timeout,
-        }),
-    }
-}
-
-/// `true` while the tunnel's session is up, for the SSH prober.
-fn ssh_liveness(tunnel: &Tunnel, stop: CancellationToken) -> watch::Receiver<bool> {
-    follow(tunnel.subscribe(), |s| *s == TunnelState::Up, stop)
-}
-
-/// `true` while at least one non-draining agent serves the node.
-fn agents_liveness(
-    agents: watch::Receiver<usize>,
-    stop: CancellationToken,
-) -> watch::Receiver<bool> {
-    follow(agents, |n| *n > 0, stop)
-}
-
-/// A watch of `f(value)` that follows `source` until `stop`.
-fn follow<T: Send + Sync + 'static>(
-    mut source: watch::Receiver<T>,
-    f: impl Fn(&T) -> bool + Send + 'static,
-    stop: CancellationToken,
-) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(f(&source.borrow()));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                changed = source.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let value = f(&source.borrow_and_update());
-                    tx.send_replace(value);
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// Probes dial through the tunnel like any stream, but are not counted as
-/// egress dials.
-struct SshProbeDial {
-    node: String,
-    tunnel: Tunnel,
-    timeout: Duration,
-}
-
-impl ProbeDial for SshProbeDial {
-    async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
-        dial_within(
-            &self.node,
-            host,
-            port,
-            self.timeout,
-            self.tunnel.dial(host, port),
-        )
-        .await
-    }
-}
-
-/// Probes of the Konnectivity path go through the node's agents.
-struct HubProbeDial {
-    node: String,
-    hub: Hub,
-    timeout: Duration,
-}
-
-impl ProbeDial for HubProbeDial {
-    async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
-        dial_within(
-            &self.node,
-            host,
-            port,
-            self.timeout,
-            self.hub.dial(&self.node, host, port),
-        )
-        .await
-    }
 }
