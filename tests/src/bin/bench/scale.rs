@@ -190,8 +190,9 @@ pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>
         let cpu = (c1 - c0).as_secs_f64() / (w1 - w0).as_secs_f64() * 100.0;
         rows.push(
             Row::new(g, &format!("idle CPU, keepalives 5s, N={n}"), "% core", cpu).note(&format!(
-                "sampled over {:?} from /proc/PID/stat",
-                plan.idle_window
+                "sampled over {:?} from /proc/PID/stat (10 ms ticks: resolution {:.2}%)",
+                plan.idle_window,
+                1.0 / plan.idle_window.as_secs_f64()
             )),
         );
         if k == 0 && plan.streams > 0 {
