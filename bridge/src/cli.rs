@@ -116,3 +116,18 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         }
     }
 }
+
+/// Logs to stderr, human or JSON; `RUST_LOG` overrides the default level
+/// (info, with the chatty SSH and HTTP/2 internals at warn).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,russh=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -179,19 +179,10 @@ pub fn format_target(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sshbridge_config::{HostPort, Route};
 
     fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
-        Node {
-            name: name.into(),
-            address: addr.parse().unwrap(),
-            ssh_address: HostPort {
-                host: addr.into(),
-                port: 22,
-            },
-            pod_cidrs: pods.iter().map(|p| p.parse().unwrap()).collect(),
-            route: Route::Ssh,
-        }
+        let pods = pods.iter().map(|p| p.parse().unwrap()).collect();
+        Node::new(name, addr.parse().unwrap(), pods)
     }
 
     fn table() -> Table {

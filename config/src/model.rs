@@ -212,6 +212,23 @@ impl std::fmt::Display for Route {
     }
 }
 
+impl Node {
+    /// A node as a config file with only `name`, `address` and
+    /// `pod_cidrs` would give it: sshd on `address:22`, route `ssh`.
+    pub fn new(name: impl Into<String>, address: IpAddr, pod_cidrs: Vec<IpNet>) -> Node {
+        Node {
+            name: name.into(),
+            address,
+            ssh_address: HostPort {
+                host: address.to_string(),
+                port: 22,
+            },
+            pod_cidrs,
+            route: Route::Ssh,
+        }
+    }
+}
+
 /// A `host:port` pair where the host may be a name or an IP literal.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPort {

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{humantime_duration, LogFormat};
+use super::{humantime_duration, init_logging, LogFormat};
 
 /// Flags of `sshbridge agent`, named like upstream's proxy-agent where they
 /// mean the same.
@@ -143,16 +143,4 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     info!("sshbridge agent stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

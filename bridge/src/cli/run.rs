@@ -9,7 +9,7 @@ use sshbridge::daemon::{Daemon, Listeners};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
-use super::{LogFormat, RunArgs};
+use super::{init_logging, RunArgs};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
@@ -71,17 +71,5 @@ fn reload(daemon: &Daemon, path: &std::path::Path) {
             "configuration reloaded"
         ),
         Err(e) => error!("reload rejected, the running configuration stays in force: {e}"),
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

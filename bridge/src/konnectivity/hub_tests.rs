@@ -1,17 +1,12 @@
-use sshbridge_config::{HostPort, Route};
+use sshbridge_config::Route;
 
 use super::*;
 
 fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
+    let pods = pods.iter().map(|p| p.parse().unwrap()).collect();
     Node {
-        name: name.into(),
-        address: addr.parse().unwrap(),
-        ssh_address: HostPort {
-            host: addr.into(),
-            port: 22,
-        },
-        pod_cidrs: pods.iter().map(|p| p.parse().unwrap()).collect(),
         route: Route::Konnectivity,
+        ..Node::new(name, addr.parse().unwrap(), pods)
     }
 }
 

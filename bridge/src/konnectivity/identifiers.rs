@@ -133,21 +133,11 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use sshbridge_config::{HostPort, Route};
-
     use super::*;
 
     fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
-        Node {
-            name: name.into(),
-            address: addr.parse().unwrap(),
-            ssh_address: HostPort {
-                host: addr.into(),
-                port: 22,
-            },
-            pod_cidrs: pods.iter().map(|p| p.parse().unwrap()).collect(),
-            route: Route::Ssh,
-        }
+        let pods = pods.iter().map(|p| p.parse().unwrap()).collect();
+        Node::new(name, addr.parse().unwrap(), pods)
     }
 
     #[test]

@@ -19,7 +19,7 @@ use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::Packet;
 use sshbridge::konnectivity::{server, Hub, Options};
 use sshbridge::sim::pki::{CertPair, Pki};
-use sshbridge_config::{HostPort, Node, Route};
+use sshbridge_config::{Node, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -38,14 +38,8 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 
 pub fn node(name: &str, addr: &str) -> Node {
     Node {
-        name: name.into(),
-        address: addr.parse().unwrap(),
-        ssh_address: HostPort {
-            host: addr.into(),
-            port: 22,
-        },
-        pod_cidrs: vec![],
         route: Route::Konnectivity,
+        ..Node::new(name, addr.parse().unwrap(), vec![])
     }
 }
 
