@@ -85,6 +85,23 @@ impl Shared {
         self.current.read().expect("snapshot lock poisoned").clone()
     }
 
+    /// Parks the SSH sessions of `nodes` whose migration is finalized:
+    /// each closes once its open streams end, and reconnects only if the
+    /// node is routed back to ssh.
+    fn park_ssh(&self, nodes: &[String]) {
+        let snap = self.snapshot();
+        for name in nodes {
+            if let Some(node) = snap
+                .nodes
+                .get(name)
+                .filter(|n| n.route() == Route::Konnectivity)
+            {
+                info!(node = %name, "migration finalized: closing the node's SSH session");
+                node.tunnel.park();
+            }
+        }
+    }
+
     fn set_route(&self, node: &str, route: Route) -> Result<Route, RouteChangeError> {
         let snap = self.snapshot();
         let entry = snap
@@ -93,6 +110,13 @@ impl Shared {
             .ok_or_else(|| RouteChangeError::UnknownNode(node.to_string()))?;
         if route == Route::Konnectivity && self.hub.is_none() {
             return Err(RouteChangeError::NoKonnectivity(node.to_string()));
+        }
+        if route == Route::Ssh && entry.ssh_parked() {
+            info!(
+                node,
+                "routing back to ssh: reconnecting the parked SSH session"
+            );
+            entry.tunnel.unpark();
         }
         let previous = entry.route.send_replace(route);
         if previous != route {
@@ -237,6 +261,7 @@ impl Daemon {
             tracing::error!("{why}; nodes keep their configured routes");
         }
         let _ = shared.migration.set(controller);
+        tokio::spawn(migration::park_if_finalized(shared.clone()));
         if let Some(l) = listeners.http_connect_uds {
             tokio::spawn(http_connect::serve_unix(
                 l,

@@ -110,21 +110,26 @@ pub enum PathState {
     Degraded,
     /// `down_after` consecutive failures, or the transport is down.
     Down,
+    /// Closed on purpose, not a failure: the SSH session of a node whose
+    /// migration was finalized. Set by the daemon, never by a prober.
+    Parked,
 }
 
 impl PathState {
     /// Every state, in label order.
-    pub const ALL: [PathState; 4] = [
+    pub const ALL: [PathState; 5] = [
         PathState::Unknown,
         PathState::Up,
         PathState::Degraded,
         PathState::Down,
+        PathState::Parked,
     ];
 
-    /// Position in up < degraded < unknown < down, for `report diff`.
+    /// Position in up = parked < degraded < unknown < down, for `report
+    /// diff` (parking a path on purpose is not a regression).
     pub fn severity(self) -> u8 {
         match self {
-            PathState::Up => 0,
+            PathState::Up | PathState::Parked => 0,
             PathState::Degraded => 1,
             PathState::Unknown => 2,
             PathState::Down => 3,
@@ -138,6 +143,7 @@ impl PathState {
             PathState::Up => "up",
             PathState::Degraded => "degraded",
             PathState::Down => "down",
+            PathState::Parked => "parked",
         }
     }
 }

@@ -121,6 +121,9 @@ pub enum TunnelState {
     Backoff,
     /// No new dials; waiting for open streams to end.
     Draining,
+    /// Closed on purpose and not reconnecting (the node's migration was
+    /// finalized); unparking reconnects.
+    Parked,
     /// The actor ended (shutdown, drained or last handle dropped).
     Stopped,
 }
@@ -133,6 +136,7 @@ impl TunnelState {
             TunnelState::Up => "up",
             TunnelState::Backoff => "backoff",
             TunnelState::Draining => "draining",
+            TunnelState::Parked => "parked",
             TunnelState::Stopped => "stopped",
         }
     }

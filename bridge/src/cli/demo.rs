@@ -125,6 +125,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let changes = diff(&before, &after, &Thresholds::default());
     print!("{}", render::diff_table(&changes, false));
 
+    println!("\nFinalizing (`sshbridge migrate finalize`): every node is done, so their SSH sessions close.");
+    migration::finalize(&admin).await?;
+    let parked = wait_for_parked(&daemon, Duration::from_secs(10)).await;
+    print!("{}", render::report_table(&parked, false));
+
     let failed: usize = outcomes
         .iter()
         .map(|o| o.failed + usize::from(matches!(o.bulk, Some(Err(_)))))
@@ -148,6 +153,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The report once every node's SSH session is parked (or after `limit`).
+async fn wait_for_parked(daemon: &Daemon, limit: Duration) -> Report {
+    let deadline = Instant::now() + limit;
+    loop {
+        let report = daemon.report();
+        if report
+            .nodes
+            .iter()
+            .all(|n| n.paths.ssh.state == PathState::Parked)
+            || Instant::now() > deadline
+        {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The report once both paths of every node are up (or after `limit`).

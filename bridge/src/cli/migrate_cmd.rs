@@ -69,9 +69,9 @@ enum MigrateCommand {
         #[arg(long, conflicts_with = "nodes")]
         all: bool,
     },
-    /// When every node is done: record the end state and print
-    /// kube-apiserver's EgressSelectorConfiguration for it. SSH sessions
-    /// stay up as a warm fallback.
+    /// When every node is done: record the end state, close the SSH
+    /// sessions of done nodes (a rollback reconnects them) and print
+    /// kube-apiserver's EgressSelectorConfiguration for it.
     Finalize {
         /// Write the EgressSelectorConfiguration to FILE instead of stdout.
         #[arg(long, value_name = "FILE")]

@@ -133,6 +133,26 @@ pub(super) fn start(shared: &Arc<Shared>, stop: CancellationToken) -> Result<Con
     Ok(controller)
 }
 
+/// After a restart, the nodes of a finalized migration need no SSH
+/// session: park them again.
+pub(super) async fn park_if_finalized(shared: Arc<Shared>) {
+    let Some(Ok(controller)) = shared.migration.get() else {
+        return;
+    };
+    let Ok(status) = controller.status().await else {
+        return;
+    };
+    if status.finalized_at.is_some() {
+        let done: Vec<String> = status
+            .nodes
+            .iter()
+            .filter(|n| n.phase == sshbridge_migrate::NodePhase::Done)
+            .map(|n| n.name.clone())
+            .collect();
+        shared.park_ssh(&done);
+    }
+}
+
 /// Body of `POST /migration/rollback`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,7 +211,10 @@ pub(super) async fn handle(
                 .await
                 .map(|nodes| serde_json::json!({ "rolled_back": nodes }).to_string())
         }
-        ("POST", "finalize") => controller.finalize().await.map(|f| json(&f)),
+        ("POST", "finalize") => controller.finalize().await.map(|f| {
+            shared.park_ssh(&f.nodes);
+            json(&f)
+        }),
         (_, "" | "plan" | "apply" | "pause" | "resume" | "rollback" | "finalize") => {
             return error_body(405, &format!("{method} is not allowed on {path}"))
         }

@@ -118,12 +118,19 @@ impl NodeEntry {
     /// The observed state of a path (`Unknown` for a path the bridge has not).
     pub(super) fn path_state(&self, path: Route) -> PathState {
         match path {
+            Route::Ssh if self.ssh_parked() => PathState::Parked,
             Route::Ssh => self.ssh.prober.state(),
             Route::Konnectivity => self
                 .konnectivity
                 .as_ref()
                 .map_or(PathState::Unknown, |(_, w)| w.prober.state()),
         }
+    }
+
+    /// Whether the SSH session was parked (the node's migration was
+    /// finalized); its prober then only sees a closed transport.
+    pub(super) fn ssh_parked(&self) -> bool {
+        self.tunnel.state() == TunnelState::Parked
     }
 
     /// Whether the node's active path may take streams for service
@@ -233,6 +240,9 @@ impl NodeEntry {
         let stats = self.tunnel.stats();
         self.metrics.update_from_tunnel(&stats);
         self.ssh.metrics.update_from_tunnel(&stats);
+        if self.ssh_parked() {
+            self.ssh.metrics.set_state(PathState::Parked);
+        }
         if let Some((hub, watch)) = &self.konnectivity {
             let s = hub.stats(&self.spec.name);
             let up = *hub.subscribe(&self.spec.name).borrow() > 0;
@@ -247,6 +257,10 @@ impl NodeEntry {
         let stats = self.tunnel.stats();
         let mut ssh = path_report(&self.ssh);
         ssh.last_error = ssh.last_error.or(stats.last_error);
+        if self.ssh_parked() {
+            ssh.state = PathState::Parked;
+            ssh.last_error = None;
+        }
         ssh.reconnects = stats.reconnects;
         ssh.open_streams = stats.open_streams as u64;
         ssh.bytes_sent = stats.bytes_sent;

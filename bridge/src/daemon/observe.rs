@@ -41,8 +41,11 @@ impl AdminState for Shared {
         let mut any_up = false;
         for spec in &snap.config.nodes {
             let node = &snap.nodes[&spec.name];
-            let paths =
-                std::iter::once(&node.ssh).chain(node.konnectivity.as_ref().map(|(_, w)| w));
+            // A parked SSH session is closed on purpose, neither up nor failing.
+            let ssh = Some(&node.ssh).filter(|_| !node.ssh_parked());
+            let paths = ssh
+                .into_iter()
+                .chain(node.konnectivity.as_ref().map(|(_, w)| w));
             for watch in paths {
                 let health = watch.prober.snapshot();
                 if health.state == PathState::Up {

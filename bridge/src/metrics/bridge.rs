@@ -96,11 +96,12 @@ const PATH_STATE: Desc<3> = Desc {
     labels: ["node", "path", "state"],
 };
 
-const TUNNEL_STATES: [TunnelState; 5] = [
+const TUNNEL_STATES: [TunnelState; 6] = [
     TunnelState::Connecting,
     TunnelState::Up,
     TunnelState::Backoff,
     TunnelState::Draining,
+    TunnelState::Parked,
     TunnelState::Stopped,
 ];
 const HANDSHAKE_REASONS: [&str; 5] = ["auth", "host_key", "timeout", "refused", "other"];
@@ -151,7 +152,7 @@ impl From<&DialError> for DialFailure {
 #[derive(Debug, Clone)]
 pub struct BridgeMetrics {
     registry: Arc<Registry>,
-    tunnels: [Arc<Gauge>; 5],
+    tunnels: [Arc<Gauge>; TUNNEL_STATES.len()],
     forbidden: Arc<Counter>,
 }
 
@@ -281,7 +282,7 @@ pub struct PathMetrics {
     probe_duration: Arc<Histogram>,
     probes_ok: Arc<Counter>,
     probes_failed: [Arc<Counter>; 5],
-    state: [Arc<Gauge>; 4],
+    state: [Arc<Gauge>; PathState::ALL.len()],
 }
 
 impl PathMetrics {

@@ -201,6 +201,7 @@ fn state_colour(s: PathState) -> &'static str {
         PathState::Degraded => "\x1b[33m",
         PathState::Unknown => "\x1b[2m",
         PathState::Down => "\x1b[1;31m",
+        PathState::Parked => "\x1b[2m",
     }
 }
 

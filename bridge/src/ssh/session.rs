@@ -172,6 +172,14 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = Backoff::new(&shared.context().config().backoff);
     let (node, addr) = (shared.node.name.clone(), shared.addr.clone());
     loop {
+        if shared.is_parked() {
+            shared.set_state(TunnelState::Parked);
+            tracing::info!(node = %node, addr = %addr, "ssh tunnel parked");
+            tokio::select! {
+                _ = shared.unparked() => backoff.reset(),
+                _ = stop.cancelled() => break,
+            }
+        }
         shared.set_state(TunnelState::Connecting);
         let ctx = shared.context();
         let attempt = tokio::select! {
@@ -184,19 +192,19 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 let up_at = tokio::time::Instant::now();
                 shared.session_up(handle.clone());
                 tracing::info!(node = %node, addr = %addr, "ssh session up");
-                let stopped = tokio::select! {
-                    _ = est.ended => false,
-                    _ = stop.cancelled() => true,
+                let end = tokio::select! {
+                    _ = est.ended => None,
+                    _ = stop.cancelled() => Some("sshbridge stopping"),
+                    _ = shared.parked_and_idle() => Some("sshbridge no longer needs this session"),
                 };
                 shared.session_down();
-                if stopped {
-                    let bye = handle.disconnect(
-                        russh::Disconnect::ByApplication,
-                        "sshbridge stopping",
-                        "en",
-                    );
+                if let Some(why) = end {
+                    let bye = handle.disconnect(russh::Disconnect::ByApplication, why, "en");
                     let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
-                    break;
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    continue;
                 }
                 let reason = lock(&est.end_reason)
                     .take()

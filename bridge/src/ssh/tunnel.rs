@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     last_error: Mutex<Option<String>>,
     up_since: Mutex<Option<SystemTime>>,
     draining: AtomicBool,
+    /// `true` while parked: no session, no reconnects, dials refused.
+    parked: watch::Sender<bool>,
     /// Open streams (plus dials in progress); drain waits for zero.
     open: watch::Sender<usize>,
     /// The actor's stop token; cancelling it closes the session.
@@ -78,6 +80,24 @@ impl Shared {
     pub(crate) fn attempt_failed(&self, e: &HandshakeError) {
         self.counters.count_failure(e.kind());
         *lock(&self.last_error) = Some(e.to_string());
+    }
+
+    pub(crate) fn is_parked(&self) -> bool {
+        *self.parked.borrow()
+    }
+
+    /// Resolves once the tunnel is parked and its last stream has ended.
+    pub(crate) async fn parked_and_idle(&self) {
+        let mut parked = self.parked.subscribe();
+        let _ = parked.wait_for(|p| *p).await;
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    /// Resolves once the tunnel is no longer parked.
+    pub(crate) async fn unparked(&self) {
+        let mut parked = self.parked.subscribe();
+        let _ = parked.wait_for(|p| !*p).await;
     }
 
     fn unavailable(&self, reason: String) -> DialError {
@@ -145,6 +165,7 @@ impl Tunnel {
             last_error: Mutex::new(None),
             up_since: Mutex::new(None),
             draining: AtomicBool::new(false),
+            parked: watch::Sender::new(false),
             open: watch::Sender::new(0),
             stop: stop.clone(),
         });
@@ -167,6 +188,13 @@ impl Tunnel {
             port,
         }
         .to_string();
+        if sh.is_parked() {
+            return Err(sh.unavailable(format!(
+                "the SSH session with {} was closed when the migration was finalized; \
+                 the node is served over konnectivity (routing it back to ssh reconnects)",
+                sh.addr
+            )));
+        }
         if sh.draining.load(Ordering::SeqCst) {
             return Err(sh.unavailable(format!(
                 "the SSH tunnel to {} is draining and takes no new streams",
@@ -273,6 +301,18 @@ impl Tunnel {
     /// on; the current session is kept.
     pub fn set_context(&self, ctx: Arc<SshContext>) {
         *lock(&self.inner.shared.ctx) = ctx;
+    }
+
+    /// Parks the tunnel: no new dials; once the open streams have ended the
+    /// session is closed and not reconnected until [`Tunnel::unpark`].
+    /// Used when a migrated node no longer needs its SSH fallback.
+    pub fn park(&self) {
+        self.inner.shared.parked.send_replace(true);
+    }
+
+    /// Reconnects a parked tunnel (dials fail fast until it is up).
+    pub fn unpark(&self) {
+        self.inner.shared.parked.send_replace(false);
     }
 
     /// Stop taking new dials; resolve once open streams ended (the caller

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sshbridge::report::client::{get, post, AdminAddr};
-use sshbridge_migrate::{NodePhase, Plan, RunPhase, Status};
+use sshbridge_migrate::{FinalState, NodePhase, Plan, RunPhase, Status};
 
 const CALL: Duration = Duration::from_secs(10);
 
@@ -52,4 +52,10 @@ pub(super) async fn migrate(admin: &AdminAddr, limit: Duration) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Finalizes the migration (every node must be done).
+pub(super) async fn finalize(admin: &AdminAddr) -> anyhow::Result<FinalState> {
+    let body = post(admin, "/migration/finalize", "{}", CALL).await?;
+    serde_json::from_slice(&body).context("the daemon's answer is not a final state")
 }

@@ -237,3 +237,20 @@ fn verdict_lists_every_regressed_node() {
          node-c: ssh up -> unknown)"
     );
 }
+
+#[test]
+fn parking_ssh_after_finalize_is_not_a_regression_but_down_after_parked_is() {
+    let before = nodes3();
+    let mut parked = nodes3();
+    parked.nodes[0].paths.ssh.state = PathState::Parked;
+    let d = run(&before, &parked);
+    let c = only_change(&d);
+    assert_eq!(
+        (c.before.as_deref(), c.after.as_deref()),
+        (Some("up"), Some("parked"))
+    );
+    assert!(!c.is_regression, "{c:?}");
+    let mut down = nodes3();
+    down.nodes[0].paths.ssh.state = PathState::Down;
+    assert!(run(&parked, &down).is_regression());
+}
