@@ -218,6 +218,7 @@ mod tests {
             soak: Duration::from_secs(120),
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(5),
+            ready_timeout: Duration::from_secs(60),
         }
     }
 

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use sshbridge_config::{BatchSize, Migration};
 
 /// Nodes per batch, as the operator wrote it: a count or a percentage.
+/// In JSON it is written `{"count": 2}` or `{"percent": 10.0}`, and read
+/// from that, a bare count (`2`) or the CLI's text (`"2"`, `"10%"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "BatchSpecWire")]
 pub enum BatchSpec {
     /// This many nodes per batch (at least 1).
     Count(usize),
@@ -43,6 +45,36 @@ impl fmt::Display for BatchSpec {
         match self {
             BatchSpec::Count(n) => write!(f, "{n}"),
             BatchSpec::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// The forms a batch size is accepted in.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BatchSpecWire {
+    Text(String),
+    Count(usize),
+    Tagged(TaggedBatchSpec),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TaggedBatchSpec {
+    Count(usize),
+    Percent(f64),
+}
+
+impl TryFrom<BatchSpecWire> for BatchSpec {
+    type Error = BatchSpecError;
+
+    fn try_from(w: BatchSpecWire) -> Result<Self, Self::Error> {
+        match w {
+            BatchSpecWire::Text(t) => t.parse(),
+            BatchSpecWire::Count(n) | BatchSpecWire::Tagged(TaggedBatchSpec::Count(n)) => {
+                n.to_string().parse()
+            }
+            BatchSpecWire::Tagged(TaggedBatchSpec::Percent(p)) => format!("{p}%").parse(),
         }
     }
 }
@@ -95,6 +127,12 @@ pub struct Settings {
     /// Not in the config file; [`Settings::PROBE_TIMEOUT`] by default.
     #[serde(with = "duration_str")]
     pub probe_timeout: Duration,
+    /// How long a node's step waits for the node to be ready (SSH up, an
+    /// agent connected and healthy) before it starts counting probes,
+    /// e.g. while agents reconnect after a daemon restart. Not in the
+    /// config file; [`Settings::READY_TIMEOUT`] by default.
+    #[serde(with = "duration_str", default = "Settings::default_ready_timeout")]
+    pub ready_timeout: Duration,
 }
 
 impl Settings {
@@ -102,6 +140,12 @@ impl Settings {
     pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
     /// Default deadline of one probe.
     pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default wait for a node to be ready before its step counts probes.
+    pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+    fn default_ready_timeout() -> Duration {
+        Self::READY_TIMEOUT
+    }
 
     /// The settings of a `[migration]` section, with default probe pacing.
     pub fn from_config(m: &Migration) -> Self {
@@ -113,6 +157,7 @@ impl Settings {
             soak: m.soak,
             probe_interval: Self::PROBE_INTERVAL,
             probe_timeout: Self::PROBE_TIMEOUT,
+            ready_timeout: Self::READY_TIMEOUT,
         }
     }
 
@@ -197,6 +242,22 @@ mod tests {
         for bad in ["0", "0%", "101%", "two", "-1"] {
             assert!(bad.parse::<BatchSpec>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn batch_size_reads_the_cli_text_a_count_or_the_tagged_form() {
+        let read = |j: &str| serde_json::from_str::<BatchSpec>(j);
+        assert_eq!(read("\"2\"").unwrap(), BatchSpec::Count(2));
+        assert_eq!(read("\"10%\"").unwrap(), BatchSpec::Percent(10.0));
+        assert_eq!(read("3").unwrap(), BatchSpec::Count(3));
+        assert_eq!(read("{\"count\": 4}").unwrap(), BatchSpec::Count(4));
+        assert_eq!(
+            read("{\"percent\": 25.0}").unwrap(),
+            BatchSpec::Percent(25.0)
+        );
+        assert!(read("\"0\"").is_err() && read("\"150%\"").is_err() && read("\"x\"").is_err());
+        let written = serde_json::to_string(&BatchSpec::Count(2)).unwrap();
+        assert_eq!(written, "{\"count\":2}");
     }
 
     #[test]

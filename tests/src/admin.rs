@@ -153,15 +153,21 @@ pub fn ssh_last_error(report: &Report, node: &str) -> String {
         .unwrap_or_default()
 }
 
-/// One line per node: name, ssh state, last error.
+/// One line per node: name, route, each path's state and last error.
 pub fn summary(report: &Report) -> String {
     report
         .nodes
         .iter()
         .map(|n| {
+            let k = n.paths.konnectivity.as_ref();
             format!(
-                "  {} ssh={:?} last_error={:?}",
-                n.name, n.paths.ssh.state, n.paths.ssh.last_error
+                "  {} route={} ssh={:?} last_error={:?} konnectivity={:?} last_error={:?}",
+                n.name,
+                n.route.as_str(),
+                n.paths.ssh.state,
+                n.paths.ssh.last_error,
+                k.map(|p| p.state),
+                k.and_then(|p| p.last_error.as_deref())
             )
         })
         .collect::<Vec<_>>()

@@ -1,182 +1,18 @@
 //! The `sshbridge` daemon as a child process: its config file, its log,
 //! signals, and readiness by an actual CONNECT through it.
 
-use std::net::{IpAddr, SocketAddr};
+mod config;
+
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+pub use config::{BridgeConfig, KonnectivityConfig, MigrationTuning, NodeEntry, TcpEgress};
+
 use crate::client::Egress;
-
-/// One `[[node]]` of the bridge config.
-#[derive(Debug, Clone)]
-pub struct NodeEntry {
-    /// `name`
-    pub name: String,
-    /// `address`
-    pub address: IpAddr,
-    /// `ssh_address`
-    pub ssh_address: SocketAddr,
-    /// `pod_cidrs`
-    pub pod_cidrs: Vec<String>,
-}
-
-/// `[egress] http_connect_tcp`.
-#[derive(Debug, Clone)]
-pub struct TcpEgress {
-    /// `listen`
-    pub listen: SocketAddr,
-    /// `cert`
-    pub cert: PathBuf,
-    /// `key`
-    pub key: PathBuf,
-    /// `client_ca`
-    pub client_ca: PathBuf,
-    /// Client TLS config trusting the bridge's certificate, holding a
-    /// client certificate (for [`Egress::Tls`]).
-    pub client: Arc<rustls::ClientConfig>,
-}
-
-/// The bridge config a test runs with; rendered to TOML with the key names
-/// of DESIGN.md. Durations and sizes are the strings the file holds.
-#[derive(Debug, Clone)]
-pub struct BridgeConfig {
-    /// Where the config file, sockets and log live.
-    pub dir: PathBuf,
-    /// `[egress] http_connect_uds`
-    pub uds: PathBuf,
-    /// `[egress] http_connect_tcp`
-    pub tcp: Option<TcpEgress>,
-    /// `[egress] dial_timeout`
-    pub dial_timeout: String,
-    /// `[ssh] user`
-    pub user: String,
-    /// `[ssh] identity`
-    pub identity: PathBuf,
-    /// `[ssh] known_hosts`
-    pub known_hosts: PathBuf,
-    /// `[ssh] connect_timeout`
-    pub connect_timeout: String,
-    /// `[ssh] keepalive_interval`
-    pub keepalive_interval: String,
-    /// `[ssh] keepalive_max`
-    pub keepalive_max: u32,
-    /// `[ssh] backoff.initial` / `backoff.max`
-    pub backoff: (String, String),
-    /// `[ssh] max_stream_buffer`
-    pub max_stream_buffer: String,
-    /// `[health] interval`
-    pub health_interval: String,
-    /// `[health] kubelet_port`
-    pub kubelet_port: u16,
-    /// `[health] kubelet_ca`
-    pub kubelet_ca: Option<PathBuf>,
-    /// `[health] down_after`
-    pub down_after: u32,
-    /// `[health] up_after`
-    pub up_after: u32,
-    /// Extra `key = value` lines put in `[bridge]` (to make a config
-    /// invalid on purpose).
-    pub extra_bridge_lines: Vec<String>,
-    /// `[[node]]`
-    pub nodes: Vec<NodeEntry>,
-}
-
-impl BridgeConfig {
-    /// The config file's TOML.
-    pub fn to_toml(&self) -> String {
-        let q = |p: &Path| toml_str(&p.display().to_string());
-        let mut t = String::from("[bridge]\nid = \"e2e\"\n");
-        for line in &self.extra_bridge_lines {
-            t.push_str(line);
-            t.push('\n');
-        }
-        t.push_str(&format!(
-            "\n[egress]\nhttp_connect_uds = {}\n",
-            q(&self.uds)
-        ));
-        if let Some(tcp) = &self.tcp {
-            t.push_str(&format!(
-                "http_connect_tcp = {{ listen = \"{}\", cert = {}, key = {}, client_ca = {} }}\n",
-                tcp.listen,
-                q(&tcp.cert),
-                q(&tcp.key),
-                q(&tcp.client_ca)
-            ));
-        }
-        t.push_str(&format!(
-            "dial_timeout = \"{}\"\nservice_cidrs = []\n",
-            self.dial_timeout
-        ));
-        t.push_str(&format!(
-            "\n[ssh]\nuser = {}\nidentity = {}\nknown_hosts = {}\nconnect_timeout = \"{}\"\n\
-             keepalive_interval = \"{}\"\nkeepalive_max = {}\n\
-             backoff = {{ initial = \"{}\", max = \"{}\", multiplier = 2.0, jitter = 0.2 }}\n\
-             max_stream_buffer = \"{}\"\n",
-            toml_str(&self.user),
-            q(&self.identity),
-            q(&self.known_hosts),
-            self.connect_timeout,
-            self.keepalive_interval,
-            self.keepalive_max,
-            self.backoff.0,
-            self.backoff.1,
-            self.max_stream_buffer,
-        ));
-        t.push_str(&format!(
-            "\n[health]\ninterval = \"{}\"\nkubelet_port = {}\nkubelet_path = \"/healthz\"\n\
-             down_after = {}\nup_after = {}\n",
-            self.health_interval, self.kubelet_port, self.down_after, self.up_after
-        ));
-        if let Some(ca) = &self.kubelet_ca {
-            t.push_str(&format!("kubelet_ca = {}\n", q(ca)));
-        }
-        t.push_str(&format!(
-            "\n[admin]\nlisten = {}\n\n[migration]\nstore = {}\n",
-            toml_str(&format!("unix:{}", self.admin_socket().display())),
-            toml_str(&format!(
-                "file:{}",
-                self.dir.join("migration.json").display()
-            )),
-        ));
-        for n in &self.nodes {
-            let cidrs: Vec<String> = n.pod_cidrs.iter().map(|c| toml_str(c)).collect();
-            t.push_str(&format!(
-                "\n[[node]]\nname = {}\naddress = \"{}\"\nssh_address = \"{}\"\npod_cidrs = [{}]\n",
-                toml_str(&n.name),
-                n.address,
-                n.ssh_address,
-                cidrs.join(", ")
-            ));
-        }
-        t
-    }
-
-    /// `[admin] listen`: a unix socket in [`BridgeConfig::dir`].
-    pub fn admin_socket(&self) -> PathBuf {
-        self.dir.join("admin.sock")
-    }
-
-    /// The config file's path.
-    pub fn path(&self) -> PathBuf {
-        self.dir.join("sshbridge.toml")
-    }
-
-    /// Writes the config file.
-    pub fn write(&self) -> anyhow::Result<PathBuf> {
-        let path = self.path();
-        std::fs::write(&path, self.to_toml())
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    }
-}
-
-fn toml_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
 
 /// The `sshbridge` binary, built once per test run: `$SSHBRIDGE_BIN` when
 /// set, else `cargo build -p sshbridge --bin sshbridge` next to this test.
@@ -223,6 +59,8 @@ fn build_bin() -> anyhow::Result<PathBuf> {
 pub struct Bridge {
     /// The config it was last given.
     pub config: BridgeConfig,
+    /// Its Konnectivity sections, when started with them.
+    pub konnectivity: Option<KonnectivityConfig>,
     child: tokio::process::Child,
     log: PathBuf,
 }
@@ -231,8 +69,17 @@ impl Bridge {
     /// Writes the config, starts the daemon and waits until a CONNECT to
     /// `ready_target` answers 200 (skip waiting with `None`).
     pub async fn start(config: BridgeConfig, ready_target: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(config, None, ready_target).await
+    }
+
+    /// [`Bridge::start`] with the Konnectivity sections of `konnectivity`.
+    pub async fn start_with(
+        config: BridgeConfig,
+        konnectivity: Option<KonnectivityConfig>,
+        ready_target: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let bin = bridge_bin()?;
-        let path = config.write()?;
+        let path = config.write_with(konnectivity.as_ref())?;
         let log = config.dir.join("sshbridge.log");
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -251,7 +98,12 @@ impl Bridge {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut bridge = Bridge { config, child, log };
+        let mut bridge = Bridge {
+            config,
+            konnectivity,
+            child,
+            log,
+        };
         if let Some(target) = ready_target {
             bridge
                 .wait_for_status(target, 200, Duration::from_secs(30))
@@ -309,7 +161,7 @@ impl Bridge {
 
     /// Writes a new config file (the daemon reads it on [`Bridge::sighup`]).
     pub fn rewrite_config(&mut self, config: BridgeConfig) -> anyhow::Result<()> {
-        config.write()?;
+        config.write_with(self.konnectivity.as_ref())?;
         self.config = config;
         Ok(())
     }
@@ -386,6 +238,12 @@ tokio::task_local! {
     static LOGS: std::cell::RefCell<Vec<String>>;
 }
 
+/// Keeps `tail` (a child process's log) for [`capture_logs`], if a capture
+/// is running.
+pub(crate) fn keep_log(tail: String) {
+    let _ = LOGS.try_with(|l| l.borrow_mut().push(tail));
+}
+
 /// Runs `body`, collecting the log tail of every [`Bridge`] dropped inside
 /// it, so a test that fails with an error (not a panic) can still show
 /// what the daemon said before its temp dir was removed.
@@ -399,8 +257,7 @@ pub async fn capture_logs<F: std::future::Future>(body: F) -> (F::Output, Vec<St
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        let tail = self.log_tail(200);
-        let _ = LOGS.try_with(|l| l.borrow_mut().push(tail));
+        keep_log(self.log_tail(200));
         if std::thread::panicking() {
             eprintln!(
                 "---- sshbridge log ({}) ----\n{}",

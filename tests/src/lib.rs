@@ -1,6 +1,7 @@
 //! The test kit: real OpenSSH `sshd` nodes, TLS kubelet stand-ins, pod
 //! servers, the `sshbridge` daemon as a child process and an
-//! apiserver-like CONNECT client, and the daemon's admin API and report
+//! apiserver-like CONNECT client, Konnectivity agents as child processes
+//! and a gRPC egress client, and the daemon's admin API and report
 //! CLI as an operator uses them.
 //!
 //! Everything listens on its own 127.x address with an OS-picked port;
@@ -8,19 +9,27 @@
 //! in `tests/e2e/`).
 
 pub mod admin;
+pub mod agent;
 pub mod bridge;
 pub mod client;
 pub mod cluster;
+pub mod grpc;
 pub mod hostkeys;
+pub mod konnectivity;
+pub mod migration;
 pub mod net;
 pub mod pods;
 pub mod sshd;
 
 pub use admin::{ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
-pub use bridge::{Bridge, BridgeConfig, NodeEntry};
+pub use agent::{Agent, AgentSpec};
+pub use bridge::{Bridge, BridgeConfig, KonnectivityConfig, MigrationTuning, NodeEntry};
 pub use client::{kubelet_get, Connected, Egress, Stream};
 pub use cluster::{Cluster, Node};
+pub use grpc::{GrpcDial, GrpcEgress};
 pub use hostkeys::KnownHostsStyle;
+pub use konnectivity::{dials_ok, konnectivity_path, konnectivity_state};
+pub use migration::{phase_of, status_summary, Load, LoadCounts};
 pub use pods::{sha256_hex, Behavior, FirehoseCheck, PodServer};
 pub use sshd::SshdNode;
 

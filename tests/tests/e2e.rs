@@ -13,8 +13,12 @@ mod health;
 mod hostkeys;
 #[path = "e2e/kit.rs"]
 mod kit;
+#[path = "e2e/konnectivity.rs"]
+mod konnectivity;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/migration.rs"]
+mod migration;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]

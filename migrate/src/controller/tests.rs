@@ -314,3 +314,34 @@ async fn a_corrupt_state_file_stops_the_start_and_is_kept() {
         "routes untouched"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_waits_for_a_reconnecting_agent_before_counting_probes() {
+    let fleet = FakeFleet::new(1);
+    // The agent is gone (the daemon just restarted) and is back after 3 s.
+    fleet.edit("node-a", |n| n.agents = 0);
+    let later = fleet.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        later.edit("node-a", |n| n.agents = 1);
+    });
+    let s = settings(1);
+    let token = CancellationToken::new();
+    let t0 = tokio::time::Instant::now();
+    assert!(super::workers::wait_ready(&*fleet, "node-a", true, &s, &token).await);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+
+    // A node that never gets ready is waited for `ready_timeout`, then the
+    // step goes on (its probes will say why it fails).
+    fleet.edit("node-a", |n| n.ssh_up = false);
+    let t0 = tokio::time::Instant::now();
+    assert!(super::workers::wait_ready(&*fleet, "node-a", true, &s, &token).await);
+    assert!(t0.elapsed() >= s.ready_timeout);
+    // Cancelled while waiting: the step ends without a verdict.
+    token.cancel();
+    assert!(!super::workers::wait_ready(&*fleet, "node-a", true, &s, &token).await);
+}

@@ -3,6 +3,7 @@
 //! and makes every transition.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sshbridge_config::Route;
 use tokio::sync::mpsc::UnboundedSender;
@@ -65,6 +66,9 @@ pub(super) async fn shadow<F: Fleet>(
     token: CancellationToken,
     tx: UnboundedSender<Event>,
 ) {
+    if !wait_ready(&*fleet, &node, true, &s, &token).await {
+        return;
+    }
     let mut ssh = Vec::new();
     let mut konnectivity = Vec::new();
     for i in 0..s.shadow_probes {
@@ -95,6 +99,35 @@ pub(super) async fn shadow<F: Fleet>(
     });
 }
 
+/// Waits until `node` has a healthy agent (and, with `need_ssh`, its SSH
+/// path is up), bounded by `ready_timeout`: after a daemon restart both
+/// paths take a moment to come back, and probes counted before that would
+/// blame the path for the restart. Returns `false` only when cancelled;
+/// after the timeout the step goes on and its probes tell what is wrong.
+pub(super) async fn wait_ready<F: Fleet>(
+    fleet: &F,
+    node: &str,
+    need_ssh: bool,
+    s: &Settings,
+    token: &CancellationToken,
+) -> bool {
+    let deadline = Instant::now() + s.ready_timeout;
+    loop {
+        let ready = fleet
+            .nodes()
+            .into_iter()
+            .find(|v| v.name == node)
+            .is_some_and(|v| v.agents_healthy > 0 && (v.ssh_up || !need_ssh));
+        if ready || Instant::now() >= deadline {
+            return true;
+        }
+        tokio::select! {
+            _ = token.cancelled() => return false,
+            _ = sleep(s.probe_interval.min(Duration::from_millis(250))) => {}
+        }
+    }
+}
+
 /// Failures seen on the konnectivity path since the soak began.
 #[derive(Debug, Default)]
 struct Tally {
@@ -113,6 +146,12 @@ pub(super) async fn soak<F: Fleet>(
     token: CancellationToken,
     tx: UnboundedSender<Event>,
 ) {
+    let waited = Instant::now();
+    if !wait_ready(&*fleet, &node, false, &s, &token).await {
+        return;
+    }
+    // The soak lasts its full length once the path is usable again.
+    let deadline = deadline + waited.elapsed();
     let base = fleet.live(&node, Route::Konnectivity);
     let mut tally = Tally::default();
     loop {

@@ -1,7 +1,7 @@
 //! `bench`: the sshbridge benchmarks of `scripts/bench`, side by side with
 //! OpenSSH and at cluster scale, all on 127.0.0.0/8.
 //!
-//! Usage: `bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|scale]`.
+//! Usage: `bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale]`.
 //! Prints a table and writes a JSON report (default
 //! `target/bench/report.json`). Exits 1 on errors only, never because a
 //! number missed its target. See docs/bench.md.
@@ -9,8 +9,12 @@
 // A binary root finds its modules next to itself; these live in bench/.
 #[path = "bench/daemon.rs"]
 mod daemon;
+#[path = "bench/konn_path.rs"]
+mod konn_path;
 #[path = "bench/load.rs"]
 mod load;
+#[path = "bench/memory.rs"]
+mod memory;
 #[path = "bench/openssh.rs"]
 mod openssh;
 #[path = "bench/report.rs"]
@@ -26,8 +30,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::json;
-
-use report::Row;
 
 /// How long and how big the run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,14 +67,19 @@ fn parse_args() -> anyhow::Result<Args> {
             "--full" => args.mode = Mode::Full,
             "--bin" => args.bin = it.next().context("--bin needs a path")?.into(),
             "--out" => args.out = it.next().context("--out needs a path")?.into(),
-            "--only" => args.only = Some(it.next().context("--only needs ssh or scale")?),
+            "--only" => args.only = Some(it.next().context("--only needs ssh, konn or scale")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|scale]"
+                    "usage: bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if let Some(only) = &args.only {
+        if !["ssh", "konn", "scale"].contains(&only.as_str()) {
+            bail!("--only {only:?}: expected ssh, konn or scale");
         }
     }
     if !args.bin.exists() {
@@ -112,50 +119,36 @@ fn bridge_version(bin: &Path) -> String {
         .unwrap_or_else(|| format!("sshbridge {}", env!("CARGO_PKG_VERSION")))
 }
 
-/// Whether this sshbridge has the `agent` subcommand.
-fn has_agent(bin: &Path) -> bool {
-    std::process::Command::new(bin)
-        .args(["agent", "--help"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn konnectivity_rows(bin: &Path) -> Vec<Row> {
-    let why = if has_agent(bin) {
-        "not measured yet: Konnectivity path (sshbridge agent exists; the bench does not drive it yet)"
-    } else {
-        "not measured yet: Konnectivity path (sshbridge agent is not built yet)"
-    };
-    vec![
-        Row::missing("throughput konn", "1 stream", "MiB/s", why),
-        Row::missing("throughput konn", "8 and 64 streams", "MiB/s", why),
-        Row::missing("dial konn", "p50/p99/max, concurrency 1 and 64", "ms", why),
-    ]
-}
-
 async fn run(args: &Args, nofile: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let out_dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&out_dir)?;
     // Everything the run starts lives under this directory; scripts/bench
     // uses the name to clean up after a crash.
-    let work = tempfile::Builder::new()
+    let mut work = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&out_dir)?;
+    // BENCH_KEEP=1 keeps the logs and configs of the run for a post-mortem.
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        work.disable_cleanup(true);
+        eprintln!("bench: keeping {}", work.path().display());
+    }
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut rows = Vec::new();
     let mut negotiated = serde_json::Map::new();
-    if args.only.as_deref() != Some("scale") {
+    if matches!(args.only.as_deref(), None | Some("ssh")) {
         eprintln!("bench: SSH path, bridge vs ssh -N -L ...");
         let found = ssh_path::run(&args.bin, &work.path().join("ssh"), args.mode).await?;
         rows.extend(found.rows);
         for (node, ciphers) in found.negotiated {
             negotiated.insert(node, json!(ciphers));
         }
-        rows.extend(konnectivity_rows(&args.bin));
     }
-    if args.only.as_deref() != Some("ssh") {
+    if matches!(args.only.as_deref(), None | Some("konn")) {
+        eprintln!("bench: Konnectivity path, bridge + sshbridge agent vs ssh -N -L ...");
+        rows.extend(konn_path::run(&args.bin, &work.path().join("konn"), args.mode).await?);
+    }
+    if matches!(args.only.as_deref(), None | Some("scale")) {
         let plan = match args.mode {
             Mode::Quick => scale::Plan {
                 sizes: vec![100, 1000],

@@ -3,7 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use sshbridge_tests::{Bridge, Cluster, Stream};
+use sshbridge::report::PathState;
+use sshbridge_config::Route;
+use sshbridge_tests::{kubelet_get, Agent, Bridge, Cluster, KonnectivityConfig, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs a whole test body under a deadline, so a hang fails instead of
@@ -56,4 +58,77 @@ pub async fn read_to_end(stream: &mut Stream, secs: u64) -> anyhow::Result<Vec<u
         .await
         .map_err(|_| anyhow::anyhow!("no EOF within {secs}s"))??;
     Ok(out)
+}
+
+/// A cluster whose bridge also runs the Konnectivity server and the gRPC
+/// egress, with one agent per node listed in `agents`.
+pub struct KonnectivitySetup {
+    /// The nodes.
+    pub cluster: Cluster,
+    /// The daemon.
+    pub bridge: Bridge,
+    /// Agents by node index (`None` for a node started without one).
+    pub agents: Vec<Option<Agent>>,
+}
+
+/// `n` nodes; the nodes whose index is in `konnectivity` route over
+/// Konnectivity, the others over SSH; the nodes in `agents` get an agent.
+/// Returns once every node's SSH path and every agent's node's
+/// Konnectivity path are up.
+pub async fn konnectivity_setup(
+    n: usize,
+    konnectivity: &[usize],
+    agents: &[usize],
+    tune: impl FnOnce(&mut KonnectivityConfig),
+) -> anyhow::Result<KonnectivitySetup> {
+    let cluster = Cluster::builder().nodes(n).build().await?;
+    let config = cluster.bridge_config()?;
+    let mut k = cluster.konnectivity_config(&config)?;
+    for &i in konnectivity {
+        k.route(&cluster.nodes[i].name, Route::Konnectivity);
+    }
+    tune(&mut k);
+    let mut started = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        started.push(if agents.contains(&i) {
+            Some(cluster.start_agent(&k, node).await?)
+        } else {
+            None
+        });
+    }
+    let bridge = Bridge::start_with(config, Some(k), None).await?;
+    bridge
+        .wait_for_report("every ssh path up", Duration::from_secs(30), |r| {
+            r.nodes.iter().all(|n| n.paths.ssh.state == PathState::Up)
+        })
+        .await?;
+    for &i in agents {
+        bridge
+            .wait_for_konnectivity(&cluster.nodes[i].name, Duration::from_secs(30))
+            .await?;
+    }
+    Ok(KonnectivitySetup {
+        cluster,
+        bridge,
+        agents: started,
+    })
+}
+
+/// One kubelet GET to `node` through CONNECT; the body must name the node.
+pub async fn kubelet_via_connect(
+    bridge: &Bridge,
+    cluster: &Cluster,
+    node: usize,
+) -> anyhow::Result<()> {
+    let n = &cluster.nodes[node];
+    let c = bridge.egress().connect(&n.kubelet_target()).await?;
+    anyhow::ensure!(c.status == 200, "CONNECT {} -> {c:?}", n.kubelet_target());
+    let (status, body) =
+        kubelet_get(c.stream, cluster.kubelet_client_tls()?, n.address, "/pods").await?;
+    anyhow::ensure!(
+        status == 200 && body == format!("node={} path=/pods\n", n.name),
+        "kubelet of {} answered {status} {body:?}",
+        n.name
+    );
+    Ok(())
 }

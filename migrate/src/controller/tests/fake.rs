@@ -163,6 +163,7 @@ pub fn settings(per_batch: usize) -> Settings {
         soak: Duration::from_secs(60),
         probe_interval: Duration::from_secs(1),
         probe_timeout: Duration::from_secs(5),
+        ready_timeout: Duration::from_secs(60),
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sshbridge_tests::BridgeConfig;
+use sshbridge_tests::{BridgeConfig, KonnectivityConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A running `sshbridge run`. Dropping it kills the process.
@@ -23,7 +23,18 @@ impl Daemon {
     /// unless `BENCH_RUST_LOG` says otherwise (debug logs would cost the
     /// bridge more than the traffic it carries).
     pub async fn start(bin: &Path, config: BridgeConfig) -> anyhow::Result<Self> {
-        let path = config.write()?;
+        Self::start_with(bin, config, None, &[]).await
+    }
+
+    /// [`Daemon::start`] with the Konnectivity sections of `konn` and extra
+    /// environment variables (allocator knobs for diagnostic runs).
+    pub async fn start_with(
+        bin: &Path,
+        config: BridgeConfig,
+        konn: Option<&KonnectivityConfig>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let path = config.write_with(konn)?;
         let log = config.dir.join("sshbridge.log");
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
@@ -33,6 +44,7 @@ impl Daemon {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", filter)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -46,6 +58,19 @@ impl Daemon {
             pid,
             log,
         })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Fails with the log tail if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Ok(Some(exit)) = self.child.try_wait() {
+            bail!("the bridge exited with {exit}:\n{}", self.log_tail(30));
+        }
+        Ok(())
     }
 
     /// The egress unix socket.
@@ -63,6 +88,20 @@ impl Daemon {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .context("no VmRSS in /proc/PID/status")?;
+        Ok(kb * 1024)
+    }
+
+    /// `Anonymous` of /proc/PID/smaps_rollup, bytes: heap and stacks, the
+    /// part of RSS an allocator can keep after the program freed it.
+    pub fn anon(&self) -> anyhow::Result<u64> {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid))
+            .context("the bridge is gone")?;
+        let kb: u64 = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix("Anonymous:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no Anonymous in /proc/PID/smaps_rollup")?;
         Ok(kb * 1024)
     }
 
@@ -122,9 +161,7 @@ impl Daemon {
     ) -> anyhow::Result<Duration> {
         let mut seen = (0, 0);
         while since.elapsed() < within {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                bail!("the bridge exited with {exit}:\n{}", self.log_tail(30));
-            }
+            self.check_running()?;
             if ready() {
                 seen = self.tunnel_counts().await;
                 if seen.0 >= n && seen.1 >= lost {
@@ -141,6 +178,17 @@ impl Daemon {
             seen.1,
             self.log_tail(30)
         )
+    }
+
+    /// The bridge's log lines that contain `needle`, joined; `None` if none.
+    pub fn log_lines(&self, needle: &str) -> Option<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let found: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(strip_ansi)
+            .collect();
+        (!found.is_empty()).then(|| found.join("; "))
     }
 
     /// The last lines of the bridge's log.
@@ -173,4 +221,22 @@ pub fn metric_sum(text: &str, series: &str) -> f64 {
             value.trim().parse::<f64>().ok()
         })
         .sum()
+}
+
+/// `line` without terminal colour codes (ESC [ ... m).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -291,3 +291,68 @@ pub async fn https_rate(
         errors,
     })
 }
+
+/// Aggregate echo throughput of `streams` clients over `via` to the echo
+/// server behind it, in MiB/s of payload that came back, counted at the
+/// clients over `window` after `warmup`. Each client keeps at most
+/// `inflight` bytes sent but not yet echoed: application-level flow
+/// control, for paths that have none of their own (Konnectivity).
+pub async fn echo_throughput(
+    via: &Via,
+    streams: usize,
+    inflight: u64,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let mut data = vec![0u8; 64 * 1024];
+    rand::thread_rng().fill_bytes(&mut data);
+    let data: Arc<[u8]> = data.into();
+    let mut opened = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        opened.push(via.open().await?);
+    }
+    let stop = CancellationToken::new();
+    let echoed = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for s in opened {
+        let (data, stop, echoed) = (data.clone(), stop.clone(), echoed.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(s);
+            let mut buf = vec![0u8; 256 * 1024];
+            let (mut sent, mut got, mut off) = (0u64, 0u64, 0usize);
+            loop {
+                let can_write = sent - got < inflight;
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(()),
+                    n = r.read(&mut buf) => {
+                        let n = n?;
+                        if n == 0 {
+                            bail!("the echo stream ended after {got} bytes");
+                        }
+                        got += n as u64;
+                        echoed.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    n = w.write(&data[off..]), if can_write => {
+                        let n = n?;
+                        sent += n as u64;
+                        off = (off + n) % data.len();
+                    }
+                }
+            }
+        }));
+    }
+    let _stop_clients = stop.clone().drop_guard();
+    tokio::time::sleep(warmup).await;
+    let (b0, t0) = (echoed.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(window).await;
+    let (b1, t1) = (echoed.load(Ordering::Relaxed), Instant::now());
+    stop.cancel();
+    for c in clients {
+        tokio::time::timeout(OPEN, c)
+            .await
+            .context("an echo client did not stop")??
+            .context("an echo client failed")?;
+    }
+    Ok((b1 - b0) as f64 / (t1 - t0).as_secs_f64() / (1024.0 * 1024.0))
+}

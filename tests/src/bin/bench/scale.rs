@@ -9,12 +9,11 @@ use anyhow::Context;
 use sshbridge::sim::keys;
 use sshbridge::sim::sshd::{SimSshd, SimSshdConfig};
 use sshbridge_tests::{net, NodeEntry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Daemon;
-use crate::load::{self, Via};
+use crate::memory;
 use crate::report::{Goal, On, Row};
 use crate::ssh_path::bridge_config;
 
@@ -196,7 +195,8 @@ pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>
             )),
         );
         if k == 0 && plan.streams > 0 {
-            rows.extend(memory_under_load(&bridge, &farm, plan.streams).await?);
+            let ips: Vec<_> = farm.addrs.iter().map(|a| a.ip()).collect();
+            rows.extend(memory::under_load(&bridge, &ips, plan.streams, "", true).await?);
         }
         let (_, lost) = bridge.tunnel_counts().await;
         let mut farm = farm;
@@ -216,6 +216,14 @@ pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>
             .note("every node drops every connection at once, then listens again"),
         );
         bridge.stop().await;
+        if k == 0 && plan.streams > 0 {
+            for (i, env) in MALLOC_ENVS.iter().enumerate() {
+                let sub = sub.join(format!("malloc-{i}"));
+                rows.extend(
+                    allocator_diagnostic(bin, &sub, &identity, &farm, plan.streams, env).await?,
+                );
+            }
+        }
     }
     Ok(rows)
 }
@@ -244,78 +252,46 @@ async fn start_bridge(
     Ok((Daemon::start(bin, config).await?, t0))
 }
 
-/// Row 6: `streams` concurrent streams spread over the farm's nodes, each
-/// echoing 16 KiB and held open; bridge RSS at the peak and after they all
-/// closed.
-async fn memory_under_load(
-    bridge: &Daemon,
+/// glibc knobs for the diagnostic runs: (1) two arenas instead of up to 8
+/// per core, and free memory at the top of a heap returned at once; (2) a
+/// fixed mmap threshold, so blocks of 64 KiB and more are mmapped and
+/// unmapped on free (glibc otherwise raises the threshold after the first
+/// such free and serves later big blocks from its heaps).
+const MALLOC_ENVS: [&[(&str, &str)]; 2] = [
+    &[("MALLOC_ARENA_MAX", "2"), ("MALLOC_TRIM_THRESHOLD_", "0")],
+    &[("MALLOC_MMAP_THRESHOLD_", "65536")],
+];
+
+/// Row 6 again on a fresh bridge for the same farm, run with the glibc
+/// knobs `env`: if RSS after the streams close falls back with these, the
+/// memory the default run keeps is the allocator's, not the bridge's.
+async fn allocator_diagnostic(
+    bin: &Path,
+    dir: &Path,
+    identity: &Path,
     farm: &Farm,
     streams: usize,
+    env: &[(&str, &str)],
 ) -> anyhow::Result<Vec<Row>> {
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    let mut echoes: Vec<SocketAddr> = Vec::new();
-    for a in &farm.addrs {
-        echoes.push(load::echo_server(a.ip(), stop.clone()).await?);
-    }
-    let before = bridge.rss()?;
-    let payload = vec![0x5au8; 16 * 1024];
-    let mut open = Vec::with_capacity(streams);
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..streams {
-        let via = Via::Bridge {
-            uds: bridge.egress().to_path_buf(),
-            target: echoes[i % echoes.len()].to_string(),
-        };
-        let payload = payload.clone();
-        set.spawn(async move {
-            let mut s = via.open().await?;
-            s.write_all(&payload).await?;
-            let mut back = vec![0u8; payload.len()];
-            s.read_exact(&mut back).await?;
-            anyhow::ensure!(back == payload, "echo through the bridge came back altered");
-            Ok(s)
-        });
-        // At most 64 dials in flight, as a busy apiserver might have.
-        if set.len() >= 64 {
-            if let Some(r) = set.join_next().await {
-                open.push(r??);
-            }
-        }
-    }
-    while let Some(r) = set.join_next().await {
-        open.push(r??);
-    }
-    let peak = bridge.rss()?;
-    drop(open);
-    // Wait until the bridge has no stream left (bounded), then settle.
-    let drained = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let text = bridge.metrics().await.unwrap_or_default();
-            if crate::daemon::metric_sum(&text, "sshbridge_streams_active") == 0.0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    std::fs::create_dir_all(&dir)?;
+    let kh = dir.join("known_hosts");
+    std::fs::write(&kh, farm.known_hosts())?;
+    let config = bridge_config(
+        &dir.join("bridge"),
+        identity.to_path_buf(),
+        kh,
+        10250,
+        farm.entries(),
+    )?;
+    let t0 = Instant::now();
+    let mut bridge = Daemon::start_with(bin, config, None, env).await?;
+    let n = farm.addrs.len();
+    bridge.wait_all_up(n, 0, t0, ALL_UP, || true).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = bridge.rss()?;
-    let g = "memory ssh";
-    Ok(vec![
-        Row::new(g, &format!("peak RSS, {streams} streams"), "MiB", mib(peak))
-            .vs("idle before", mib(before))
-            .note(&format!(
-                "{streams} streams over {} nodes, 16 KiB echoed on each, all open at once",
-                echoes.len()
-            )),
-        Row::new(g, "RSS after they closed", "MiB", mib(after))
-            .vs("idle before", mib(before))
-            .target(Goal::AtMost, On::Ratio, 1.10)
-            .note(if drained.is_ok() {
-                "measured 1 s after sshbridge_streams_active reached 0"
-            } else {
-                "streams were still open 15 s after the clients closed them"
-            }),
-    ])
+    let ips: Vec<_> = farm.addrs.iter().map(|a| a.ip()).collect();
+    let names: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let label = format!(" diag, {}", names.join(" "));
+    let rows = memory::under_load(&bridge, &ips, streams, &label, false).await?;
+    bridge.stop().await;
+    Ok(rows)
 }
