@@ -194,6 +194,7 @@ fn plan() -> Plan {
         soak: Duration::from_secs(120),
         probe_interval: Settings::PROBE_INTERVAL,
         probe_timeout: Settings::PROBE_TIMEOUT,
+        ready_timeout: Settings::READY_TIMEOUT,
     };
     plan_nodes(&views, &settings, None, &MigrationState::default())
 }
