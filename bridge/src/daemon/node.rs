@@ -256,7 +256,13 @@ impl NodeEntry {
     pub(super) fn report(&self) -> NodeReport {
         let stats = self.tunnel.stats();
         let mut ssh = path_report(&self.ssh);
-        ssh.last_error = ssh.last_error.or(stats.last_error);
+        // While the session is down, the tunnel's own error (refused, host
+        // key, timeout...) says more than "transport not up".
+        ssh.last_error = if stats.state == TunnelState::Up {
+            ssh.last_error.or(stats.last_error)
+        } else {
+            stats.last_error.or(ssh.last_error)
+        };
         if self.ssh_parked() {
             ssh.state = PathState::Parked;
             ssh.last_error = None;

@@ -134,8 +134,15 @@ impl Run {
     fn update(&self, f: impl FnOnce(&mut Locked<'_>, &dyn Fn() -> String) -> Option<PathState>) {
         let s = &self.shared;
         let reason = || {
+            let why = match s.path {
+                "konnectivity" => {
+                    "no Konnectivity agent is connected for the node (is its agent running?)"
+                }
+                "ssh" => "its SSH session is not up (the tunnel's last error says why)",
+                _ => "its transport is not up",
+            };
             format!(
-                "node {} ({}): path {} is down: its transport is not up (see the tunnel's last error)",
+                "node {} ({}): path {} is down: {why}",
                 s.node, s.target, s.path
             )
         };

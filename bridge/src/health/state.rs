@@ -24,6 +24,9 @@ pub(crate) struct Tracker {
     pub(crate) state: PathState,
     pub(crate) since: SystemTime,
     pub(crate) transport_up: bool,
+    /// Whether the transport has ever been seen up: before that, a down
+    /// transport is a bridge still starting, not yet a failure.
+    ever_up: bool,
     pub(crate) consecutive_failures: u32,
     pub(crate) consecutive_successes: u32,
     pub(crate) probes_ok: u64,
@@ -43,6 +46,7 @@ impl Tracker {
             state: PathState::Unknown,
             since: now,
             transport_up: true,
+            ever_up: false,
             consecutive_failures: 0,
             consecutive_successes: 0,
             probes_ok: 0,
@@ -73,6 +77,7 @@ impl Tracker {
     /// A probe succeeded. Returns the new state if it changed.
     pub(crate) fn success(&mut self, latency: Duration, now: SystemTime) -> Option<PathState> {
         self.push(Sample { ok: true, latency }, now);
+        self.ever_up = true;
         self.probes_ok += 1;
         self.consecutive_failures = 0;
         self.consecutive_successes = self.consecutive_successes.saturating_add(1);
@@ -114,9 +119,20 @@ impl Tracker {
     ) -> Option<PathState> {
         self.transport_up = up;
         if up {
+            self.ever_up = true;
             return None;
         }
         self.consecutive_successes = 0;
+        if self.state == PathState::Unknown && !self.ever_up {
+            // Still starting (the SSH session or the agent is not there
+            // yet): `unknown` for `down_after` checks, then `down`.
+            self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+            if self.consecutive_failures < self.down_after {
+                return None;
+            }
+            self.last_error = Some(reason());
+            return self.set(PathState::Down, now);
+        }
         if self.state != PathState::Down || self.last_error.is_none() {
             self.last_error = Some(reason());
         }
