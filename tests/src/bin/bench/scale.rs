@@ -273,7 +273,7 @@ async fn allocator_diagnostic(
     streams: usize,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Vec<Row>> {
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let kh = dir.join("known_hosts");
     std::fs::write(&kh, farm.known_hosts())?;
     let config = bridge_config(
