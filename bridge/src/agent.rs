@@ -13,11 +13,15 @@
 //!   one gets CLOSE_RSP "unrecognized connectID";
 //! - dials time out after 5 s by default; DRAIN is sent once per stream.
 //!
-//! Where it differs on purpose: one slow target never stalls the stream.
-//! Bytes towards each target wait in that connection's own queue of at most
-//! [`AgentConfig::write_buffer`] bytes; a target that lets its queue
-//! overflow has its connection closed with CLOSE_RSP carrying the error, and
-//! the other connections go on. (Upstream blocks the whole stream instead.)
+//! Bytes towards each target wait in that connection's own queue of
+//! [`AgentConfig::write_buffer`] bytes. The protocol has no flow control,
+//! so when a queue is full the agent stops reading the stream, as upstream
+//! does, and the server's sender slows to the target's pace: a large
+//! upload to a slower target arrives whole. Where it differs on purpose: a
+//! target that takes no bytes at all for [`AgentConfig::stall_timeout`]
+//! has its connection closed, with CLOSE_RSP carrying the error, so a
+//! stuck target holds the stream's other connections back for at most
+//! that long. (Upstream waits without a limit.)
 //! DIAL_CLS from the server cancels a dial still in progress, silently.
 //!
 //! Not here: the server side (`crate::konnectivity`) and the several-servers
@@ -72,11 +76,14 @@ pub struct AgentConfig {
     pub keepalive: Duration,
     /// Delays between connect attempts.
     pub backoff: sshbridge_config::Backoff,
-    /// Bytes that may wait towards one target before its connection is
-    /// closed as not reading.
+    /// Bytes that may wait towards one target; past it the agent stops
+    /// reading the stream until the target takes some.
     pub write_buffer: usize,
     /// How long a CLOSE_REQ may wait for queued bytes to reach the target.
     pub close_grace: Duration,
+    /// How long a target with a full queue may take no bytes before its
+    /// connection is closed (meanwhile the stream waits for it).
+    pub stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -153,6 +160,7 @@ impl AgentConfig {
                 jitter: 0.2,
             },
             write_buffer: 4 << 20,
+            stall_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(5),
         })
     }

@@ -206,6 +206,7 @@ impl Daemon {
                 server_id: config.bridge.id.clone(),
                 server_count: k.server_count,
                 max_conn_buffer: konnectivity::Options::DEFAULT_MAX_CONN_BUFFER,
+                stall_timeout: konnectivity::Options::DEFAULT_STALL_TIMEOUT,
                 dial_timeout: config.egress.dial_timeout,
             };
             Hub::new(options, &config.nodes)

@@ -16,16 +16,22 @@
 //! # Head-of-line policy
 //!
 //! All connections through an agent share its one gRPC stream, and the
-//! protocol has no per-connection flow control. If the task reading that
-//! stream waited for one slow client, every other connection of the agent
-//! would stall (upstream's head-of-line bug). So it never waits: DATA for
-//! a connection is appended to that connection's own buffer, at most
-//! [`Options::max_conn_buffer`] bytes (4 MiB by default; each chunk is
-//! charged 64 bytes extra so tiny chunks are bounded too). A connection
-//! whose buffer would overflow is closed: CLOSE_REQ goes to the agent and
-//! its reader gets an error that names the limit. Outbound, the DATA of all
-//! connections shares one bounded queue per agent: a slow agent link slows
-//! writers through that agent, as TCP would.
+//! protocol has no per-connection flow control. Two bad answers exist:
+//! never wait for a slow client (then a download faster than its reader is
+//! cut off), or wait for it without limit (then one stuck client stalls
+//! every other connection of the agent, upstream's head-of-line bug). The
+//! policy here: DATA for a connection goes to that connection's own buffer
+//! of [`Options::max_conn_buffer`] bytes (4 MiB by default; each chunk is
+//! charged 64 bytes extra so tiny chunks are bounded too). While a buffer
+//! is full the stream's reader waits for that client, so a slower reader
+//! slows the agent and the target behind it, and the download arrives
+//! whole; the other connections of the agent wait meanwhile. A client that
+//! takes no bytes at all for [`Options::stall_timeout`] (30 s by default)
+//! has its connection closed (CLOSE_REQ to the agent, an error naming the
+//! timeout for the reader), so no client stalls the agent longer than
+//! that. Outbound, the DATA of all connections shares one bounded queue
+//! per agent: a slow agent link slows writers through that agent, as TCP
+//! would.
 //!
 //! # Half-close
 //!

@@ -71,10 +71,12 @@ pub(super) async fn dial_and_serve(
         }
     };
     let queued = Arc::new(AtomicUsize::new(0));
+    let drained = Arc::new(tokio::sync::Notify::new());
     let (tx, rx) = mpsc::unbounded_channel();
     let entry = ConnEntry {
         tx: Some(tx),
         queued: queued.clone(),
+        drained: drained.clone(),
         hard: sess.cancel.child_token(),
         soft: CancellationToken::new(),
         error: Arc::new(OnceLock::new()),
@@ -91,7 +93,7 @@ pub(super) async fn dial_and_serve(
             &req.address,
             stream,
             rx,
-            &queued,
+            (&queued, &drained),
             &hard,
             &soft,
             &error,
@@ -169,7 +171,7 @@ async fn serve(
     address: &str,
     stream: TcpStream,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued: &AtomicUsize,
+    (queued, drained): (&AtomicUsize, &tokio::sync::Notify),
     hard: &CancellationToken,
     soft: &CancellationToken,
     error: &OnceLock<String>,
@@ -198,6 +200,7 @@ async fn serve(
                 return Some(format!("agent: write to {address}: {e}"));
             }
             queued.fetch_sub(chunk.len(), Ordering::Relaxed);
+            drained.notify_one();
             bump(&counters.bytes_to, chunk.len() as u64);
         }
         None // CLOSE_REQ took the queue and everything queued is written

@@ -32,6 +32,8 @@ pub(super) struct ConnEntry {
     pub tx: Option<mpsc::UnboundedSender<Vec<u8>>>,
     /// Bytes in `tx` not yet written to the target.
     pub queued: Arc<AtomicUsize>,
+    /// Notified each time the target took queued bytes.
+    pub drained: Arc<tokio::sync::Notify>,
     /// Cancelling it closes the connection at once; `error` says why.
     pub hard: CancellationToken,
     /// Cancelled by CLOSE_REQ: flush within the grace, then close.
@@ -154,7 +156,7 @@ async fn handle(sess: &Arc<Session>, p: Packet) {
                 tracing::warn!("DATA without connectID ignored");
                 return;
             }
-            if !deliver(sess, d.connect_id, d.data) {
+            if !deliver(sess, d.connect_id, d.data).await {
                 tracing::debug!(connect_id = d.connect_id, "DATA for an unknown connection");
                 sess.send(Packet::close_response(
                     d.connect_id,
@@ -182,30 +184,56 @@ async fn handle(sess: &Arc<Session>, p: Packet) {
 }
 
 /// Queues `data` towards connection `id`; false when there is no such
-/// connection. Overflow closes that connection only (see the module doc of
-/// `agent`).
-fn deliver(sess: &Session, id: i64, data: Vec<u8>) -> bool {
-    let mut conns = lock(&sess.conns);
-    let Some(entry) = conns.get_mut(&id) else {
-        return false;
+/// connection. A full queue holds the stream back (as upstream does) while
+/// the target keeps taking bytes; a target that takes none for
+/// `stall_timeout` has its connection closed, and only that one (see the
+/// module doc of `agent`).
+async fn deliver(sess: &Session, id: i64, data: Vec<u8>) -> bool {
+    let (tx, queued, drained, hard, error) = {
+        let conns = lock(&sess.conns);
+        let Some(entry) = conns.get(&id) else {
+            return false;
+        };
+        let Some(tx) = entry.tx.clone() else {
+            return true; // closing: late bytes are dropped
+        };
+        let e = entry;
+        (
+            tx,
+            e.queued.clone(),
+            e.drained.clone(),
+            e.hard.clone(),
+            e.error.clone(),
+        )
     };
-    let Some(tx) = &entry.tx else {
-        return true; // closing: late bytes are dropped
-    };
-    if entry.hard.is_cancelled() || data.is_empty() {
+    if hard.is_cancelled() || data.is_empty() {
         return true;
     }
-    let limit = sess.shared.cfg.write_buffer;
-    let queued = entry.queued.load(Ordering::Relaxed);
-    if queued > 0 && queued + data.len() > limit {
-        let _ = entry.error.set(format!(
-            "agent: the target of connection {id} stopped reading ({queued} bytes queued, limit {limit}); connection closed"
-        ));
-        entry.hard.cancel();
-        bump(&sess.shared.counters.overflow_closes, 1);
-        return true;
+    let (limit, stall) = (sess.shared.cfg.write_buffer, sess.shared.cfg.stall_timeout);
+    let mut last = queued.load(Ordering::Relaxed);
+    let mut progress = tokio::time::Instant::now();
+    while last > 0 && last + data.len() > limit {
+        tokio::select! {
+            _ = drained.notified() => {}
+            _ = tokio::time::sleep_until(progress + stall) => {}
+            _ = hard.cancelled() => return true,
+            _ = sess.cancel.cancelled() => return true,
+        }
+        let now = queued.load(Ordering::Relaxed);
+        if now < last {
+            progress = tokio::time::Instant::now();
+        } else if progress.elapsed() >= stall {
+            let _ = error.set(format!(
+                "agent: the target of connection {id} took no bytes for {stall:?} \
+                 ({now} bytes queued, limit {limit}); connection closed"
+            ));
+            hard.cancel();
+            bump(&sess.shared.counters.overflow_closes, 1);
+            return true;
+        }
+        last = now;
     }
-    entry.queued.fetch_add(data.len(), Ordering::Relaxed);
+    queued.fetch_add(data.len(), Ordering::Relaxed);
     let _ = tx.send(data);
     true
 }

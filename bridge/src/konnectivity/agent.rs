@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -52,6 +52,8 @@ pub(crate) struct ConnSlot {
     pub(crate) tx: mpsc::UnboundedSender<Inbound>,
     /// Bytes (plus overhead) received and not yet taken by the reader side.
     pub(crate) buffered: Arc<AtomicUsize>,
+    /// Notified each time the reader side takes bytes.
+    pub(crate) drained: Arc<tokio::sync::Notify>,
     /// The node the connection is for.
     pub(crate) stats: Arc<NodeStats>,
 }
@@ -80,8 +82,10 @@ pub(crate) struct Agent {
     /// Cancelled when the stream is gone or replaced: ends the outbound
     /// stream and fails everything in flight.
     pub(crate) ended: CancellationToken,
-    /// Most bytes buffered per connection before it is closed.
+    /// Most bytes buffered per connection before the stream waits.
     pub(crate) max_conn_buffer: usize,
+    /// How long the stream waits for a full connection's reader.
+    pub(crate) stall_timeout: Duration,
 }
 
 impl Agent {
@@ -90,7 +94,7 @@ impl Agent {
         id: String,
         identifiers: Identifiers,
         serial: u64,
-        max_conn_buffer: usize,
+        (max_conn_buffer, stall_timeout): (usize, Duration),
     ) -> (
         Arc<Agent>,
         mpsc::Receiver<Packet>,
@@ -110,6 +114,7 @@ impl Agent {
             conns: Mutex::new(HashMap::new()),
             ended: CancellationToken::new(),
             max_conn_buffer,
+            stall_timeout,
         });
         (agent, data_rx, control_rx)
     }
@@ -192,9 +197,11 @@ impl Agent {
             // answer finds its connection.
             let (tx, rx) = mpsc::unbounded_channel();
             let buffered = Arc::new(AtomicUsize::new(0));
+            let drained = Arc::new(tokio::sync::Notify::new());
             let slot = ConnSlot {
                 tx,
                 buffered: buffered.clone(),
+                drained: drained.clone(),
                 stats: pending.stats.clone(),
             };
             lock(&self.conns).insert(rsp.connect_id, slot);
@@ -202,12 +209,45 @@ impl Agent {
                 self.clone(),
                 rsp.connect_id,
                 rx,
-                buffered,
+                (buffered, drained),
                 pending.stats.clone(),
             ))
         };
         // A dialer gone meanwhile drops the stream, which sends CLOSE_REQ.
         let _ = pending.answer.send(answer);
+    }
+
+    /// Waits until connection `connect_id` has room for `len` more bytes:
+    /// the agent's stream is not read meanwhile, which slows the agent (and
+    /// behind it the target) to this reader's pace. Gives up after
+    /// `stall_timeout` without progress; `on_data` then closes the
+    /// connection.
+    pub(crate) async fn room_for(&self, connect_id: i64, len: usize) {
+        let Some((buffered, drained)) = lock(&self.conns)
+            .get(&connect_id)
+            .map(|s| (s.buffered.clone(), s.drained.clone()))
+        else {
+            return;
+        };
+        let charge = len + CHUNK_OVERHEAD;
+        let mut last = buffered.load(Ordering::Acquire);
+        let mut progress = tokio::time::Instant::now();
+        while last > 0 && last + charge > self.max_conn_buffer {
+            tokio::select! {
+                _ = drained.notified() => {}
+                _ = tokio::time::sleep_until(progress + self.stall_timeout) => {}
+                _ = self.ended.cancelled() => return,
+            }
+            let now = buffered.load(Ordering::Acquire);
+            if now < last {
+                progress = tokio::time::Instant::now();
+            } else if progress.elapsed() >= self.stall_timeout
+                || !lock(&self.conns).contains_key(&connect_id)
+            {
+                return;
+            }
+            last = now;
+        }
     }
 
     fn on_data(&self, connect_id: i64, data: Vec<u8>) {
@@ -229,8 +269,10 @@ impl Agent {
         if let Some(stats) = overflow {
             stats.overflow_closes.fetch_add(1, Ordering::Relaxed);
             let reason = format!(
-                "connection {connect_id} through Konnectivity agent {} closed: its reader fell {} bytes behind (the per-connection buffer limit; Konnectivity has no flow control, so a reader that stops is cut off instead of stalling the agent's other connections)",
-                self.id, self.max_conn_buffer
+                "connection {connect_id} through Konnectivity agent {} closed: its reader took no bytes \
+                 for {:?} with {} bytes buffered (Konnectivity has no flow control, so a reader that \
+                 stops is cut off rather than stall the agent's other connections longer)",
+                self.id, self.stall_timeout, self.max_conn_buffer
             );
             warn!(agent = %self.id, connect_id, "{reason}");
             self.close_conn(connect_id, Some(reason), true);

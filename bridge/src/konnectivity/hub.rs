@@ -23,8 +23,11 @@ pub struct Options {
     /// `serverCount` announced to agents (`[konnectivity].server_count`).
     pub server_count: u32,
     /// Most bytes received and not yet read that one connection may hold;
-    /// past it the connection is closed.
+    /// past it the agent's stream waits for that reader.
     pub max_conn_buffer: usize,
+    /// How long a full connection may take no bytes before it is closed
+    /// (meanwhile the agent's stream waits for it).
+    pub stall_timeout: Duration,
     /// Reported as the timeout when an agent says its dial timed out
     /// (`[egress].dial_timeout`).
     pub dial_timeout: Duration,
@@ -33,6 +36,8 @@ pub struct Options {
 impl Options {
     /// Default per-connection buffer: 4 MiB.
     pub const DEFAULT_MAX_CONN_BUFFER: usize = 4 * 1024 * 1024;
+    /// Default stall timeout: 30 s.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// One agent as shown in reports.
@@ -243,8 +248,9 @@ impl Hub {
     /// ended (the newest wins).
     pub(crate) fn register(&self, id: String, identifiers: Identifiers) -> Registered {
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
-        let max = self.inner.options.max_conn_buffer;
-        let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, max);
+        let o = &self.inner.options;
+        let limits = (o.max_conn_buffer, o.stall_timeout);
+        let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, limits);
         let old = {
             let mut state = lock(&self.inner.state);
             let old = state.agents.insert(agent.id.clone(), agent.clone());

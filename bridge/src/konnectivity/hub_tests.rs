@@ -15,6 +15,7 @@ fn hub() -> Hub {
         server_id: "cp-1".into(),
         server_count: 1,
         max_conn_buffer: Options::DEFAULT_MAX_CONN_BUFFER,
+        stall_timeout: Options::DEFAULT_STALL_TIMEOUT,
         dial_timeout: Duration::from_secs(10),
     };
     Hub::new(

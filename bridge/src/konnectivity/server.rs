@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use super::hub::Hub;
 use super::identifiers::Identifiers;
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
+use super::proto::packet::Payload;
 use super::proto::Packet;
 use crate::tls::TlsError;
 
@@ -274,6 +275,11 @@ async fn read_agent(hub: Hub, agent: Arc<super::agent::Agent>, mut inbound: Stre
         };
         match next {
             Ok(Some(packet)) => {
+                if let Some(Payload::Data(d)) = &packet.payload {
+                    if d.error.is_empty() {
+                        agent.room_for(d.connect_id, d.data.len()).await;
+                    }
+                }
                 if agent.handle(packet) {
                     hub.refresh();
                 }

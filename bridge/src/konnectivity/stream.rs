@@ -40,6 +40,8 @@ pub(crate) struct KonnStream {
     connect_id: i64,
     rx: mpsc::UnboundedReceiver<Inbound>,
     buffered: Arc<AtomicUsize>,
+    /// Tells the agent's stream reader that bytes were taken.
+    drained: Arc<tokio::sync::Notify>,
     stats: Arc<NodeStats>,
     sender: PollSender<Packet>,
     current: Bytes,
@@ -53,7 +55,7 @@ impl KonnStream {
         agent: Arc<Agent>,
         connect_id: i64,
         rx: mpsc::UnboundedReceiver<Inbound>,
-        buffered: Arc<AtomicUsize>,
+        (buffered, drained): (Arc<AtomicUsize>, Arc<tokio::sync::Notify>),
         stats: Arc<NodeStats>,
     ) -> KonnStream {
         stats.open_streams.fetch_add(1, Ordering::Relaxed);
@@ -63,6 +65,7 @@ impl KonnStream {
             connect_id,
             rx,
             buffered,
+            drained,
             stats,
             sender,
             current: Bytes::new(),
@@ -103,6 +106,7 @@ impl AsyncRead for KonnStream {
                 Some(Inbound::Data(data)) => {
                     this.buffered
                         .fetch_sub(data.len() + CHUNK_OVERHEAD, Ordering::AcqRel);
+                    this.drained.notify_one();
                     this.current = data;
                 }
                 Some(Inbound::End(reason)) => this.ended = Some(reason),

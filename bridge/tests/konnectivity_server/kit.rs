@@ -75,6 +75,7 @@ impl Bridge {
             server_id: "cp-test".into(),
             server_count: 3,
             max_conn_buffer,
+            stall_timeout: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(10),
         };
         let hub = Hub::new(
