@@ -295,6 +295,12 @@ impl Daemon {
                 }
             });
         }
+        let tracker = life.tracker.clone();
+        tokio::spawn(crate::memory::trim_after_streams_close(
+            move || tracker.len(),
+            crate::memory::trim,
+            root.child_token(),
+        ));
         if let Some(admin) = listeners.admin {
             tokio::spawn(crate::admin::serve(
                 admin,

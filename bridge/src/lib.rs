@@ -17,6 +17,7 @@ pub mod egress;
 pub mod health;
 pub mod konnectivity;
 pub mod manifests;
+pub mod memory;
 pub mod metrics;
 pub mod path;
 pub mod report;
