@@ -3,6 +3,7 @@
 //! demos and scale simulation only; correctness tests use OpenSSH's sshd.
 
 pub mod apiserver;
+pub mod grpc;
 pub mod keys;
 pub mod kubelet;
 pub mod pki;

@@ -4,23 +4,17 @@
 //! handed out as a plain byte [`Stream`], so the same checks (kubelet GET,
 //! echo, checksums) run over both egress frontends.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use hyper_util::rt::TokioIo;
 use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::proxy_service_client::ProxyServiceClient;
 use sshbridge::konnectivity::proto::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::Service;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::client::Stream;
 
@@ -43,10 +37,8 @@ pub type GrpcDial = Result<Stream, String>;
 impl GrpcEgress {
     /// A client of the socket at `path` (connects at the first dial).
     pub fn new(path: &Path) -> Self {
-        let channel = Endpoint::from_static("http://uds.invalid")
-            .connect_with_connector_lazy(UdsDial(path.to_path_buf()));
         GrpcEgress {
-            client: ProxyServiceClient::new(channel),
+            client: sshbridge::sim::grpc::proxy_client(path),
         }
     }
 
@@ -134,25 +126,4 @@ async fn pump(
         done.cancel();
     };
     tokio::join!(outbound, inbound);
-}
-
-/// Connects tonic's channel to a unix socket.
-#[derive(Clone)]
-struct UdsDial(PathBuf);
-
-type Io = TokioIo<UnixStream>;
-
-impl Service<Uri> for UdsDial {
-    type Response = Io;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Io>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(path).await?)) })
-    }
 }

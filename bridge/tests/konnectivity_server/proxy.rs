@@ -1,27 +1,20 @@
 //! The gRPC egress frontend (`ProxyService.Proxy` over a unix socket) with
 //! a fake dialer backed by a local echo server.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use hyper_util::rt::TokioIo;
 use sshbridge::egress::http_connect::Lifecycle;
 use sshbridge::egress::{grpc, Dial, Dialed, EgressError};
 use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::proxy_service_client::ProxyServiceClient;
 use sshbridge::konnectivity::proto::Packet;
 use sshbridge::path::DialError;
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::codegen::Service;
-use tonic::transport::{Endpoint, Uri};
 
 use crate::kit::{echo_server, pattern, within};
 
@@ -45,26 +38,6 @@ impl Dial for EchoDial {
     }
 }
 
-#[derive(Clone)]
-struct UdsDial(PathBuf);
-
-type Io = TokioIo<UnixStream>;
-
-impl Service<Uri> for UdsDial {
-    type Response = Io;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Io>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(path).await?)) })
-    }
-}
-
 type Client = ProxyServiceClient<tonic::transport::Channel>;
 
 async fn start() -> (Client, CancellationToken, tempfile::TempDir) {
@@ -79,11 +52,7 @@ async fn start() -> (Client, CancellationToken, tempfile::TempDir) {
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(EchoDial(echo_server().await));
     tokio::spawn(grpc::serve_unix(listener, dialer, life));
-    let channel = Endpoint::from_static("http://uds.invalid")
-        .connect_with_connector(UdsDial(sock))
-        .await
-        .unwrap();
-    (ProxyServiceClient::new(channel), stop, dir)
+    (sshbridge::sim::grpc::proxy_client(&sock), stop, dir)
 }
 
 /// Opens a Proxy stream: the sender of client packets and the server's stream.
