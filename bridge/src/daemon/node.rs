@@ -16,7 +16,7 @@ use crate::report::{rfc3339, DialStats, NodeReport, PathReport, Paths, ProbeStat
 use crate::ssh::{SshContext, Tunnel, TunnelState};
 
 mod paths;
-use paths::{agents_liveness, dial_within, observed, ssh_liveness, HubProbeDial, SshProbeDial};
+use paths::{agents_liveness, dial_within, observed, ssh_liveness, ProbeDialer, Via};
 use sshbridge_migrate::{LiveCounters, ProbeSample};
 
 /// One path of a node as observed: its prober and its metrics.
@@ -68,9 +68,9 @@ impl NodeEntry {
     /// probe settings keeps the session).
     pub(super) fn around(spec: &Node, tunnel: Tunnel, s: Spawn<'_>) -> NodeEntry {
         let watchers = s.root.child_token();
-        let ssh_dial = SshProbeDial {
+        let ssh_dial = ProbeDialer {
             node: spec.name.clone(),
-            tunnel: tunnel.clone(),
+            via: Via::Ssh(tunnel.clone()),
             timeout: s.dial_timeout,
         };
         let ssh = watch_path(
@@ -82,9 +82,9 @@ impl NodeEntry {
             &watchers,
         );
         let konnectivity = s.hub.map(|hub| {
-            let dial = HubProbeDial {
+            let dial = ProbeDialer {
                 node: spec.name.clone(),
-                hub: hub.clone(),
+                via: Via::Konnectivity(hub.clone()),
                 timeout: s.dial_timeout,
             };
             let liveness = agents_liveness(hub.subscribe(&spec.name), watchers.clone());
@@ -186,17 +186,17 @@ impl NodeEntry {
         let name = self.spec.name.clone();
         let outcome = match (path, &self.konnectivity) {
             (Route::Ssh, _) => {
-                let dial = SshProbeDial {
+                let dial = ProbeDialer {
                     node: name.clone(),
-                    tunnel: self.tunnel.clone(),
+                    via: Via::Ssh(self.tunnel.clone()),
                     timeout: settings.timeout,
                 };
                 crate::health::probe_now(&name, "ssh", self.spec.address, &dial, settings).await
             }
             (Route::Konnectivity, Some((hub, _))) => {
-                let dial = HubProbeDial {
+                let dial = ProbeDialer {
                     node: name.clone(),
-                    hub: hub.clone(),
+                    via: Via::Konnectivity(hub.clone()),
                     timeout: settings.timeout,
                 };
                 crate::health::probe_now(&name, "konnectivity", self.spec.address, &dial, settings)

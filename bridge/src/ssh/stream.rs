@@ -149,13 +149,19 @@ where
     S: FutStream<Item = Incoming> + Unpin,
     C: CreditSink,
 {
+    let credit_step = (limit / 4).max(1);
+    let mut owed = 0usize;
     loop {
         let ev = tokio::select! {
             ev = events.next() => ev,
             _ = buf.credit.notified() => {
-                let owed = buf.take_consumed();
-                if owed > 0 {
+                // Credit goes to the session loop in quarter-window steps,
+                // not per client read: at most a quarter window is held
+                // back here, so the node always has credit left to send.
+                owed += buf.take_consumed();
+                if owed >= credit_step {
                     sink.credit(u32::try_from(owed).unwrap_or(u32::MAX)).await;
+                    owed = 0;
                 }
                 continue;
             }

@@ -82,43 +82,30 @@ fn follow<T: Send + Sync + 'static>(
     rx
 }
 
-/// Probes dial through the tunnel like any stream, but are not counted as
-/// egress dials.
-pub(super) struct SshProbeDial {
+/// The transport a probe dials through: probes dial like any stream, but
+/// are not counted as egress dials.
+pub(super) enum Via {
+    /// The node's SSH tunnel.
+    Ssh(Tunnel),
+    /// The node's Konnectivity agents.
+    Konnectivity(Hub),
+}
+
+/// A probe dialer: `node`'s path `via`, bounded by `timeout`.
+pub(super) struct ProbeDialer {
     pub(super) node: String,
-    pub(super) tunnel: Tunnel,
+    pub(super) via: Via,
     pub(super) timeout: Duration,
 }
 
-impl ProbeDial for SshProbeDial {
+impl ProbeDial for ProbeDialer {
     async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
-        dial_within(
-            &self.node,
-            host,
-            port,
-            self.timeout,
-            self.tunnel.dial(host, port),
-        )
-        .await
-    }
-}
-
-/// Probes of the Konnectivity path go through the node's agents.
-pub(super) struct HubProbeDial {
-    pub(super) node: String,
-    pub(super) hub: Hub,
-    pub(super) timeout: Duration,
-}
-
-impl ProbeDial for HubProbeDial {
-    async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
-        dial_within(
-            &self.node,
-            host,
-            port,
-            self.timeout,
-            self.hub.dial(&self.node, host, port),
-        )
-        .await
+        let (node, t) = (&self.node, self.timeout);
+        match &self.via {
+            Via::Ssh(tunnel) => dial_within(node, host, port, t, tunnel.dial(host, port)).await,
+            Via::Konnectivity(hub) => {
+                dial_within(node, host, port, t, hub.dial(node, host, port)).await
+            }
+        }
     }
 }

@@ -205,7 +205,15 @@ async fn reading_returns_credit_to_the_node() {
     s.tx.send(Incoming::Data(Bytes::from(vec![9u8; 1000])))
         .await
         .expect("send");
-    let mut part = vec![0u8; 600];
+    // 100 bytes read is under a quarter window: held back, not sent.
+    let mut small = vec![0u8; 100];
+    tokio::time::timeout(T, s.stream.read_exact(&mut small))
+        .await
+        .expect("in time")
+        .expect("read");
+    tokio::task::yield_now().await;
+    assert_eq!(s.window.available_permits(), 0, "credit is batched");
+    let mut part = vec![0u8; 500];
     tokio::time::timeout(T, s.stream.read_exact(&mut part))
         .await
         .expect("in time")
