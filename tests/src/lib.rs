@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod apiserver;
 pub mod bridge;
 pub mod client;
 pub mod cluster;

@@ -5,6 +5,8 @@
 #[path = "e2e/support.rs"]
 mod support;
 
+#[path = "e2e/apiserver.rs"]
+mod apiserver;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/health.rs"]
