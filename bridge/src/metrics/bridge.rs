@@ -215,7 +215,7 @@ impl BridgeMetrics {
     /// Sets `sshbridge_tunnels{state}` from the current state of every
     /// node's tunnel (states not listed count 0).
     pub fn set_tunnel_states(&self, states: impl IntoIterator<Item = TunnelState>) {
-        let mut counts = [0u32; 5];
+        let mut counts = [0u32; TUNNEL_STATES.len()];
         for s in states {
             if let Some(i) = TUNNEL_STATES.iter().position(|t| *t == s) {
                 counts[i] += 1;
