@@ -76,6 +76,7 @@ fn stats(state: TunnelState) -> TunnelStats {
         bytes_sent: 1000,
         bytes_received: 5000,
         streams_reset: 0,
+        stream_compactions: 0,
         last_error: None,
         up_since: None,
     }

@@ -271,7 +271,7 @@ impl Tunnel {
                 )),
             })?;
         let (read_half, write_half) = channel.split();
-        let buf = Arc::new(RecvBuffer::default());
+        let buf = Arc::new(RecvBuffer::new(sh.context().config().max_stream_chunks));
         let gone = CancellationToken::new();
         let stream = SshStream::new(
             buf.clone(),
@@ -336,6 +336,7 @@ impl Tunnel {
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             streams_reset: c.streams_reset.load(Ordering::Relaxed),
+            stream_compactions: c.stream_compactions.load(Ordering::Relaxed),
             last_error: lock(&sh.last_error).clone(),
             up_since: *lock(&sh.up_since),
         }
