@@ -22,6 +22,15 @@ pub struct Cli {
     command: Command,
 }
 
+pub use run::{hold_signals, release_signals};
+
+impl Cli {
+    /// Whether this is `sshbridge run` (which handles its own signals).
+    pub fn runs_daemon(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon. SIGHUP reloads the config, SIGTERM drains and exits.

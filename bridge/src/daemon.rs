@@ -52,6 +52,9 @@ pub enum StartError {
     /// The health probe settings (kubelet CA) could not be loaded.
     #[error(transparent)]
     Health(#[from] HealthSetupError),
+    /// Another daemon holds the migration store.
+    #[error(transparent)]
+    StoreInUse(sshbridge_migrate::StoreError),
 }
 
 /// Everything a reload replaces, swapped as one.
@@ -75,6 +78,9 @@ struct Shared {
     egress_listeners: usize,
     /// The Konnectivity agent hub, with a `[konnectivity]` section.
     hub: Option<Hub>,
+    /// The route the migration controller last set per node: the store is
+    /// the authority for these, so a reload keeps them over the config's.
+    migration_routes: std::sync::Mutex<HashMap<String, Route>>,
     /// The migration controller, or why it is unavailable. Set once,
     /// right after start.
     migration: OnceLock<Result<sshbridge_migrate::Controller, String>>,
@@ -198,6 +204,7 @@ impl Daemon {
         drain_grace: Duration,
     ) -> Result<Daemon, StartError> {
         let root = CancellationToken::new();
+        let store = migration::open_store(&config)?;
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
@@ -255,9 +262,10 @@ impl Daemon {
             stop_accepting: life.stop_accepting.clone(),
             egress_listeners,
             hub: hub.clone(),
+            migration_routes: Default::default(),
             migration: OnceLock::new(),
         });
-        let controller = migration::start(&shared, root.child_token());
+        let controller = migration::start(&shared, store, root.child_token());
         if let Err(why) = &controller {
             tracing::error!("{why}; nodes keep their configured routes");
         }
@@ -353,6 +361,13 @@ impl Daemon {
     pub async fn shutdown(self) {
         self.life.stop_accepting.cancel();
         self.life.tracker.close();
+        // Tunnels take no new streams either: those without open streams
+        // close now (their sshd sessions end at once), the others once
+        // theirs end. The admin API keeps answering meanwhile.
+        for node in self.shared.snapshot().nodes.values() {
+            let tunnel = node.tunnel.clone();
+            self.drains.spawn(async move { tunnel.drain().await });
+        }
         let open = self.life.tracker.len();
         if open > 0 {
             info!(open, grace = ?self.drain_grace, "draining open streams");

@@ -8,7 +8,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything else, so no signal finds a default disposition
+    // before `run` handles it (see cli/run.rs).
+    cli::hold_signals();
     let args = cli::Cli::parse();
+    if !args.runs_daemon() {
+        cli::release_signals();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

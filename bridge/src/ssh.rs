@@ -202,6 +202,9 @@ pub struct TunnelStats {
     pub bytes_received: u64,
     /// Streams reset because the node sent past their window.
     pub streams_reset: u64,
+    /// Times a stream's receive queue reached `ssh.max_stream_chunks` and
+    /// was compacted into one chunk.
+    pub stream_compactions: u64,
     /// The most recent failure (kept after recovery), naming node,
     /// address and what to do.
     pub last_error: Option<String>,
@@ -221,6 +224,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     streams_reset: AtomicU64,
+    pub(crate) stream_compactions: AtomicU64,
 }
 
 impl Counters {

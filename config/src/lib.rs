@@ -20,6 +20,7 @@ use std::path::Path;
 
 pub use diag::{ConfigError, Diagnostic};
 pub use model::*;
+pub use units::MAX_SOAK;
 
 /// An annotated example config: every key, what it does and its default.
 /// `sshbridge config example` prints it.

@@ -93,6 +93,9 @@ pub struct Ssh {
     /// SSH receive window per stream: the most bytes held for a client that
     /// reads slower than its node sends; past it the node's sender waits.
     pub max_stream_buffer: usize,
+    /// Most data messages queued per stream before the queue is compacted
+    /// into one chunk (memory follows bytes, not message count).
+    pub max_stream_chunks: usize,
 }
 
 /// Jittered exponential backoff.

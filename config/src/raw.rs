@@ -76,6 +76,7 @@ pub(crate) struct RawSsh {
     pub backoff: RawBackoff,
     pub max_concurrent_handshakes: Option<Spanned<i64>>,
     pub max_stream_buffer: Option<Spanned<StrOrInt>>,
+    pub max_stream_chunks: Option<Spanned<i64>>,
 }
 
 /// `[ssh] backoff = { ... }`

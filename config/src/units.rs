@@ -28,6 +28,56 @@ impl Problem {
     }
 }
 
+/// The longest `[migration] soak` (and `migrate apply --soak`) accepted:
+/// seven days. Longer values are refused where they are parsed, so no
+/// deadline computed from them can overflow.
+pub const MAX_SOAK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest value a duration key accepts. Keys not listed here get
+/// [`MAX_DURATION_DEFAULT`]; every maximum is stated in the README's
+/// configuration reference.
+pub(crate) fn max_duration(key: &str) -> Duration {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 3600;
+    let secs = match key {
+        "migration.soak" => return MAX_SOAK,
+        "egress.dial_timeout"
+        | "egress.request_head_timeout"
+        | "ssh.connect_timeout"
+        | "konnectivity.tls_handshake_timeout"
+        | "admin.tls_handshake_timeout"
+        | "egress.tls_handshake_timeout" => 10 * MINUTE,
+        "ssh.keepalive_interval" | "ssh.backoff.initial" | "ssh.backoff.max" => HOUR,
+        "health.interval" => HOUR,
+        _ => return MAX_DURATION_DEFAULT,
+    };
+    Duration::from_secs(secs)
+}
+
+/// The longest value of a duration key without a maximum of its own: one
+/// day.
+pub(crate) const MAX_DURATION_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration for `key`, refused above the key's maximum.
+pub(crate) fn bounded_duration(key: &str, s: &str) -> Result<Duration, Problem> {
+    let d = duration(s)?;
+    let max = max_duration(key);
+    if d > max {
+        return Err(Problem::new(
+            format!(
+                "{} is longer than the maximum of {}",
+                s.trim(),
+                humantime::format_duration(max)
+            ),
+            Some(format!(
+                "write at most \"{}\"",
+                humantime::format_duration(max)
+            )),
+        ));
+    }
+    Ok(d)
+}
+
 /// `"500ms"`, `"10s"`, `"2m"`, `"1h 30m"`.
 pub(crate) fn duration(s: &str) -> Result<Duration, Problem> {
     humantime::parse_duration(s.trim()).map_err(|e| {
@@ -288,6 +338,31 @@ mod tests {
         assert!(batch_size(&StrOrInt::Str("0%".into())).is_err());
         assert!(batch_size(&StrOrInt::Str("101%".into())).is_err());
         assert!(batch_size(&StrOrInt::Int(0)).is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded_per_key() {
+        assert_eq!(
+            bounded_duration("migration.soak", "7d"),
+            Ok(Duration::from_secs(7 * 86400))
+        );
+        let p = bounded_duration("migration.soak", "10000000000000000000s").unwrap_err();
+        assert!(
+            p.message.contains("longer than the maximum of 7days"),
+            "{p:?}"
+        );
+        let p = bounded_duration("migration.soak", "8d").unwrap_err();
+        assert_eq!(p.message, "8d is longer than the maximum of 7days");
+        assert!(bounded_duration("ssh.connect_timeout", "10m").is_ok());
+        assert!(bounded_duration("ssh.connect_timeout", "11m").is_err());
+        assert!(bounded_duration("health.interval", "2h").is_err());
+        assert!(bounded_duration("some.future_key", "1d").is_ok());
+        assert!(bounded_duration("some.future_key", "25h").is_err());
+        // Every bound is far from what Instant arithmetic can overflow on.
+        for key in ["migration.soak", "ssh.backoff.max", "x"] {
+            let max = max_duration(key);
+            assert!(std::time::Instant::now().checked_add(max * 1000).is_some());
+        }
     }
 
     #[test]

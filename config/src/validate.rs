@@ -82,7 +82,8 @@ impl<'a> Ctx<'a> {
     }
 
     /// A duration value or its (valid) default; zero is refused unless
-    /// `zero_ok`.
+    /// `zero_ok`, and so is anything above the key's maximum
+    /// ([`units::max_duration`]).
     pub(crate) fn duration(
         &mut self,
         key: &str,
@@ -92,7 +93,7 @@ impl<'a> Ctx<'a> {
     ) -> Duration {
         let fallback = units::duration(default).expect("built-in default duration is valid");
         let Some(v) = v else { return fallback };
-        match units::duration(v.get_ref()) {
+        match units::bounded_duration(key, v.get_ref()) {
             Ok(d) if d.is_zero() && !zero_ok => {
                 let p = Problem {
                     message: "must be longer than zero".into(),

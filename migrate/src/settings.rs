@@ -181,8 +181,13 @@ pub struct ApplyOptions {
     /// `--batch-size N|P%`: overrides `[migration] batch_size`.
     #[serde(default)]
     pub batch_size: Option<BatchSpec>,
-    /// `--soak D`: overrides `[migration] soak`.
-    #[serde(default, with = "opt_duration_str")]
+    /// `--soak D`: overrides `[migration] soak`; at most
+    /// [`sshbridge_config::MAX_SOAK`] (seven days).
+    #[serde(
+        default,
+        deserialize_with = "soak_str",
+        serialize_with = "opt_duration_str::serialize"
+    )]
     pub soak: Option<Duration>,
     /// `--abort-on-failure`: a breach aborts the rollout (every node not yet
     /// `done` goes back to ssh) instead of pausing it.
@@ -191,6 +196,26 @@ pub struct ApplyOptions {
     /// `--nodes a,b`: only these nodes; all ready nodes when absent.
     #[serde(default)]
     pub nodes: Option<Vec<String>>,
+}
+
+/// The `soak` of an `apply`: a humantime string no longer than
+/// [`sshbridge_config::MAX_SOAK`]. The error names the key, so the admin
+/// API's 400 says which field to fix.
+fn soak_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    use serde::de::Error;
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let soak = humantime::parse_duration(text.trim())
+        .map_err(|e| D::Error::custom(format!("soak: invalid duration {text:?}: {e}")))?;
+    let max = sshbridge_config::MAX_SOAK;
+    if soak > max {
+        return Err(D::Error::custom(format!(
+            "soak: {text} is longer than the maximum of {}",
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(Some(soak))
 }
 
 /// Durations as humantime strings ("2m", "500ms") in JSON.
@@ -270,5 +295,23 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
         assert_eq!(again, o);
         assert!(serde_json::from_str::<ApplyOptions>(r#"{"sok":"1s"}"#).is_err());
+    }
+
+    #[test]
+    fn a_soak_above_seven_days_is_refused_naming_the_key() {
+        let read = |j: &str| serde_json::from_str::<ApplyOptions>(j);
+        for body in [
+            r#"{"soak":"10000000000000000000s"}"#,
+            r#"{"soak":"8days"}"#,
+            r#"{"soak":"forever"}"#,
+        ] {
+            let e = read(body).unwrap_err().to_string();
+            assert!(e.starts_with("soak: "), "{body}: {e}");
+        }
+        assert_eq!(
+            read(r#"{"soak":"7days"}"#).unwrap().soak,
+            Some(sshbridge_config::MAX_SOAK)
+        );
+        assert_eq!(read(r#"{"soak":null}"#).unwrap().soak, None);
     }
 }

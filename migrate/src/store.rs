@@ -2,10 +2,19 @@
 //! and durable: temp file in the same directory, fsync, rename over the old
 //! file, fsync of the directory. A file this build cannot read is refused
 //! and never overwritten.
+//!
+//! One daemon owns a store: [`open_store`] takes an exclusive `flock` on
+//! `PATH.lock` (which holds the owner's pid) for as long as the store lives,
+//! and a second daemon on the same file is refused, naming that pid. The
+//! temp file is created fresh (`O_EXCL|O_NOFOLLOW`, mode 0600), so a
+//! symlink planted at its name is never followed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::state::{MigrationState, SCHEMA};
 
@@ -47,6 +56,23 @@ pub enum StoreError {
         /// The schema this build reads and writes.
         supported: u32,
     },
+    /// Another process holds the store's lock.
+    #[error(
+        "migration state file {} is in use by another sshbridge (pid {}, lock {}); \
+         two daemons must not share one store: stop that one, or give this one its own \
+         [migration] store",
+        path.display(),
+        pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+        lock.display()
+    )]
+    Locked {
+        /// The state file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The holder's pid, as it wrote it into the lock file.
+        pid: Option<u32>,
+    },
     /// Reading or writing failed.
     #[error("migration state file {}: cannot {op}: {source}", path.display())]
     Io {
@@ -82,7 +108,9 @@ pub fn open_store(spec: &str) -> Result<FileStore, StoreError> {
                 why: "file: needs a path, e.g. file:/var/lib/sshbridge/migration.json".into(),
             });
         }
-        return Ok(FileStore::new(path));
+        let mut store = FileStore::new(path);
+        store.lock()?;
+        return Ok(store);
     }
     let why = if spec.starts_with("etcd://") {
         "the etcd store is planned; use file:PATH on each control-plane host for now"
@@ -99,12 +127,68 @@ pub fn open_store(spec: &str) -> Result<FileStore, StoreError> {
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
+    /// The open lock file while this store holds the lock; dropping the
+    /// last clone closes it, which releases the `flock`.
+    lock: Option<Arc<File>>,
 }
 
 impl FileStore {
     /// A store at `path` (created on first save; its directory must exist).
+    /// It takes no lock; [`open_store`] does, or call [`FileStore::lock`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStore { path: path.into() }
+        FileStore {
+            path: path.into(),
+            lock: None,
+        }
+    }
+
+    /// The lock file beside the state file: `PATH.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Takes an exclusive lock on the store for the life of this value (and
+    /// its clones), writing this process's pid into the lock file. Fails
+    /// with [`StoreError::Locked`], naming the holder's pid, when another
+    /// process holds it.
+    pub fn lock(&mut self) -> Result<(), StoreError> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let path = self.lock_path();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(self.io(&path, "open its lock file"))?;
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(self.io(&path, "lock it")(e));
+            }
+            let mut text = String::new();
+            let _ = f.read_to_string(&mut text);
+            return Err(StoreError::Locked {
+                path: self.path.clone(),
+                lock: path,
+                pid: text.trim().parse().ok(),
+            });
+        }
+        let pid = format!("{}\n", std::process::id());
+        f.set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| f.write_all(pid.as_bytes()))
+            .and_then(|()| f.sync_all())
+            .map_err(self.io(&path, "write its lock file"))?;
+        self.lock = Some(Arc::new(f));
+        Ok(())
     }
 
     /// The state file.
@@ -164,13 +248,24 @@ impl Store for FileStore {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "migration.json".into());
         let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
+        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Io {
+            path: self.path.clone(),
+            op: "encode the state",
+            source: io::Error::other(e),
+        })?;
         json.push(b'\n');
         let write = || -> Result<(), StoreError> {
+            // A temp file left by a crash of this pid is ours to replace;
+            // anything else at its name (a symlink included) is not
+            // followed: O_EXCL|O_NOFOLLOW fails on it.
+            if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file()) {
+                let _ = fs::remove_file(&tmp);
+            }
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)
                 .map_err(self.io(&tmp, "create its temp file"))?;
             f.write_all(&json)
@@ -180,7 +275,9 @@ impl Store for FileStore {
                 .map_err(self.io(&self.path, "rename the temp file over it"))
         };
         if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
+            if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file()) {
+                let _ = fs::remove_file(&tmp);
+            }
             return Err(e);
         }
         File::open(&dir)
@@ -218,7 +315,13 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, ["m.json"], "a temp file was left behind");
+        let mut names = names;
+        names.sort();
+        assert_eq!(
+            names,
+            ["m.json", "m.json.lock"],
+            "a temp file was left behind"
+        );
         let text = fs::read_to_string(dir.path().join("m.json")).unwrap();
         assert!(text.contains("\"schema\": 1"), "{text}");
         assert!(text.ends_with("}\n"));
@@ -260,6 +363,45 @@ mod tests {
         );
         assert!(err.to_string().contains("newer"));
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn a_second_owner_is_refused_naming_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("file:{}/m.json", dir.path().display());
+        let first = open_store(&spec).unwrap();
+        let lock = fs::read_to_string(first.lock_path()).unwrap();
+        assert_eq!(lock.trim(), std::process::id().to_string());
+        let err = open_store(&spec).unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            matches!(err, StoreError::Locked { pid: Some(p), .. } if p == pid),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("pid {pid}")), "{err}");
+        drop(first);
+        open_store(&spec).expect("the lock is released with the store");
+    }
+
+    #[test]
+    fn the_temp_file_is_private_and_never_follows_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!(".m.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let mut store = FileStore::new(&path);
+        let err = store.save(&sample()).unwrap_err();
+        assert!(err.to_string().contains("temp file"), "{err}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        fs::remove_file(&tmp).unwrap();
+        store.save(&sample()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "state file mode {mode:o}");
     }
 
     #[test]

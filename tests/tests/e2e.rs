@@ -9,6 +9,8 @@ mod support;
 mod apiserver;
 #[path = "e2e/failures.rs"]
 mod failures;
+#[path = "e2e/hardening.rs"]
+mod hardening;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/hostkeys.rs"]

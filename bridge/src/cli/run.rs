@@ -1,6 +1,12 @@
 //! `sshbridge run`: the daemon with its signals. SIGHUP reloads (an invalid
 //! config is logged and the running one kept), SIGTERM/SIGINT drain, a
 //! second SIGTERM/SIGINT cuts at once.
+//!
+//! No signal can hit a default disposition during start-up: `main` blocks
+//! SIGHUP/SIGTERM/SIGINT before anything else (so every thread it starts
+//! inherits the block), and `run` installs the handlers as its first step
+//! and only then unblocks them; a signal sent in between waits, pending,
+//! and is handled once the daemon runs (a SIGHUP then reloads).
 
 use std::process::ExitCode;
 
@@ -11,7 +17,41 @@ use tracing::{error, info};
 
 use super::{init_logging, RunArgs};
 
+/// The signals `run` handles.
+const HANDLED: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGTERM, libc::SIGINT];
+
+fn mask_signals(how: libc::c_int) {
+    // SAFETY: sigemptyset/sigaddset fill a local set; pthread_sigmask only
+    // changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in HANDLED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// Blocks the signals `run` handles on the calling thread (and every
+/// thread it starts afterwards). `main` calls it first thing.
+pub fn hold_signals() {
+    mask_signals(libc::SIG_BLOCK);
+}
+
+/// Unblocks them on the calling thread: a command other than `run`, or
+/// `run` once its handlers are installed.
+pub fn release_signals() {
+    mask_signals(libc::SIG_UNBLOCK);
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // First: the handlers, then let the held signals in (this is the
+    // thread `main` blocked on, so pending ones arrive here now).
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    release_signals();
     init_logging(args.log_format);
     let config = match sshbridge_config::load(&args.config) {
         Ok(c) => c,
@@ -23,9 +63,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let listeners = Listeners::bind(&config)
         .await
         .context("cannot bind the egress listeners")?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     info!(
         config = %args.config.display(),
         bridge_id = %config.bridge.id,

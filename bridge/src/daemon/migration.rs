@@ -12,8 +12,8 @@ use std::sync::{Arc, Weak};
 use serde::Deserialize;
 use sshbridge_config::Route;
 use sshbridge_migrate::{
-    ApplyOptions, Controller, ControllerError, Fleet, LiveCounters, NodeView, ProbeSample,
-    RollbackTarget, RouteError, Settings,
+    ApplyOptions, Controller, ControllerError, FileStore, Fleet, LiveCounters, NodeView,
+    ProbeSample, RollbackTarget, RouteError, Settings, StoreError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -95,7 +95,13 @@ impl Fleet for DaemonFleet {
         };
         shared
             .set_route(node, route)
-            .map(drop)
+            .map(|_| {
+                shared
+                    .migration_routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node.to_owned(), route);
+            })
             .map_err(|e| RouteError {
                 node: node.into(),
                 route,
@@ -104,9 +110,12 @@ impl Fleet for DaemonFleet {
     }
 }
 
-/// Starts the controller on the configured store, or says why it cannot.
-pub(super) fn start(shared: &Arc<Shared>, stop: CancellationToken) -> Result<Controller, String> {
-    let config = shared.snapshot().config.clone();
+/// Opens (and locks) the configured store. A store held by another
+/// daemon refuses the start (two daemons would overwrite each other's
+/// state); any other problem only leaves the migration unavailable.
+pub(super) fn open_store(
+    config: &sshbridge_config::Config,
+) -> Result<Result<FileStore, String>, super::StartError> {
     let spec = &config.migration.store;
     if let Some(dir) = spec
         .strip_prefix("file:")
@@ -114,22 +123,36 @@ pub(super) fn start(shared: &Arc<Shared>, stop: CancellationToken) -> Result<Con
         .and_then(|p| p.parent())
     {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                format!(
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return Ok(Err(format!(
                     "migration.store = {spec:?}: cannot create {}: {e}",
                     dir.display()
-                )
-            })?;
+                )));
+            }
         }
     }
-    let store = sshbridge_migrate::open_store(spec).map_err(|e| e.to_string())?;
+    match sshbridge_migrate::open_store(spec) {
+        Ok(store) => Ok(Ok(store)),
+        Err(e @ StoreError::Locked { .. }) => Err(super::StartError::StoreInUse(e)),
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
+/// Starts the controller on the opened store, or says why it cannot.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    store: Result<FileStore, String>,
+    stop: CancellationToken,
+) -> Result<Controller, String> {
+    let config = shared.snapshot().config.clone();
+    let store = store?;
     let fleet = Arc::new(DaemonFleet {
         shared: Arc::downgrade(shared),
     });
     let controller =
         Controller::start(fleet, store, Settings::from_config(&config.migration), stop)
             .map_err(|e| format!("migration unavailable: {e}"))?;
-    info!(store = %spec, "migration controller started");
+    info!(store = %config.migration.store, "migration controller started");
     Ok(controller)
 }
 

@@ -81,6 +81,7 @@ impl Daemon {
                     NodeEntry::spawn(spec, spawn)
                 }
             };
+            self.keep_migration_route(&entry);
             nodes.insert(spec.name.clone(), entry);
         }
         for (name, prev) in &old.nodes {
@@ -100,6 +101,28 @@ impl Daemon {
         };
         *self.shared.current.write().expect("snapshot lock poisoned") = Arc::new(snapshot);
         Ok(summary)
+    }
+
+    /// The migration store is the authority for the routes it set: a node
+    /// it moved keeps that route through a reload, whatever the config's
+    /// `route` says or whether the node's entry was rebuilt.
+    fn keep_migration_route(&self, entry: &NodeEntry) {
+        let name = &entry.spec.name;
+        let held = self
+            .shared
+            .migration_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied();
+        if let Some(route) = held.filter(|r| *r != entry.route()) {
+            warn!(
+                node = %name, configured = %entry.spec.route, migration = %route,
+                "the migration holds this node on {route}; the reload keeps it there \
+                 (use `sshbridge migrate rollback {name}` to move it back)"
+            );
+            entry.route.send_replace(route);
+        }
     }
 
     /// Stops a node that left (or changed in) the config: its prober stops

@@ -50,6 +50,11 @@ const HOST_KEY_MISMATCHES: Desc<1> = Desc {
     help: "Times the node presented a host key that does not match known_hosts.",
     labels: ["node"],
 };
+const STREAM_COMPACTIONS: Desc<1> = Desc {
+    name: "sshbridge_ssh_stream_compactions_total",
+    help: "Times an SSH stream's receive queue reached ssh.max_stream_chunks and was compacted.",
+    labels: ["node"],
+};
 const RECONNECTS: Desc<1> = Desc {
     name: "sshbridge_reconnects_total",
     help: "Established SSH sessions to the node that were lost.",
@@ -190,6 +195,7 @@ impl BridgeMetrics {
                 .map(|why| r.counter(&HANDSHAKE_FAILURES, [node, why])),
             host_key_mismatches: r.counter(&HOST_KEY_MISMATCHES, [node]),
             reconnects: r.counter(&RECONNECTS, [node]),
+            stream_compactions: r.counter(&STREAM_COMPACTIONS, [node]),
         }
     }
 
@@ -215,7 +221,7 @@ impl BridgeMetrics {
     /// Sets `sshbridge_tunnels{state}` from the current state of every
     /// node's tunnel (states not listed count 0).
     pub fn set_tunnel_states(&self, states: impl IntoIterator<Item = TunnelState>) {
-        let mut counts = [0u32; 5];
+        let mut counts = [0u32; TUNNEL_STATES.len()];
         for s in states {
             if let Some(i) = TUNNEL_STATES.iter().position(|t| *t == s) {
                 counts[i] += 1;
@@ -244,6 +250,7 @@ pub struct NodeMetrics {
     handshake_failures: [Arc<Counter>; 5],
     host_key_mismatches: Arc<Counter>,
     reconnects: Arc<Counter>,
+    stream_compactions: Arc<Counter>,
 }
 
 impl NodeMetrics {
@@ -257,6 +264,8 @@ impl NodeMetrics {
             c.set_at_least(n);
         }
         self.reconnects.set_at_least(stats.reconnects);
+        self.stream_compactions
+            .set_at_least(stats.stream_compactions);
         let established = stats.reconnects + u64::from(stats.state == TunnelState::Up);
         self.handshakes
             .set_at_least(established + failures.iter().sum::<u64>());

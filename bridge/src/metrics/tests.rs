@@ -76,6 +76,7 @@ fn stats(state: TunnelState) -> TunnelStats {
         bytes_sent: 1000,
         bytes_received: 5000,
         streams_reset: 0,
+        stream_compactions: 0,
         last_error: None,
         up_since: None,
     }
@@ -169,4 +170,32 @@ fn promtool_accepts_the_exposition_without_lint_problems() {
         "promtool: {:?}\n{said}\n---\n{text}",
         out.status
     );
+}
+
+/// Every tunnel state is counted, a stopped one included (it used to index
+/// past a five-slot array and panic the `/metrics` handler).
+#[test]
+fn every_tunnel_state_is_counted_stopped_included() {
+    let m = BridgeMetrics::new("test");
+    m.set_tunnel_states([
+        TunnelState::Connecting,
+        TunnelState::Up,
+        TunnelState::Backoff,
+        TunnelState::Draining,
+        TunnelState::Parked,
+        TunnelState::Stopped,
+        TunnelState::Stopped,
+    ]);
+    let text = m.render();
+    for (state, n) in [
+        ("connecting", 1),
+        ("up", 1),
+        ("backoff", 1),
+        ("draining", 1),
+        ("parked", 1),
+        ("stopped", 2),
+    ] {
+        let line = format!("sshbridge_tunnels{{state=\"{state}\"}} {n}");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
 }

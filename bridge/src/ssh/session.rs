@@ -103,6 +103,9 @@ pub(crate) struct Client {
     verdict: Arc<Mutex<Option<HostKeyError>>>,
     /// Why the session ended, for the log and `last_error`.
     end_reason: Arc<Mutex<Option<String>>>,
+    /// The host key (or certificate) this session was accepted with, so a
+    /// reload can check it against the new known_hosts.
+    accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
     /// Dropped with the handler when russh's session task ends: the
     /// actor's signal that the session is gone.
     _ended: oneshot::Sender<()>,
@@ -119,7 +122,10 @@ impl russh::client::Handler for Client {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         match self.ctx.known_hosts().verify(&self.target, key, now) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                *lock(&self.accepted) = Some(copy_key(key));
+                Ok(true)
+            }
             Err(e) => {
                 *lock(&self.verdict) = Some(e);
                 Ok(false)
@@ -156,6 +162,17 @@ impl russh::client::Handler for Client {
     }
 }
 
+/// A copy of a presented host key (russh's type is not `Clone`).
+pub(crate) fn copy_key(key: &PublicKeyOrCertificate) -> PublicKeyOrCertificate {
+    match key {
+        PublicKeyOrCertificate::PublicKey { key, hash_alg } => PublicKeyOrCertificate::PublicKey {
+            key: key.clone(),
+            hash_alg: *hash_alg,
+        },
+        PublicKeyOrCertificate::Certificate(c) => PublicKeyOrCertificate::Certificate(c.clone()),
+    }
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -165,6 +182,7 @@ struct Established {
     handle: Handle<Client>,
     ended: oneshot::Receiver<()>,
     end_reason: Arc<Mutex<Option<String>>>,
+    accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
 }
 
 /// The actor: runs until `stop` is cancelled.
@@ -190,10 +208,18 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(est) => {
                 let handle = Arc::new(est.handle);
                 let up_at = tokio::time::Instant::now();
-                shared.session_up(handle.clone());
+                shared.session_up(handle.clone(), lock(&est.accepted).take());
                 tracing::info!(node = %node, addr = %addr, "ssh session up");
                 let end = tokio::select! {
                     _ = est.ended => None,
+                    why = shared.host_key_distrusted() => {
+                        tracing::warn!(node = %node, addr = %addr, reason = %why,
+                            "closing the ssh session: its host key is no longer trusted");
+                        shared.session_lost(format!(
+                            "node {node}: SSH session with {addr} closed: {why}; reconnecting"
+                        ));
+                        Some("host key no longer trusted")
+                    }
                     _ = stop.cancelled() => Some("sshbridge stopping"),
                     _ = shared.parked_and_idle() => Some("sshbridge no longer needs this session"),
                 };
@@ -275,12 +301,14 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
     let config = Arc::new(client_config(&ctx, &target));
     let verdict = Arc::new(Mutex::new(None));
     let end_reason = Arc::new(Mutex::new(None));
+    let accepted = Arc::new(Mutex::new(None));
     let (ended_tx, ended) = oneshot::channel();
     let client = Client {
         ctx: ctx.clone(),
         target,
         verdict: verdict.clone(),
         end_reason: end_reason.clone(),
+        accepted: accepted.clone(),
         _ended: ended_tx,
     };
     let mut handle = match russh::client::connect_stream(config, tcp, client).await {
@@ -328,6 +356,7 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
         handle,
         ended,
         end_reason,
+        accepted,
     })
 }
 

@@ -5,6 +5,12 @@
 //! The buffer therefore never holds more than one window
 //! (`ssh.max_stream_buffer`); a node that sends past its window breaks the
 //! protocol and gets the stream reset.
+//!
+//! The buffer is bounded in chunks too (`ssh.max_stream_chunks`): empty data
+//! messages are dropped, and once the queue holds that many chunks it is
+//! copied into one, so a node trickling one-byte messages costs memory in
+//! proportion to the bytes, not to the messages (counted in
+//! `sshbridge_ssh_stream_compactions_total`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -54,9 +60,10 @@ struct RecvState {
 }
 
 /// Bytes received for one stream, waiting for its client to read them.
-#[derive(Default)]
 pub(crate) struct RecvBuffer {
     state: Mutex<RecvState>,
+    /// Most chunks queued before they are compacted into one.
+    max_chunks: usize,
     /// Wakes the pump when the client consumed bytes (credit to return).
     credit: tokio::sync::Notify,
 }
@@ -68,7 +75,34 @@ pub(crate) trait CreditSink: Send {
     fn credit(&mut self, bytes: u32) -> impl std::future::Future<Output = ()> + Send;
 }
 
+impl Default for RecvBuffer {
+    fn default() -> Self {
+        RecvBuffer::new(RecvBuffer::DEFAULT_MAX_CHUNKS)
+    }
+}
+
+/// What [`RecvBuffer::push`] did with a chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued as it came (or dropped, being empty).
+    Queued,
+    /// Queued after the queue was compacted into one chunk.
+    Compacted,
+}
+
 impl RecvBuffer {
+    /// Default of `ssh.max_stream_chunks`.
+    pub(crate) const DEFAULT_MAX_CHUNKS: usize = 1024;
+
+    /// A buffer that compacts its queue at `max_chunks` chunks (at least 2).
+    pub(crate) fn new(max_chunks: usize) -> Self {
+        RecvBuffer {
+            state: Mutex::default(),
+            max_chunks: max_chunks.max(2),
+            credit: tokio::sync::Notify::new(),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, RecvState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -76,8 +110,11 @@ impl RecvBuffer {
     /// Queue `data`. Holding more than `limit` (the window) means the node
     /// ignored flow control: the stream is reset and the buffered byte
     /// count is returned as the error.
-    fn push(&self, data: Bytes, limit: usize) -> Result<(), usize> {
+    fn push(&self, data: Bytes, limit: usize) -> Result<Pushed, usize> {
         let mut st = self.lock();
+        if data.is_empty() {
+            return Ok(Pushed::Queued);
+        }
         let buffered = st.len + data.len();
         if buffered > limit {
             st.chunks.clear();
@@ -90,9 +127,25 @@ impl RecvBuffer {
             return Err(buffered);
         }
         st.len = buffered;
+        let mut pushed = Pushed::Queued;
+        if st.chunks.len() >= self.max_chunks {
+            // One copy of at most a window every `max_chunks` messages.
+            let mut all = bytes::BytesMut::with_capacity(buffered);
+            for c in st.chunks.drain(..) {
+                all.extend_from_slice(&c);
+            }
+            st.chunks.push_back(all.freeze());
+            pushed = Pushed::Compacted;
+        }
         st.chunks.push_back(data);
         wake(&mut st);
-        Ok(())
+        Ok(pushed)
+    }
+
+    /// Chunks queued now (for tests).
+    #[cfg(test)]
+    pub(crate) fn chunks(&self) -> usize {
+        self.lock().chunks.len()
     }
 
     /// Credit owed to the node, reset to zero.
@@ -172,8 +225,12 @@ where
                 counters
                     .bytes_received
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                if let Err(buffered) = buf.push(data, limit) {
-                    return PumpEnd::Reset { buffered };
+                match buf.push(data, limit) {
+                    Ok(Pushed::Queued) => {}
+                    Ok(Pushed::Compacted) => {
+                        counters.stream_compactions.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(buffered) => return PumpEnd::Reset { buffered },
                 }
             }
             // Half-close: reads end, writes keep working until Close.

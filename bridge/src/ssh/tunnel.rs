@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use russh::client::Handle;
+use russh::keys::PublicKeyOrCertificate;
 use russh::{ChannelMsg, ChannelOpenFailure};
 use sshbridge_config::{HostPort, Node};
 use tokio::sync::watch;
@@ -33,6 +34,11 @@ pub(crate) struct Shared {
     open: watch::Sender<usize>,
     /// The actor's stop token; cancelling it closes the session.
     stop: CancellationToken,
+    /// The host key the current session was accepted with.
+    host_key: Mutex<Option<PublicKeyOrCertificate>>,
+    /// Set (with why) when a new known_hosts no longer trusts that key;
+    /// the actor then closes the session and reconnects.
+    distrusted: watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -61,13 +67,49 @@ impl Shared {
         });
     }
 
-    pub(crate) fn session_up(&self, handle: Arc<Handle<Client>>) {
+    pub(crate) fn session_up(
+        &self,
+        handle: Arc<Handle<Client>>,
+        host_key: Option<PublicKeyOrCertificate>,
+    ) {
+        *lock(&self.host_key) = host_key;
+        self.distrusted.send_replace(None);
+        // A reload may have swapped known_hosts during the handshake.
+        self.recheck_host_key(&self.context());
         *lock(&self.session) = Some(handle);
         *lock(&self.up_since) = Some(SystemTime::now());
         self.set_state(TunnelState::Up);
     }
 
+    /// Resolves (with why) once the current session's host key is no
+    /// longer trusted by the context's known_hosts.
+    pub(crate) async fn host_key_distrusted(&self) -> String {
+        let mut rx = self.distrusted.subscribe();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Checks the current session's host key against `ctx`'s known_hosts
+    /// (after a reload); a key it no longer trusts ends the session.
+    fn recheck_host_key(&self, ctx: &SshContext) {
+        let key = lock(&self.host_key);
+        let Some(key) = key.as_ref() else { return };
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(e) = ctx.known_hosts().verify(&self.identity(), key, now) {
+            self.distrusted.send_replace(Some(e.to_string()));
+        }
+    }
+
     pub(crate) fn session_down(&self) {
+        lock(&self.host_key).take();
         lock(&self.session).take();
         lock(&self.up_since).take();
     }
@@ -168,6 +210,8 @@ impl Tunnel {
             parked: watch::Sender::new(false),
             open: watch::Sender::new(0),
             stop: stop.clone(),
+            host_key: Mutex::new(None),
+            distrusted: watch::Sender::new(None),
         });
         tokio::spawn(session::run(shared.clone(), stop.clone()));
         Tunnel {
@@ -227,7 +271,7 @@ impl Tunnel {
                 )),
             })?;
         let (read_half, write_half) = channel.split();
-        let buf = Arc::new(RecvBuffer::default());
+        let buf = Arc::new(RecvBuffer::new(sh.context().config().max_stream_chunks));
         let gone = CancellationToken::new();
         let stream = SshStream::new(
             buf.clone(),
@@ -292,15 +336,21 @@ impl Tunnel {
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             streams_reset: c.streams_reset.load(Ordering::Relaxed),
+            stream_compactions: c.stream_compactions.load(Ordering::Relaxed),
             last_error: lock(&sh.last_error).clone(),
             up_since: *lock(&sh.up_since),
         }
     }
 
     /// Use `ctx` (identity, known_hosts, settings) from the next handshake
-    /// on; the current session is kept.
+    /// on. The current session is kept, unless the new known_hosts no
+    /// longer trusts the host key it was accepted with (revoked, or the
+    /// node's key changed): then it is closed, its streams end, and the
+    /// tunnel reconnects under the new known_hosts.
     pub fn set_context(&self, ctx: Arc<SshContext>) {
-        *lock(&self.inner.shared.ctx) = ctx;
+        let sh = &self.inner.shared;
+        *lock(&sh.ctx) = ctx.clone();
+        sh.recheck_host_key(&ctx);
     }
 
     /// Parks the tunnel: no new dials; once the open streams have ended the

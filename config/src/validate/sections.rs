@@ -167,6 +167,12 @@ pub(super) fn ssh(cx: &mut Ctx<'_>, raw: &RawSsh) -> Ssh {
             1,
         ) as usize,
         max_stream_buffer: stream_window(cx, raw),
+        max_stream_chunks: cx.count(
+            "ssh.max_stream_chunks",
+            raw.max_stream_chunks.as_ref(),
+            1024,
+            2,
+        ) as usize,
     }
 }
 

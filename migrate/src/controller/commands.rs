@@ -176,7 +176,9 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         };
         let why = "rolled back by the operator".to_owned();
         let pairs: Vec<_> = nodes.iter().map(|n| (n.clone(), why.clone())).collect();
-        self.roll_back(&pairs, run);
+        if !self.roll_back(&pairs, run) {
+            return Err(self.store_failure());
+        }
         Ok(nodes)
     }
 

@@ -38,8 +38,18 @@ pub(super) struct Engine<F: Fleet, S: Store> {
     events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     /// The last store or route error, shown in status until the next success.
     pub(super) last_error: Option<String>,
+    /// Set when a write failed and its step was undone: the engine retries
+    /// its steps every [`RETRY_AFTER`] until a write lands again.
+    retry: bool,
     shutdown: CancellationToken,
 }
+
+/// How often steps are retried after a failed write.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Attempts per write before its step is undone: a second attempt rides
+/// out a transient error (a signal, a full disk freed by rotation).
+const WRITE_ATTEMPTS: usize = 2;
 
 impl<F: Fleet, S: Store> Engine<F, S> {
     pub(super) fn new(
@@ -60,6 +70,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             events_tx,
             events_rx: Some(events_rx),
             last_error: None,
+            retry: false,
             shutdown,
         }
     }
@@ -76,6 +87,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                     None => break,
                 },
                 Some(ev) = events.recv() => self.event(ev),
+                _ = tokio::time::sleep(RETRY_AFTER), if self.retry => {}
             }
             self.drive();
         }
@@ -99,14 +111,27 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         }
     }
 
-    /// Write the state. On failure the error is kept for status.
+    /// Write the state, trying [`WRITE_ATTEMPTS`] times. On failure the
+    /// error is kept for status and the engine retries its steps until a
+    /// write lands.
     fn commit(&mut self) -> bool {
-        match self.store.save(&self.state) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "migration: state not saved");
-                self.last_error = Some(e.to_string());
-                false
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.store.save(&self.state) {
+                Ok(()) => {
+                    self.retry = false;
+                    return true;
+                }
+                Err(e) if attempt < WRITE_ATTEMPTS => {
+                    tracing::warn!(error = %e, "migration: state not saved; trying again");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "migration: state not saved; the step is undone");
+                    self.last_error = Some(e.to_string());
+                    self.retry = true;
+                    return false;
+                }
             }
         }
     }
@@ -213,7 +238,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             match phase {
                 NodePhase::Cutover => self.cut_over(&node),
                 NodePhase::Soak => {
-                    let deadline = Instant::now() + self.settings().soak;
+                    let deadline = workers::later(Instant::now(), self.settings().soak);
                     self.spawn_worker(&node, Some(deadline));
                 }
                 NodePhase::Shadow if self.state.phase == RunPhase::Running => {
@@ -293,24 +318,29 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             "new streams go over konnectivity; watching for {}",
             humantime::format_duration(soak)
         );
-        if self.forward(|s| {
+        // Watched either way: a node serving over konnectivity is never
+        // left alone. Unsaved, it stays `cutover` (on konnectivity, as the
+        // store says) and a clean soak records both steps at once.
+        self.forward(|s| {
             s.transition(node, NodePhase::Soak, why)
                 .map_err(|e| e.to_string())
-        }) {
-            self.spawn_worker(node, Some(Instant::now() + soak));
-        }
+        });
+        self.spawn_worker(node, Some(workers::later(Instant::now(), soak)));
     }
 
     /// Roll each `(node, reason)` back, let `run` change the rollout's
-    /// phase, write it all at once, then put the nodes on ssh. The ssh route
-    /// is applied even if the write fails: ssh is a path every node reached.
+    /// phase, write it all at once, then put the nodes on ssh. If the write
+    /// fails nothing changes (the store and the routes keep agreeing): the
+    /// nodes keep their route and their watchers, which find the breach
+    /// again and retry; an operator's rollback gets the error. Returns
+    /// whether it happened.
     pub(super) fn roll_back(
         &mut self,
         nodes: &[(String, String)],
         run: Option<(RunPhase, String)>,
-    ) {
+    ) -> bool {
+        let before = self.state.clone();
         for (n, reason) in nodes {
-            self.stop_worker(n);
             if let Err(e) = self
                 .state
                 .transition(n, NodePhase::RolledBack, reason.as_str())
@@ -322,7 +352,21 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             self.state.phase = phase;
             self.state.pause_reason = Some(why);
         }
-        self.commit();
+        if !self.commit() {
+            self.state = before;
+            if self.state.phase == RunPhase::Running {
+                self.state.phase = RunPhase::Paused;
+                self.state.pause_reason = Some(format!(
+                    "a rollback could not be written to {}; fix it: the rollback is retried",
+                    self.store.describe()
+                ));
+            }
+            self.stop_shadows();
+            return false;
+        }
+        for (n, _) in nodes {
+            self.stop_worker(n);
+        }
         for (n, reason) in nodes {
             tracing::warn!(node = %n, %reason, "migration: node rolled back to ssh");
             self.route(n, Route::Ssh);
@@ -330,6 +374,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         if self.state.phase != RunPhase::Running {
             self.stop_shadows();
         }
+        true
     }
 
     /// A node failed a check: roll it back, then pause the rollout, or
@@ -359,7 +404,16 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 (RunPhase::Paused, next)
             })
         };
-        self.roll_back(&nodes, run);
+        if !self.roll_back(&nodes, run) {
+            // Unsaved: watch the node again so the breach is found and the
+            // rollback retried.
+            if self.state.phase_of(node).route() == Route::Konnectivity {
+                self.spawn_worker(
+                    node,
+                    Some(workers::later(Instant::now(), self.settings().soak)),
+                );
+            }
+        }
     }
 
     fn event(&mut self, ev: Event) {
@@ -396,10 +450,20 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             Event::SoakBreach { reason, .. } => self.breach(&node, reason),
             Event::SoakClean { summary, .. } => {
                 let why = format!("soak clean: {summary}");
-                self.forward(|s| {
+                let done = self.forward(|s| {
+                    if s.phase_of(&node) == NodePhase::Cutover {
+                        // Its `soak` write had failed; record both steps.
+                        s.transition(&node, NodePhase::Soak, "soak watched while unsaved")
+                            .map_err(|e| e.to_string())?;
+                    }
                     s.transition(&node, NodePhase::Done, why)
                         .map_err(|e| e.to_string())
                 });
+                if !done {
+                    // Unsaved: the node is still watched, and the step retried.
+                    let soak = Some(workers::later(Instant::now(), RETRY_AFTER));
+                    self.spawn_worker(&node, soak);
+                }
             }
         }
     }

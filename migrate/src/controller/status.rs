@@ -102,8 +102,9 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                         "shadow: {} probes per path, about {} left",
                         s.shadow_probes,
                         human(
-                            (s.probe_interval * s.shadow_probes.saturating_sub(1))
-                                .saturating_sub(now - w.started)
+                            (s.probe_interval
+                                .saturating_mul(s.shadow_probes.saturating_sub(1)))
+                            .saturating_sub(now - w.started)
                         )
                     ),
                 });

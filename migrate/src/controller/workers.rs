@@ -99,6 +99,17 @@ pub(super) async fn shadow<F: Fleet>(
     });
 }
 
+/// A timeout this far away stands for "never": thirty years.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `at + d`, saturating at [`NEVER`] from `at`: durations from a state
+/// file or a request never overflow an instant.
+pub(super) fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(NEVER))
+        .or_else(|| at.checked_add(NEVER))
+        .unwrap_or(at)
+}
+
 /// Waits until `node` has a healthy agent (and, with `need_ssh`, its SSH
 /// path is up), bounded by `ready_timeout`: after a daemon restart both
 /// paths take a moment to come back, and probes counted before that would
@@ -111,7 +122,7 @@ pub(super) async fn wait_ready<F: Fleet>(
     s: &Settings,
     token: &CancellationToken,
 ) -> bool {
-    let deadline = Instant::now() + s.ready_timeout;
+    let deadline = later(Instant::now(), s.ready_timeout);
     loop {
         let ready = fleet
             .nodes()
@@ -151,11 +162,11 @@ pub(super) async fn soak<F: Fleet>(
         return;
     }
     // The soak lasts its full length once the path is usable again.
-    let deadline = deadline + waited.elapsed();
+    let deadline = later(deadline, waited.elapsed());
     let base = fleet.live(&node, Route::Konnectivity);
     let mut tally = Tally::default();
     loop {
-        let next = (Instant::now() + s.probe_interval).min(deadline);
+        let next = later(Instant::now(), s.probe_interval).min(deadline);
         tokio::select! {
             _ = token.cancelled() => return,
             _ = sleep_until(next) => {}

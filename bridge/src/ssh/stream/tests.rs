@@ -255,3 +255,33 @@ impl ReadExactly for SshStream {
         }
     }
 }
+
+/// Empty data messages never queue, and a trickle of one-byte messages is
+/// compacted so the queue never holds more than `max_chunks` (+ the new
+/// one) chunks; the bytes come out intact and in order.
+#[test]
+fn empty_chunks_never_queue_and_small_ones_are_compacted() {
+    let buf = RecvBuffer::new(8);
+    for _ in 0..10_000 {
+        assert_eq!(buf.push(Bytes::new(), 1 << 20), Ok(Pushed::Queued));
+    }
+    assert_eq!(buf.chunks(), 0, "empty chunks grew the buffer");
+    let mut compactions = 0;
+    for i in 0..1000u32 {
+        let byte = Bytes::from(vec![(i % 251) as u8]);
+        if buf.push(byte, 1 << 20) == Ok(Pushed::Compacted) {
+            compactions += 1;
+        }
+        assert!(buf.chunks() <= 9, "{} chunks queued", buf.chunks());
+    }
+    assert!(compactions >= 100, "{compactions}");
+    let all: Vec<u8> = buf
+        .lock()
+        .chunks
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .collect();
+    let want: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(all, want);
+    assert_eq!(buf.lock().len, 1000);
+}
