@@ -134,6 +134,27 @@ impl Bridge {
     }
 }
 
+/// The value of the sample `name{labels}` in a Prometheus text `body`
+/// (labels in the order the bridge writes them); `None` when absent.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let series = format!("{name}{{{}}} ", labels.join(","));
+    body.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Bridge {
+    /// `GET /metrics`; fails on any status but 200.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let answer = self.admin_get("/metrics").await?;
+        if answer.status != 200 {
+            bail!("GET /metrics answered {}: {}", answer.status, answer.body);
+        }
+        Ok(answer.body)
+    }
+}
+
 /// The ssh path state of `node` in `report` (`None` if the node is absent).
 pub fn ssh_state(report: &Report, node: &str) -> Option<PathState> {
     report

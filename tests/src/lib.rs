@@ -22,7 +22,7 @@ pub mod net;
 pub mod pods;
 pub mod sshd;
 
-pub use admin::{ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
+pub use admin::{metric, ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
 pub use agent::{Agent, AgentSpec};
 pub use bridge::{Bridge, BridgeConfig, KonnectivityConfig, MigrationTuning, NodeEntry};
 pub use client::{kubelet_get, Connected, Egress, Stream};

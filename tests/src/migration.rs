@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sshbridge::report::client::{get, post};
+use sshbridge::report::client::{get, post, ClientError};
 use sshbridge_migrate::{NodePhase, Plan, Status};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,21 @@ impl Bridge {
         let path = format!("/migration/{action}");
         let out = post(&self.admin_addr(), &path, body, CALL).await?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// `POST /migration/ACTION` with `body`, whatever the status: the
+    /// status and the body (for a refusal, the admin API's error message).
+    pub async fn migration_answer(
+        &self,
+        action: &str,
+        body: &str,
+    ) -> anyhow::Result<(u16, String)> {
+        let path = format!("/migration/{action}");
+        match post(&self.admin_addr(), &path, body, CALL).await {
+            Ok(out) => Ok((200, String::from_utf8_lossy(&out).into_owned())),
+            Err(ClientError::Status { status, body, .. }) => Ok((status, body)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `POST /migration/plan` with ApplyOptions JSON `body`.

@@ -187,7 +187,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("egress.sock");
         std::fs::write(&path, b"keep me").unwrap();
-        assert!(bind_unix("k", &path).await.is_err());
+        let e = bind_unix("egress.http_connect_uds", &path)
+            .await
+            .unwrap_err();
+        // Refused because it is not a socket, naming the key, the path and the fix.
+        let text = e.to_string();
+        assert!(matches!(e, BindError::Unix { .. }), "{e}");
+        for want in [
+            "egress.http_connect_uds",
+            &path.display().to_string(),
+            "is not a socket; remove it or choose another path",
+        ] {
+            assert!(text.contains(want), "{text} must say {want:?}");
+        }
         assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
     }
 }

@@ -4,7 +4,8 @@
 //! Usage: `bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale]`.
 //! Prints a table and writes a JSON report (default
 //! `target/bench/report.json`). Exits 1 on errors only, never because a
-//! number missed its target. See docs/bench.md.
+//! number missed its target; in quick mode any broken stream or failed
+//! request is an error. See docs/bench.md.
 
 // A binary root finds its modules next to itself; these live in bench/.
 #[path = "bench/daemon.rs"]
@@ -34,7 +35,8 @@ use serde_json::json;
 /// How long and how big the run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// CI: under 2 minutes; scale N = 100, 1000.
+    /// CI: under 2 minutes; scale N = 100, 1000. Any broken stream or
+    /// failed request fails the run.
     Quick,
     /// Longer windows, three rounds per throughput row; N up to 5000.
     Full,

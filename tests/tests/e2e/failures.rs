@@ -28,6 +28,15 @@ async fn killed_sshd_gives_fast_503_and_the_tunnel_comes_back_by_itself() -> any
             "a dial to a node that is down must fail fast, took {:?}",
             started.elapsed()
         );
+        // The reason names the node and the sshd it cannot reach.
+        let sshd = cluster.nodes[1].sshd.addr().to_string();
+        for want in [
+            cluster.nodes[1].name.as_str(),
+            "path ssh is unavailable",
+            &sshd,
+        ] {
+            assert!(c.body.contains(want), "the 503 must say {want:?}: {c:?}");
+        }
         // The other node is unaffected.
         let c = bridge
             .egress()
@@ -63,6 +72,13 @@ async fn a_node_that_stops_answering_gives_504_after_the_dial_timeout() -> anyho
         let took = started.elapsed();
         frozen.sshd.thaw();
         assert_eq!(c.status, 504, "{c:?}");
+        // The reason names the node, the target and the timeout that expired.
+        let want = format!(
+            "dial of {} through node {} timed out after 1s",
+            frozen.echo.addr(),
+            frozen.name
+        );
+        assert!(c.body.contains(&want), "the 504 must say {want:?}: {c:?}");
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(5),
             "504 should come after the 1s dial timeout, came after {took:?}"

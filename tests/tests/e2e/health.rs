@@ -3,9 +3,9 @@
 //! its `diff` verdict.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
-use sshbridge::report::{PathState, Report};
+use sshbridge::report::{rfc3339, PathState, Report};
 use sshbridge_tests::{ssh_last_error, ssh_state, sshbridge_cli, Bridge, Cluster};
 use tokio::io::AsyncWriteExt;
 
@@ -56,12 +56,20 @@ async fn a_killed_sshd_turns_only_its_node_down_and_back_up() -> anyhow::Result<
             );
         }
         let bound = detection_bound(&bridge)? + SLACK;
+        // RFC 3339 in whole seconds, UTC: such stamps sort as text.
+        let before_kill = rfc3339(SystemTime::now());
         cluster.nodes[1].sshd.kill();
-        let killed = Instant::now();
         let report = bridge
             .wait_for_report("node-1 down", bound, is(PathState::Down, "node-1"))
             .await?;
-        assert!(killed.elapsed() <= bound);
+        // The transition is stamped when the bridge saw it: after the kill,
+        // not earlier (a stale state) and not in the future.
+        let since = report.nodes[1].paths.ssh.since.clone().unwrap_or_default();
+        let seen = rfc3339(SystemTime::now());
+        assert!(
+            before_kill <= since && since <= seen,
+            "node-1 down since {since:?}, killed at {before_kill}, seen at {seen}"
+        );
         assert!(
             !ssh_last_error(&report, "node-1").is_empty(),
             "a down node must say why"

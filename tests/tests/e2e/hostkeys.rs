@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sshbridge_tests::{hostkeys, Bridge, Cluster, KnownHostsStyle};
+use sshbridge_tests::{hostkeys, metric, Bridge, Cluster, KnownHostsStyle, Node};
 
 use crate::support::within;
 
@@ -25,25 +25,84 @@ async fn mismatched_and_unknown_host_keys_are_refused_while_other_nodes_work() -
             KnownHostsStyle::Plain,
             None,
         )?;
+        let file = kh.display().to_string();
         let mut config = cluster.bridge_config()?;
         config.known_hosts = kh;
         let bridge = Bridge::start(config, Some(&good.kubelet_target())).await?;
+        // Each refusal says which of the two it is, names the node, its
+        // sshd and the file, and says what to do; never the other reason.
+        let says = |body: &str, node: &Node, reason: &str, not: &str, fix: &str| {
+            let sshd = node.sshd.addr().to_string();
+            for want in [reason, node.name.as_str(), &sshd, &file, fix] {
+                assert!(
+                    body.contains(want),
+                    "{}'s 503 must say {want:?}: {body}",
+                    node.name
+                );
+            }
+            assert!(!body.contains(not), "{}: {body}", node.name);
+        };
         // Give the refused nodes a few reconnect rounds (backoff max 500ms):
         // they must stay refused, never silently accepted.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while tokio::time::Instant::now() < deadline {
-            for node in [wrong, unknown] {
-                let c = bridge.egress().connect(&node.kubelet_target()).await?;
-                assert_eq!(
-                    c.status, 503,
-                    "{} has a bad host key but CONNECT gave {c:?}",
-                    node.name
-                );
-            }
+            let c = bridge.egress().connect(&wrong.kubelet_target()).await?;
+            assert_eq!(
+                c.status, 503,
+                "{} has a changed host key: {c:?}",
+                wrong.name
+            );
+            says(
+                &c.body,
+                wrong,
+                "does not match",
+                "is unknown",
+                "replace those lines",
+            );
+            let c = bridge.egress().connect(&unknown.kubelet_target()).await?;
+            assert_eq!(
+                c.status, 503,
+                "{} has an unknown host key: {c:?}",
+                unknown.name
+            );
+            says(
+                &c.body,
+                unknown,
+                "is unknown",
+                "does not match",
+                "ssh-keyscan",
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let c = bridge.egress().connect(&good.kubelet_target()).await?;
         assert_eq!(c.status, 200, "the node with a good key must keep working");
+        // The metrics count every refusal as a host key failure, and
+        // nothing else: no auth, timeout, refused or other attempt.
+        let metrics = bridge.metrics().await?;
+        let failures = |node: &str, reason: &str| {
+            let labels = [("node", node), ("reason", reason)];
+            metric(&metrics, "sshbridge_handshake_failures_total", &labels)
+                .unwrap_or_else(|| panic!("no handshake failure series for {labels:?}"))
+        };
+        for node in [wrong, unknown] {
+            let host_key = failures(&node.name, "host_key");
+            assert!(
+                host_key >= 2.0,
+                "{} was refused several times, counted {host_key} host_key failures",
+                node.name
+            );
+        }
+        for node in [good, wrong, unknown] {
+            for reason in ["auth", "timeout", "refused", "other"] {
+                assert_eq!(
+                    failures(&node.name, reason),
+                    0.0,
+                    "{} failed for reason {reason}",
+                    node.name
+                );
+            }
+        }
+        assert_eq!(failures(&good.name, "host_key"), 0.0);
         let log = bridge.log();
         assert!(
             log.contains(&wrong.name),

@@ -80,7 +80,16 @@ async fn a_full_apply_under_load_moves_every_node_with_zero_failed_requests() ->
             assert!(k > 0, "{n}: no dial went over konnectivity");
         }
         let finalized = bridge.migration_post("finalize", "{}").await?;
-        assert!(finalized.contains("node-4"), "{finalized}");
+        let finalized: sshbridge_migrate::FinalState = serde_json::from_str(&finalized)
+            .map_err(|e| anyhow::anyhow!("finalize answered {finalized}: {e}"))?;
+        assert_eq!(finalized.nodes, nodes, "finalize must list every node");
+        assert!(!finalized.finalized_at.is_empty(), "{finalized:?}");
+        let status = bridge.migration_status().await?;
+        assert_eq!(
+            status.finalized_at.as_deref(),
+            Some(finalized.finalized_at.as_str()),
+            "/migration must record the finalize it answered"
+        );
         Ok(())
     })
     .await
@@ -110,6 +119,14 @@ async fn a_node_without_an_agent_stays_on_ssh_and_plan_says_why() -> anyhow::Res
             })
             .await?;
         assert_eq!(phase_of(&status, "node-2"), NodePhase::Ssh, "{status:?}");
+        // node-2 is not done: finalize is refused, naming it and its phase.
+        let (code, why) = bridge.migration_answer("finalize", "{}").await?;
+        assert_eq!(code, 409, "finalize with node-2 on ssh: {why}");
+        assert!(
+            why.contains("node-2 (ssh)") && !why.contains("node-0"),
+            "the refusal must name the node that is not done: {why}"
+        );
+        assert!(bridge.migration_status().await?.finalized_at.is_none());
         no_failures(load).await?;
         let report = bridge.report().await?;
         assert_eq!(route(&report, "node-2"), Route::Ssh);
@@ -142,7 +159,22 @@ async fn an_agent_killed_during_soak_rolls_its_node_back_with_a_reason() -> anyh
         assert!(status.regressed());
         let node = status.nodes.iter().find(|n| n.name == "node-0").unwrap();
         let reason = node.rollback_reason.clone().unwrap_or_default();
-        assert!(!reason.is_empty(), "a rollback must say why: {node:?}");
+        // The reason is the soak's verdict on the konnectivity path, with
+        // the error the dead agent left behind.
+        assert!(
+            reason.starts_with("konnectivity ")
+                && reason.contains("failed during soak")
+                && reason.contains("last error:"),
+            "a rollback must say why: {node:?}"
+        );
+        assert!(
+            status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("node-0")),
+            "the paused rollout must say which node stopped it: {}",
+            sshbridge_tests::status_summary(&status)
+        );
         assert_eq!(route(&s.bridge.report().await?, "node-0"), Route::Ssh);
 
         // Traffic keeps flowing: after the rollback nothing fails.
@@ -204,15 +236,34 @@ async fn rollback_all_returns_every_node_to_ssh_under_load() -> anyhow::Result<(
     .await
 }
 
-/// node-0's phase as the state file records it.
-fn recorded_phase(bridge: &Bridge, node: &str) -> anyhow::Result<String> {
+/// Every node's phase as the state file records it. The file must exist
+/// and parse; a node it does not list was never touched (`ssh`).
+fn recorded_phases(bridge: &Bridge, nodes: &[&str]) -> anyhow::Result<Vec<NodePhase>> {
     let path = bridge.config.dir.join("migration.json");
-    let text = std::fs::read_to_string(&path)?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("the state file {}: {e}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
-    v["nodes"][node]["phase"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no phase of {node} in {text}"))
+    anyhow::ensure!(v["nodes"].is_object(), "no nodes in {text}");
+    nodes
+        .iter()
+        .map(|n| match v["nodes"].get(*n) {
+            None => Ok(NodePhase::Ssh),
+            Some(node) => serde_json::from_value(node["phase"].clone())
+                .map_err(|e| anyhow::anyhow!("phase of {n} in {text}: {e}")),
+        })
+        .collect()
+}
+
+/// Where a phase is on the way to `done`; a rollback is off the way.
+fn progress(phase: NodePhase) -> anyhow::Result<u8> {
+    Ok(match phase {
+        NodePhase::Ssh => 0,
+        NodePhase::Shadow => 1,
+        NodePhase::Cutover => 2,
+        NodePhase::Soak => 3,
+        NodePhase::Done => 4,
+        NodePhase::RolledBack => anyhow::bail!("a node rolled back"),
+    })
 }
 
 #[tokio::test]
@@ -234,29 +285,41 @@ async fn a_daemon_killed_mid_rollout_resumes_consistently() -> anyhow::Result<()
                 "both nodes must be ready: {plan:?}"
             );
             let what = format!("node-0 in {target}");
-            bridge
+            let shown = bridge
                 .wait_for_migration(&what, ROLLOUT, |st| phase_of(st, "node-0") == target)
                 .await?;
             bridge.kill().await;
-            let recorded: Vec<String> = nodes
-                .iter()
-                .map(|n| recorded_phase(&bridge, n).unwrap_or_else(|_| "ssh".into()))
-                .collect();
+            let recorded = recorded_phases(&bridge, &nodes)?;
+            // Every step is recorded before it takes effect: the file is at
+            // least as far as what /migration showed before the kill.
+            for (n, phase) in nodes.iter().zip(&recorded) {
+                let before = phase_of(&shown, n);
+                assert!(
+                    progress(*phase)? >= progress(before)?,
+                    "kill -9 in {target}: /migration showed {n} in {before}, the file has {phase}"
+                );
+            }
             let (config, k) = (bridge.config.clone(), bridge.konnectivity.clone());
             drop(bridge);
             bridge = Bridge::start_with(config, k, None).await?;
             bridge
                 .wait_for_admin("/migration", 200, Duration::from_secs(20))
                 .await?;
+            // The restarted daemon resumes from the file: no node is behind
+            // what was recorded (a daemon that lost its state shows ssh).
+            let resumed = bridge.migration_status().await?;
+            for (n, phase) in nodes.iter().zip(&recorded) {
+                let after = phase_of(&resumed, n);
+                assert!(
+                    progress(after)? >= progress(*phase)?,
+                    "after kill -9 in {target}: {n} was recorded {phase}, resumed in {after}"
+                );
+            }
             let report = bridge.report().await?;
             for (n, phase) in nodes.iter().zip(&recorded) {
-                let want = match phase.as_str() {
-                    "cutover" | "soak" | "done" => Route::Konnectivity,
-                    _ => Route::Ssh,
-                };
                 assert_eq!(
                     route(&report, n),
-                    want,
+                    phase.route(),
                     "after kill -9 in {target}: {n} was recorded {phase}"
                 );
             }
@@ -304,12 +367,16 @@ async fn a_corrupt_state_file_is_refused_and_kept() -> anyhow::Result<()> {
             .wait_for_admin("/migration", 503, Duration::from_secs(10))
             .await?;
         assert!(
-            answer.body.contains("migration.json"),
+            answer.body.contains(&state.display().to_string()),
             "the 503 must name the state file: {}",
             answer.body
         );
-        let apply = bridge.migration_post("apply", "{}").await;
-        assert!(apply.is_err(), "apply on a corrupt store: {apply:?}");
+        let (code, why) = bridge.migration_answer("apply", "{}").await?;
+        assert_eq!(code, 503, "apply on a corrupt store: {why}");
+        assert!(
+            why.contains(&state.display().to_string()),
+            "the refused apply must name the state file: {why}"
+        );
         assert_eq!(
             std::fs::read(&state)?,
             garbage,

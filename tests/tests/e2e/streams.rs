@@ -177,6 +177,40 @@ async fn firehose_settles(firehose: &PodServer, secs: u64) -> anyhow::Result<u64
         })
 }
 
+/// Bytes the bridge received from `node` over its SSH path (`/report`).
+async fn received_from(bridge: &Bridge, node: &str) -> anyhow::Result<u64> {
+    let report = bridge.report().await?;
+    report
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map(|n| n.paths.ssh.bytes_received)
+        .ok_or_else(|| anyhow::anyhow!("{node} is not in /report"))
+}
+
+/// [`received_from`] once two samples 500ms apart agree.
+async fn settled_received(bridge: &Bridge, node: &str) -> anyhow::Result<u64> {
+    let settle = async {
+        let mut last = received_from(bridge, node).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = received_from(bridge, node).await?;
+            // Health probes add a few KiB now and then.
+            if now - last < PROBE_SLACK / 4 {
+                return Ok::<_, anyhow::Error>(now);
+            }
+            last = now;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), settle)
+        .await
+        .map_err(|_| anyhow::anyhow!("the bridge never stopped taking bytes from {node}"))?
+}
+
+/// What a few health probes (TLS handshakes with the kubelet) add to a
+/// node's byte counter while a test waits.
+const PROBE_SLACK: u64 = 256 * 1024;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_readers_hold_back_only_their_own_streams() -> anyhow::Result<()> {
     within(180, async {
@@ -188,6 +222,7 @@ async fn stalled_readers_hold_back_only_their_own_streams() -> anyhow::Result<()
         config.keepalive_interval = "1s".into();
         config.keepalive_max = 2;
         let bridge = Bridge::start(config, Some(&node.kubelet_target())).await?;
+        let received_before = received_from(&bridge, &node.name).await?;
         // Streams fed by endless writers whose clients never read.
         let mut stalled = Vec::new();
         for _ in 0..STALLED {
@@ -198,6 +233,21 @@ async fn stalled_readers_hold_back_only_their_own_streams() -> anyhow::Result<()
             anyhow::ensure!(c.status == 200, "CONNECT to the firehose: {c:?}");
             stalled.push(c.stream);
         }
+        // The writers are held back by the window: once the firehose has
+        // stopped, the bridge has taken at most one max_stream_buffer per
+        // unread stream from the node (plus a few health probes).
+        firehose_settles(&node.firehose, 30).await?;
+        let taken = settled_received(&bridge, &node.name).await? - received_before;
+        let window = MIB as u64;
+        assert!(
+            taken >= STALLED as u64 * window * 3 / 4,
+            "the unread streams took only {taken} bytes: they were never filled"
+        );
+        assert!(
+            taken <= STALLED as u64 * window + PROBE_SLACK,
+            "the bridge took {taken} bytes from the node for {STALLED} unread streams \
+             with ssh.max_stream_buffer = {window}"
+        );
         // Meanwhile another stream of the same node moves 8 MiB of echo
         // both ways, intact and without waiting for the stalled ones.
         let mut data = vec![0u8; 8 * MIB];
@@ -212,12 +262,6 @@ async fn stalled_readers_hold_back_only_their_own_streams() -> anyhow::Result<()
         let tls = cluster.kubelet_client_tls()?;
         let (status, body) = kubelet_get(c.stream, tls, node.address, "/healthz").await?;
         assert_eq!((status, body.trim()), (200, "ok"), "kubelet /healthz");
-        // The writers are held back by the window, not buffered endlessly.
-        let held = firehose_settles(&node.firehose, 30).await?;
-        assert!(
-            held < (STALLED * 32 * MIB) as u64,
-            "{held} bytes left the firehose for {STALLED} unread streams"
-        );
         // Longer than keepalive_interval * keepalive_max: the keepalives
         // still get through, so the session survives, and new dials work.
         tokio::time::sleep(Duration::from_secs(5)).await;

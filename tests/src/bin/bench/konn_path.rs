@@ -218,6 +218,10 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Vec<Row>>
             let why = line
                 .and_then(|l| l.split("error=").nth(1).map(String::from))
                 .unwrap_or_else(|| format!("{e} (the bridge log does not say why)"));
+            // CI must not pass with a broken stream; a full run records it.
+            if mode == Mode::Quick {
+                bail!("the Konnectivity bulk upload stream broke: {why}");
+            }
             Row::missing("throughput konn", name, "MiB/s", "").note(&format!(
                 "the stream broke: {why}. Konnectivity has no flow control; the agent \
                  closes a connection whose target is 4 MiB behind, even one that reads"

@@ -241,6 +241,24 @@ pub struct Rate {
     pub latency: Samples,
     /// Requests that failed.
     pub errors: u64,
+    /// What the first failed request said.
+    pub first_error: Option<String>,
+}
+
+impl Rate {
+    /// In quick mode (CI) a failed request fails the run; `what` names the
+    /// path the requests took.
+    pub fn check(&self, mode: crate::Mode, what: &str) -> anyhow::Result<()> {
+        if mode == crate::Mode::Quick && self.errors > 0 {
+            bail!(
+                "{} of {} HTTPS requests {what} failed; quick mode allows none. First: {}",
+                self.errors,
+                self.errors + self.latency.0.len() as u64,
+                self.first_error.as_deref().unwrap_or("(no message)")
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `GET /healthz` over a new stream and TLS session per request (as the
@@ -258,7 +276,7 @@ pub async fn https_rate(
     for _ in 0..concurrency {
         let (via, tls) = (via.clone(), tls.clone());
         tasks.push(tokio::spawn(async move {
-            let (mut ok, mut errors) = (Vec::new(), 0u64);
+            let (mut ok, mut errors, mut first) = (Vec::new(), 0u64, None);
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 let req = async {
@@ -267,18 +285,25 @@ pub async fn https_rate(
                 };
                 match req.await {
                     Ok((200, _)) => ok.push(t0.elapsed()),
-                    _ => errors += 1,
+                    other => {
+                        errors += 1;
+                        first.get_or_insert_with(|| match other {
+                            Ok((status, body)) => format!("kubelet answered {status}: {body}"),
+                            Err(e) => format!("{e:#}"),
+                        });
+                    }
                 }
             }
-            (ok, errors)
+            (ok, errors, first)
         }));
     }
     let started = Instant::now();
-    let (mut all, mut errors) = (Vec::new(), 0);
+    let (mut all, mut errors, mut first_error) = (Vec::new(), 0, None);
     for t in tasks {
-        let (ok, e) = t.await?;
+        let (ok, e, first) = t.await?;
         all.extend(ok);
         errors += e;
+        first_error = first_error.or(first);
     }
     let elapsed = started.elapsed().max(window);
     if all.is_empty() {
@@ -289,6 +314,7 @@ pub async fn https_rate(
         per_sec: all.len() as f64 / elapsed.as_secs_f64(),
         latency: Samples(all),
         errors,
+        first_error,
     })
 }
 

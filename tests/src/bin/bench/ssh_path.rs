@@ -199,7 +199,9 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         rate_window,
     )
     .await?;
+    direct.check(mode, "straight to the kubelet")?;
     let through = load::https_rate(&via_bridge, kubelet_ip, tls, 8, rate_window).await?;
+    through.check(mode, "through the bridge")?;
     let note = format!(
         "GET /healthz, new CONNECT + TLS handshake per request, 8 at a time; errors: bridge {}, direct {}",
         through.errors, direct.errors
