@@ -26,6 +26,10 @@ const UP: Duration = Duration::from_secs(30);
 /// every process. Generous: it covers an idle-close of the other direction
 /// where the chosen behaviour waits for one.
 pub const CLOSED: Duration = Duration::from_secs(45);
+/// Bound for connections to close after one end went away entirely (a
+/// vanished client, a target that closed): well below the 30 s
+/// `stall_timeout`, so a close that waits for it fails.
+pub const PROMPT: Duration = Duration::from_secs(10);
 
 /// `$ANP_BIN`, or prints the skip line.
 pub fn anp() -> Option<PathBuf> {
@@ -294,23 +298,44 @@ pub async fn scenario_half_close(
 
 /// A client that vanishes while the target still sends (the firehose):
 /// its socket is closed abruptly with unread data, as the kernel does for
-/// a killed process. Every connection closes within [`CLOSED`].
-pub async fn scenario_vanish(label: &str, mut stream: Stream, base: &Counts) -> anyhow::Result<()> {
+/// a killed process. Every connection closes within [`PROMPT`]. With `raw`
+/// the stream carries upstream's unread CONNECT answer too (see
+/// [`scenario_close_first`]); where it came is recorded.
+pub async fn scenario_vanish(
+    label: &str,
+    mut stream: Stream,
+    base: &Counts,
+    raw: bool,
+) -> anyhow::Result<()> {
     let mut check = sshbridge_tests::FirehoseCheck::default();
+    let mut seen = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     tokio::time::timeout(Duration::from_secs(20), async {
-        while check.verified() < 1 << 20 {
+        while seen.len() + (check.verified() as usize) < 1 << 20 {
             let n = stream.read(&mut buf).await?;
             anyhow::ensure!(n > 0, "the firehose ended early");
-            check.feed(&buf[..n])?;
+            if raw {
+                seen.extend_from_slice(&buf[..n]);
+            } else {
+                check.feed(&buf[..n])?;
+            }
         }
         Ok(())
     })
     .await
     .map_err(|_| anyhow::anyhow!("{label}: 1 MiB of firehose did not arrive within 20s"))??;
+    if raw {
+        let at = seen
+            .windows(UPSTREAM_200.len())
+            .position(|w| w == UPSTREAM_200);
+        observed(&format!(
+            "{label}: firehose through upstream's CONNECT: 200 head at byte {at:?} of the first {} bytes",
+            seen.len()
+        ));
+    }
     drop(stream);
     let t = base
-        .wait_back(CLOSED)
+        .wait_back(PROMPT)
         .await
         .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     observed(&format!(
@@ -319,33 +344,47 @@ pub async fn scenario_vanish(label: &str, mut stream: Stream, base: &Counts) -> 
     Ok(())
 }
 
+/// The CONNECT answer of upstream's proxy-server, byte for byte.
+pub const UPSTREAM_200: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+
 /// A target that closes first (writes `bye\n`, SHUT_WR, reads on) while
 /// the client keeps sending: the client gets `bye\n`, its read side ends,
-/// and every connection closes within [`CLOSED`].
+/// and every connection closes within [`PROMPT`] after that. A `stream`
+/// on which only the CONNECT request was written (its answer unread) is
+/// accepted too: upstream's 200 head is then taken out of what arrived,
+/// wherever it came, and where it came is recorded.
 pub async fn scenario_close_first(
     label: &str,
     stream: Stream,
     base: &Counts,
 ) -> anyhow::Result<()> {
     let (mut r, mut w) = tokio::io::split(stream);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
     let writer = tokio::spawn(async move {
         let chunk = vec![7u8; 16 * 1024];
         let mut sent = 0usize;
         let start = Instant::now();
-        while start.elapsed() < CLOSED {
-            match tokio::time::timeout(Duration::from_secs(2), w.write_all(&chunk)).await {
-                Ok(Ok(())) => sent += chunk.len(),
-                Ok(Err(e)) => {
+        loop {
+            let write = tokio::select! {
+                _ = stopped.cancelled() => break,
+                w = w.write_all(&chunk) => w,
+            };
+            match write {
+                Ok(()) => sent += chunk.len(),
+                Err(e) => {
                     return (
                         sent,
                         format!("write error after {:.1?}: {e}", start.elapsed()),
                     )
                 }
-                Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        (sent, format!("writes still accepted after {CLOSED:?}"))
+        (
+            sent,
+            "writes still accepted 2 s after the read side ended".to_string(),
+        )
     });
     let start = Instant::now();
     let mut got = Vec::new();
@@ -359,9 +398,22 @@ pub async fn scenario_close_first(
             Ok(Err(e)) => break Some(format!("error after {:.1?}: {e}", start.elapsed())),
         }
     };
-    let (sent, how) = tokio::time::timeout(CLOSED + Duration::from_secs(5), writer).await??;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let (sent, how) = tokio::time::timeout(Duration::from_secs(10), writer).await??;
+    let head_at = got
+        .windows(UPSTREAM_200.len())
+        .position(|w| w == UPSTREAM_200);
+    if let Some(at) = head_at {
+        got.drain(at..at + UPSTREAM_200.len());
+    }
+    let head = match head_at {
+        None => String::new(),
+        Some(at) => format!(" (upstream's 200 head came after {at} byte(s) of the target's)"),
+    };
     observed(&format!(
-        "{label}: target closed first: client read {got:?}, read side {}, client wrote {sent} bytes, {how}",
+        "{label}: target closed first: client read {:?}{head}, read side {}, client wrote {sent} bytes, {how}",
+        String::from_utf8_lossy(&got),
         end.as_deref().unwrap_or("still open")
     ));
     anyhow::ensure!(
@@ -374,7 +426,7 @@ pub async fn scenario_close_first(
     );
     drop(r);
     let t = base
-        .wait_back(CLOSED)
+        .wait_back(PROMPT)
         .await
         .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     observed(&format!(
@@ -408,6 +460,7 @@ async fn vanishing_client_and_closing_target_with_an_upstream_agent() -> anyhow:
             label,
             s.connect_first(&n.firehose.addr().to_string()).await?,
             &base,
+            false,
         )
         .await?;
         scenario_close_first(
@@ -477,10 +530,27 @@ async fn stalled_readers_on_an_upstream_agent_block_its_stream_until_stall_timeo
         let n = &s.cluster.nodes[0];
         let mut echo = s.connect(&n.echo.addr().to_string()).await?;
         sha_echo(&mut echo, 64 * 1024).await?;
+        // Dialed at once: a dial answered after the first firehose filled
+        // its buffer waits behind it like any other packet.
+        let hose = n.firehose.addr().to_string();
+        let bridge_egress = s.bridge.egress();
+        let dial = || bridge_egress.connect_server_speaks_first(&hose);
+        let (a, b, c) = tokio::join!(dial(), dial(), dial());
         let mut hoses = Vec::new();
-        for _ in 0..3 {
-            hoses.push(s.connect_first(&n.firehose.addr().to_string()).await?);
+        let mut refused = Vec::new();
+        for c in [a, b, c] {
+            let c = c?;
+            if c.status == 200 {
+                hoses.push(c.stream);
+            } else {
+                refused.push(format!("{} {}", c.status, c.body.trim()));
+            }
         }
+        observed(&format!(
+            "3 firehose dials at once on one proxy-agent: {} answered 200, others: {refused:?}",
+            hoses.len()
+        ));
+        anyhow::ensure!(!hoses.is_empty(), "no firehose dial succeeded: {refused:?}");
         let start = Instant::now();
         let (mut worst, mut slow, mut pings) = (Duration::ZERO, 0u32, 0u32);
         let mut cut_at = None;
