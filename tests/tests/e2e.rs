@@ -27,3 +27,7 @@ mod migration;
 mod routing;
 #[path = "e2e/streams.rs"]
 mod streams;
+#[path = "e2e/upstream.rs"]
+mod upstream;
+#[path = "e2e/upstream_server.rs"]
+mod upstream_server;

@@ -176,5 +176,9 @@ impl Drop for KonnStream {
         if lock(&self.agent.conns).remove(&self.connect_id).is_some() {
             self.agent.control(Packet::close_request(self.connect_id));
         }
+        // The agent's stream may be waiting for room in this connection
+        // (`Agent::room_for`): it is gone, so stop waiting now rather than
+        // hold every other connection of the agent until `stall_timeout`.
+        self.drained.notify_one();
     }
 }
