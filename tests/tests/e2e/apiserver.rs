@@ -234,8 +234,12 @@ async fn exec_and_port_forward(a: &ApiSetup) -> anyhow::Result<()> {
     // Without an upgrade the apiserver refuses before dialing anything.
     let path = "/api/v1/namespaces/default/pods/pod-0/exec?command=cat&stdout=true";
     let r = a.cp.api.request("POST", path, None).await?;
-    eprintln!("FACT exec without upgrade: {} {:?}", r.status, r.body);
     assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body
+            .contains(r#""message":"Upgrade request required","reason":"BadRequest","code":400"#),
+        "{r:?}"
+    );
     Ok(())
 }
 
@@ -256,12 +260,36 @@ async fn dead_node_and_recovery(a: &mut ApiSetup, protocol: ProxyProtocol) -> an
     let start = Instant::now();
     let (ok, out, err) = a.cp.kubectl(&["get", "--raw", path]).await?;
     let took = start.elapsed();
-    eprintln!("FACT {protocol:?} dead node: ok={ok} out={out:?} err={err:?} took={took:?}");
     assert!(!ok, "a dead node answered: {out}");
     assert!(
         took < dial_timeout + Duration::from_secs(5),
         "failing took {took:?} (dial_timeout {dial_timeout:?})"
     );
+    // What the operator sees: HTTPConnect shows only the bridge's status
+    // line; GRPC shows the bridge's DIAL_RSP error text verbatim.
+    let node1 = &a.s.cluster.nodes[1];
+    let message = match protocol {
+        ProxyProtocol::HttpConnect => format!(
+            "error trying to reach service: proxy error from {} while dialing {}, code 503: \
+             503 Service Unavailable",
+            a.s.bridge.config.uds.display(),
+            a.kubelets[1].addr()
+        ),
+        ProxyProtocol::Grpc => format!(
+            "error trying to reach service: node node-1: path ssh is unavailable: node node-1: \
+             TCP connection to {} refused; check that sshd runs and listens there",
+            node1.sshd.addr()
+        ),
+    };
+    assert_eq!(err, format!("Error from server: {message}\n"));
+    // The apiserver maps any failed dial to 500, the dial error as message.
+    let r = a.cp.api.request("GET", path, None).await?;
+    assert!(
+        r.head.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+        "{r:?}"
+    );
+    let tail = format!(r#""status":"Failure","message":"{message}","code":500}}"#);
+    assert!(r.body.ends_with(&format!("{tail}\n")), "{r:?}");
     let r =
         a.cp.api
             .request("GET", "/api/v1/nodes/node-0/proxy/healthz", None)
@@ -285,5 +313,25 @@ async fn dead_node_and_recovery(a: &mut ApiSetup, protocol: ProxyProtocol) -> an
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // A node that hangs (sshd stopped, TCP up): the bridge's keepalive
+    // ends the session and its tunnels, so the apiserver's kept-alive
+    // kubelet connection ends too, and the request fails in bounded time.
+    a.s.cluster.nodes[1].sshd.freeze();
+    let start = Instant::now();
+    let r = a.cp.api.request("GET", path, None).await;
+    let took = start.elapsed();
+    a.s.cluster.nodes[1].sshd.thaw();
+    let r = r?;
+    assert!(
+        took < dial_timeout + Duration::from_secs(5),
+        "failing on a hung node took {took:?} (dial_timeout {dial_timeout:?}): {r:?}"
+    );
+    assert_eq!(r.status, 500, "{r:?}");
+    let why = match protocol {
+        ProxyProtocol::HttpConnect => "code 503: 503 Service Unavailable",
+        ProxyProtocol::Grpc => "node node-1: path ssh is unavailable: node node-1: SSH session",
+    };
+    assert!(r.body.contains(why), "{r:?}");
     Ok(())
 }
