@@ -297,14 +297,17 @@ pub async fn scenario_half_close(
 }
 
 /// A client that vanishes while the target still sends (the firehose):
-/// its socket is closed abruptly with unread data, as the kernel does for
-/// a killed process. Every connection closes within [`PROMPT`]. With `raw`
+/// it reads 1 MiB, stops reading until the whole path is backed up (the
+/// firehose's writes stall), then its socket is closed abruptly with
+/// unread data, as the kernel does for a killed process. Every connection
+/// closes within [`PROMPT`]. With `raw`
 /// the stream carries upstream's unread CONNECT answer too (see
 /// [`scenario_close_first`]); where it came is recorded.
 pub async fn scenario_vanish(
     label: &str,
     mut stream: Stream,
     base: &Counts,
+    firehose: &sshbridge_tests::PodServer,
     raw: bool,
 ) -> anyhow::Result<()> {
     let mut check = sshbridge_tests::FirehoseCheck::default();
@@ -333,15 +336,40 @@ pub async fn scenario_vanish(
             seen.len()
         ));
     }
+    let stalled = backed_up(firehose).await;
     drop(stream);
     let t = base
         .wait_back(PROMPT)
         .await
         .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     observed(&format!(
+        "{label}: client stopped reading, path backed up ({stalled}), vanished"
+    ));
+    observed(&format!(
         "{label}: client vanished mid-firehose: every connection closed within {t:.1?}"
     ));
     Ok(())
+}
+
+/// Waits (at most 20 s) until `firehose` has sent nothing new for 1 s:
+/// every buffer between it and a client that stopped reading is full.
+async fn backed_up(firehose: &sshbridge_tests::PodServer) -> String {
+    let start = Instant::now();
+    let mut last = firehose.sent();
+    let mut still = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = firehose.sent();
+        if now != last {
+            (last, still) = (now, Instant::now());
+        } else if still.elapsed() >= Duration::from_secs(1) {
+            return format!(
+                "firehose stalled at {last} bytes after {:.1?}",
+                start.elapsed()
+            );
+        }
+    }
+    format!("firehose still sending after 20 s ({last} bytes)")
 }
 
 /// The CONNECT answer of upstream's proxy-server, byte for byte.
@@ -460,6 +488,7 @@ async fn vanishing_client_and_closing_target_with_an_upstream_agent() -> anyhow:
             label,
             s.connect_first(&n.firehose.addr().to_string()).await?,
             &base,
+            &n.firehose,
             false,
         )
         .await?;

@@ -180,7 +180,7 @@ async fn half_close_vanish_and_close_first_with_an_upstream_server() -> anyhow::
             }
             let hose = s.connect_raw(&n.firehose.addr().to_string()).await?;
             let raw = mode == Mode::HttpConnect;
-            if let Err(e) = scenario_vanish(&label, hose, &base, raw).await {
+            if let Err(e) = scenario_vanish(&label, hose, &base, &n.firehose, raw).await {
                 failed.push(format!("{e:#}"));
             }
             let first = s.connect_raw(&n.close_first.addr().to_string()).await?;
