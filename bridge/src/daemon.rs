@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::egress::http_connect::{self, Lifecycle, Limits};
 use crate::egress::{Dial, Dialed, EgressError};
+use crate::handshake::HandshakeLimit;
 use crate::health::{HealthSetupError, ProbeSettings};
 use crate::konnectivity::{self, Hub};
 use crate::metrics::BridgeMetrics;
@@ -208,6 +209,26 @@ impl Daemon {
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
+        let egress_handshakes = HandshakeLimit::new(
+            "egress",
+            config.egress.max_tls_handshakes,
+            config.egress.tls_handshake_timeout,
+            &metrics,
+        );
+        let grpc_streams = config.egress.grpc_max_concurrent_streams;
+        let agent_bounds =
+            config
+                .konnectivity
+                .as_ref()
+                .map(|k| konnectivity::server::AgentBounds {
+                    handshakes: HandshakeLimit::new(
+                        "agent",
+                        k.max_tls_handshakes,
+                        k.tls_handshake_timeout,
+                        &metrics,
+                    ),
+                    max_concurrent_streams: k.max_concurrent_streams,
+                });
         let hub = config.konnectivity.as_ref().map(|k| {
             let options = konnectivity::Options {
                 server_id: config.bridge.id.clone(),
@@ -283,22 +304,27 @@ impl Daemon {
             tokio::spawn(http_connect::serve_tls(
                 l,
                 acceptor,
+                egress_handshakes,
                 shared.clone(),
                 limits,
                 life.clone(),
             ));
         }
         if let Some(l) = listeners.grpc_uds {
-            tokio::spawn(crate::egress::grpc::serve_unix(
+            tokio::spawn(crate::egress::grpc::serve_unix_bounded(
                 l,
                 shared.clone(),
                 life.clone(),
+                grpc_streams,
             ));
         }
-        if let (Some(hub), Some((l, tls))) = (hub, listeners.konnectivity) {
+        if let (Some(hub), Some((l, tls)), Some(bounds)) =
+            (hub, listeners.konnectivity, agent_bounds)
+        {
             let stop = root.child_token();
             tokio::spawn(async move {
-                if let Err(e) = konnectivity::server::serve(l, tls, hub, stop).await {
+                if let Err(e) = konnectivity::server::serve_bounded(l, tls, hub, stop, bounds).await
+                {
                     tracing::error!(error = %e, "Konnectivity agent server stopped");
                 }
             });

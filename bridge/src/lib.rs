@@ -14,6 +14,7 @@ pub mod agent;
 pub mod backoff;
 pub mod daemon;
 pub mod egress;
+pub mod handshake;
 pub mod health;
 pub mod konnectivity;
 pub mod manifests;

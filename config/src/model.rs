@@ -54,6 +54,13 @@ pub struct Egress {
     pub max_request_head: usize,
     /// How long a client has to send its whole request head.
     pub request_head_timeout: Duration,
+    /// TLS handshakes in flight at once on `http_connect_tcp`; more
+    /// connections are closed at once.
+    pub max_tls_handshakes: usize,
+    /// Time a client of `http_connect_tcp` has to finish its TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2 streams (dials) per connection of the gRPC egress.
+    pub grpc_max_concurrent_streams: u32,
 }
 
 /// A TCP listener with mutual TLS.
@@ -158,6 +165,12 @@ pub struct Konnectivity {
     pub client_ca: Option<PathBuf>,
     /// `serverCount` announced to agents.
     pub server_count: u32,
+    /// TLS handshakes in flight at once on `agent_listen`.
+    pub max_tls_handshakes: usize,
+    /// Time an agent has to finish its TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/2 streams per agent connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// A batch size: a node count or a percentage of the nodes.

@@ -48,6 +48,9 @@ pub(crate) struct RawEgress {
     pub service_cidrs: Option<Vec<Str>>,
     pub max_request_head: Option<Spanned<StrOrInt>>,
     pub request_head_timeout: Option<Str>,
+    pub max_tls_handshakes: Option<Spanned<i64>>,
+    pub tls_handshake_timeout: Option<Str>,
+    pub grpc_max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 /// `[egress] http_connect_tcp = { ... }`: all four keys are mandatory, since
@@ -117,6 +120,9 @@ pub(crate) struct RawKonnectivity {
     pub key: Str,
     pub client_ca: Option<Str>,
     pub server_count: Option<Spanned<i64>>,
+    pub max_tls_handshakes: Option<Spanned<i64>>,
+    pub tls_handshake_timeout: Option<Str>,
+    pub max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 /// `[migration]`

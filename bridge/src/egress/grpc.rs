@@ -39,9 +39,21 @@ const CHUNK: usize = 32 * 1024;
 /// cancelled and the open streams have ended (each ends at once when
 /// `abort` is cancelled). Stream tasks are tracked by `life.tracker`.
 pub async fn serve_unix<D: Dial>(listener: UnixListener, dialer: Arc<D>, life: Lifecycle) {
+    serve_unix_bounded(listener, dialer, life, 4096).await
+}
+
+/// [`serve_unix`] with at most `max_streams` HTTP/2 streams (dials) per
+/// connection (`[egress] grpc_max_concurrent_streams`).
+pub async fn serve_unix_bounded<D: Dial>(
+    listener: UnixListener,
+    dialer: Arc<D>,
+    life: Lifecycle,
+    max_streams: u32,
+) {
     let stop = life.stop_accepting.clone();
     let svc = ProxySvc { dialer, life };
     let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(max_streams))
         .add_service(ProxyServiceServer::new(svc))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop.cancelled_owned())
         .await;

@@ -70,6 +70,7 @@ pub async fn serve_unix<D: Dial>(
 pub async fn serve_tls<D: Dial>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    handshakes: crate::handshake::HandshakeLimit,
     dialer: Arc<D>,
     limits: Limits,
     life: Lifecycle,
@@ -81,21 +82,16 @@ pub async fn serve_tls<D: Dial>(
         };
         match accepted {
             Ok((tcp, peer)) => {
-                let (dialer, abort, acceptor) =
-                    (dialer.clone(), life.abort.clone(), acceptor.clone());
+                let (dialer, abort, acceptor, handshakes) = (
+                    dialer.clone(),
+                    life.abort.clone(),
+                    acceptor.clone(),
+                    handshakes.clone(),
+                );
                 life.tracker.spawn(async move {
                     let _ = tcp.set_nodelay(true);
-                    let tls = match tokio::time::timeout(
-                        limits.request_head_timeout,
-                        acceptor.accept(tcp),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            return info!(%peer, error = %e, "egress TLS handshake failed")
-                        }
-                        Err(_) => return info!(%peer, "egress TLS handshake timed out"),
+                    let Some(tls) = handshakes.accept(&acceptor, tcp, peer).await else {
+                        return;
                     };
                     serve_conn(tls, peer.to_string(), dialer.as_ref(), limits, abort).await
                 });

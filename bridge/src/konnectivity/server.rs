@@ -83,13 +83,39 @@ pub fn with_h2(mut config: ServerConfig) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
+/// Bounds on the agent listener (`[konnectivity] max_tls_handshakes`,
+/// `tls_handshake_timeout`, `max_concurrent_streams`).
+#[derive(Clone)]
+pub struct AgentBounds {
+    /// The TLS handshake budget.
+    pub handshakes: crate::handshake::HandshakeLimit,
+    /// HTTP/2 streams per agent connection.
+    pub max_concurrent_streams: u32,
+}
+
 /// Serves `AgentService` on `listener` with TLS until `shutdown` is
 /// cancelled; then every agent stream is ended and the server stops.
+/// Default bounds; see [`serve_bounded`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     hub: Hub,
     shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let bounds = AgentBounds {
+        handshakes: crate::handshake::HandshakeLimit::unmetered("agent", 64, HANDSHAKE_TIMEOUT),
+        max_concurrent_streams: 100,
+    };
+    serve_bounded(listener, tls, hub, shutdown, bounds).await
+}
+
+/// [`serve`] with the configured bounds.
+pub async fn serve_bounded(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    hub: Hub,
+    shutdown: CancellationToken,
+    bounds: AgentBounds,
 ) -> Result<(), ServeError> {
     let listen = listener
         .local_addr()
@@ -97,8 +123,16 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<io::Result<AgentConn>>(16);
     let acceptor = TlsAcceptor::from(tls);
     let accepting = shutdown.child_token();
-    tokio::spawn(accept_loop(listener, acceptor, tx, accepting.clone()));
+    let handshakes = bounds.handshakes;
+    tokio::spawn(accept_loop(
+        listener,
+        acceptor,
+        handshakes,
+        tx,
+        accepting.clone(),
+    ));
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(bounds.max_concurrent_streams))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(AgentServiceServer::new(AgentSvc { hub: hub.clone() }))
@@ -122,6 +156,7 @@ pub async fn serve(
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    handshakes: crate::handshake::HandshakeLimit,
     tx: mpsc::Sender<io::Result<AgentConn>>,
     stop: CancellationToken,
 ) {
@@ -139,15 +174,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send(Ok(AgentConn { tls, peer })).await;
-                }
-                Ok(Err(e)) => info!(%peer, error = %e, "Konnectivity agent TLS handshake failed"),
-                Err(_) => info!(%peer, "Konnectivity agent TLS handshake timed out"),
+            if let Some(tls) = handshakes.accept(&acceptor, tcp, peer).await {
+                let _ = tx.send(Ok(AgentConn { tls, peer })).await;
             }
         });
     }

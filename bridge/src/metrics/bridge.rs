@@ -55,6 +55,16 @@ const STREAM_COMPACTIONS: Desc<1> = Desc {
     help: "Times an SSH stream's receive queue reached ssh.max_stream_chunks and was compacted.",
     labels: ["node"],
 };
+const TLS_REFUSED: Desc<1> = Desc {
+    name: "sshbridge_tls_handshakes_refused_total",
+    help: "Connections closed because the listener already ran max_tls_handshakes handshakes.",
+    labels: ["listener"],
+};
+const TLS_TIMEOUTS: Desc<1> = Desc {
+    name: "sshbridge_tls_handshake_timeouts_total",
+    help: "TLS handshakes not finished within the listener's tls_handshake_timeout.",
+    labels: ["listener"],
+};
 const RECONNECTS: Desc<1> = Desc {
     name: "sshbridge_reconnects_total",
     help: "Established SSH sessions to the node that were lost.",
@@ -230,6 +240,14 @@ impl BridgeMetrics {
         for (g, n) in self.tunnels.iter().zip(counts) {
             g.set(f64::from(n));
         }
+    }
+
+    /// The refused and timed-out handshake counters of `listener`.
+    pub fn tls_handshake_counters(&self, listener: &str) -> (Arc<Counter>, Arc<Counter>) {
+        (
+            self.registry.counter(&TLS_REFUSED, [listener]),
+            self.registry.counter(&TLS_TIMEOUTS, [listener]),
+        )
     }
 
     /// Counts a dial refused because its target matched no node.

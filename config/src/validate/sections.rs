@@ -97,6 +97,24 @@ pub(super) fn egress(cx: &mut Ctx<'_>, raw: &RawEgress) -> Egress {
             "10s",
             false,
         ),
+        max_tls_handshakes: cx.count(
+            "egress.max_tls_handshakes",
+            raw.max_tls_handshakes.as_ref(),
+            64,
+            1,
+        ) as usize,
+        tls_handshake_timeout: cx.duration(
+            "egress.tls_handshake_timeout",
+            raw.tls_handshake_timeout.as_ref(),
+            "10s",
+            false,
+        ),
+        grpc_max_concurrent_streams: cx.count(
+            "egress.grpc_max_concurrent_streams",
+            raw.grpc_max_concurrent_streams.as_ref(),
+            4096,
+            1,
+        ),
     }
 }
 
@@ -298,6 +316,24 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
             .as_ref()
             .map(|v| cx.file("konnectivity", "konnectivity.client_ca", Some(v), "", false)),
         server_count: cx.count("konnectivity.server_count", raw.server_count.as_ref(), 1, 1),
+        max_tls_handshakes: cx.count(
+            "konnectivity.max_tls_handshakes",
+            raw.max_tls_handshakes.as_ref(),
+            64,
+            1,
+        ) as usize,
+        tls_handshake_timeout: cx.duration(
+            "konnectivity.tls_handshake_timeout",
+            raw.tls_handshake_timeout.as_ref(),
+            "10s",
+            false,
+        ),
+        max_concurrent_streams: cx.count(
+            "konnectivity.max_concurrent_streams",
+            raw.max_concurrent_streams.as_ref(),
+            100,
+            1,
+        ),
     }
 }
 
