@@ -105,6 +105,10 @@ pub(crate) struct RawHealth {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub listen: Option<Str>,
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
+    pub client_ca: Option<Str>,
+    pub token_file: Option<Str>,
 }
 
 /// `[konnectivity]`; the server needs its certificate and key.
@@ -116,6 +120,7 @@ pub(crate) struct RawKonnectivity {
     pub key: Str,
     pub client_ca: Option<Str>,
     pub server_count: Option<Spanned<i64>>,
+    pub identity: Option<Str>,
 }
 
 /// `[migration]`

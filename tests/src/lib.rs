@@ -20,6 +20,7 @@ pub mod migration;
 pub mod net;
 pub mod pods;
 pub mod sshd;
+pub mod trust;
 
 pub use admin::{ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
 pub use agent::{Agent, AgentSpec};

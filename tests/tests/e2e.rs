@@ -23,3 +23,5 @@ mod migration;
 mod routing;
 #[path = "e2e/streams.rs"]
 mod streams;
+#[path = "e2e/trust.rs"]
+mod trust;

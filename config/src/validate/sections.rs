@@ -2,8 +2,8 @@
 
 use super::Ctx;
 use crate::model::{
-    Admin, Backoff, BatchSize, Bridge, Egress, Health, Konnectivity, Listen, Migration, Ssh,
-    TlsListener,
+    Admin, AdminTls, AgentIdentity, Backoff, BatchSize, Bridge, Egress, Health, Konnectivity,
+    Listen, Migration, Ssh, TlsListener,
 };
 use crate::raw::{
     RawAdmin, RawBackoff, RawBridge, RawEgress, RawHealth, RawKonnectivity, RawMigration, RawSsh,
@@ -266,17 +266,142 @@ pub(super) fn admin(cx: &mut Ctx<'_>, raw: &RawAdmin) -> Admin {
             default
         }),
     };
-    Admin { listen }
+    let tls = admin_tls(cx, raw);
+    let token_file = raw
+        .token_file
+        .as_ref()
+        .map(|v| cx.file("admin", "admin.token_file", Some(v), "", true));
+    let listen_span = cx.at("admin", raw.listen.as_ref());
+    match &listen {
+        Listen::Unix(_) => {
+            let tcp_only = [
+                ("admin.cert", &raw.cert),
+                ("admin.key", &raw.key),
+                ("admin.client_ca", &raw.client_ca),
+                ("admin.token_file", &raw.token_file),
+            ];
+            for (key, v) in tcp_only {
+                if let Some(v) = v {
+                    let p = Problem {
+                        message: "applies only to a TCP admin listener".into(),
+                        hint: Some("the unix socket is protected by its mode 0600; remove the key, or set listen to ip:port".into()),
+                    };
+                    cx.report(&v.span(), key, p);
+                }
+            }
+        }
+        Listen::Tcp(addr) => {
+            let mtls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if !mtls && token_file.is_none() {
+                let p = Problem {
+                    message: format!("TCP listener {addr} would let anyone who can connect change routes"),
+                    hint: Some("set [admin] client_ca (with cert and key) for mutual TLS, or token_file for a bearer token; or listen on \"unix:/run/sshbridge/admin.sock\"".into()),
+                };
+                cx.report(&listen_span, "admin.listen", p);
+            } else if tls.is_none() && !addr.ip().is_loopback() {
+                let p = Problem {
+                    message: format!(
+                        "a bearer token sent in plain HTTP to {addr} can be read off the network"
+                    ),
+                    hint: Some(
+                        "set [admin] cert and key to serve TLS, or listen on a loopback address"
+                            .into(),
+                    ),
+                };
+                cx.report(&listen_span, "admin.listen", p);
+            }
+        }
+    }
+    Admin {
+        listen,
+        tls,
+        token_file,
+    }
+}
+
+/// `[admin] cert`, `key`, `client_ca`: the first two together, the third
+/// only with them.
+fn admin_tls(cx: &mut Ctx<'_>, raw: &RawAdmin) -> Option<AdminTls> {
+    let client_ca = raw
+        .client_ca
+        .as_ref()
+        .map(|v| cx.file("admin", "admin.client_ca", Some(v), "", false));
+    match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => Some(AdminTls {
+            cert: cx.file("admin", "admin.cert", Some(cert), "", false),
+            key: cx.file("admin", "admin.key", Some(key), "", true),
+            client_ca,
+        }),
+        (None, None) => {
+            if let Some(v) = &raw.client_ca {
+                let p = Problem {
+                    message: "needs the admin server's own certificate".into(),
+                    hint: Some("set [admin] cert and key as well".into()),
+                };
+                cx.report(&v.span(), "admin.client_ca", p);
+            }
+            None
+        }
+        (Some(v), None) | (None, Some(v)) => {
+            let (key, missing) = if raw.key.is_none() {
+                ("admin.cert", "key")
+            } else {
+                ("admin.key", "cert")
+            };
+            let p = Problem {
+                message: format!("is set without admin.{missing}"),
+                hint: Some("set both cert and key, or neither".into()),
+            };
+            cx.report(&v.span(), key, p);
+            None
+        }
+    }
 }
 
 pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectivity {
+    const FALLBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 8132);
     let agent_listen = match &raw.agent_listen {
-        None => ([0, 0, 0, 0], 8132).into(),
+        None => {
+            let span = cx.d.section_span("konnectivity");
+            let p = Problem {
+                message: "not set".into(),
+                hint: Some("give the address agents dial, on the network the nodes reach, e.g. \"10.0.0.2:8132\" (\"0.0.0.0:8132\" for every interface)".into()),
+            };
+            cx.report(&span, "konnectivity.agent_listen", p);
+            FALLBACK.into()
+        }
         Some(v) => units::socket_addr(v.get_ref()).unwrap_or_else(|p| {
             cx.report(&v.span(), "konnectivity.agent_listen", p);
-            ([0, 0, 0, 0], 8132).into()
+            FALLBACK.into()
         }),
     };
+    let identity = match &raw.identity {
+        None => AgentIdentity::Proven,
+        Some(v) => match v.get_ref().as_str() {
+            "proven" => AgentIdentity::Proven,
+            "claimed" => AgentIdentity::Claimed,
+            other => {
+                let p = Problem {
+                    message: format!("unknown identity mode {other:?}"),
+                    hint: Some("write \"proven\" (the default) or \"claimed\"".into()),
+                };
+                cx.report(&v.span(), "konnectivity.identity", p);
+                AgentIdentity::Proven
+            }
+        },
+    };
+    let client_ca = raw
+        .client_ca
+        .as_ref()
+        .map(|v| cx.file("konnectivity", "konnectivity.client_ca", Some(v), "", false));
+    if client_ca.is_none() && identity == AgentIdentity::Proven {
+        let span = cx.d.section_span("konnectivity");
+        let p = Problem {
+            message: "not set, so agents cannot prove which node they serve".into(),
+            hint: Some("point client_ca at the CA of the agents' node certificates (the kubelet client CA, for certificates with CN system:node:NAME), or set identity = \"claimed\" to take agents at their word".into()),
+        };
+        cx.report(&span, "konnectivity.client_ca", p);
+    }
     Konnectivity {
         agent_listen,
         cert: cx.file(
@@ -287,11 +412,9 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
             false,
         ),
         key: cx.file("konnectivity", "konnectivity.key", Some(&raw.key), "", true),
-        client_ca: raw
-            .client_ca
-            .as_ref()
-            .map(|v| cx.file("konnectivity", "konnectivity.client_ca", Some(v), "", false)),
+        client_ca,
         server_count: cx.count("konnectivity.server_count", raw.server_count.as_ref(), 1, 1),
+        identity,
     }
 }
 
