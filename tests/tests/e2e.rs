@@ -25,3 +25,5 @@ mod routing;
 mod streams;
 #[path = "e2e/trust.rs"]
 mod trust;
+#[path = "e2e/trust_admin.rs"]
+mod trust_admin;
