@@ -1,5 +1,6 @@
 //! Command-line interface (clap) and the glue of each subcommand.
 
+mod admin_auth;
 mod agent_cmd;
 mod config_cmd;
 mod demo;

@@ -236,6 +236,7 @@ impl Daemon {
                 max_conn_buffer: konnectivity::Options::DEFAULT_MAX_CONN_BUFFER,
                 stall_timeout: konnectivity::Options::DEFAULT_STALL_TIMEOUT,
                 dial_timeout: config.egress.dial_timeout,
+                identity: konnectivity::identity::Guard::new(k.identity, metrics.registry()),
             };
             Hub::new(options, &config.nodes)
         });

@@ -42,6 +42,7 @@
 mod agent;
 pub mod hub;
 pub mod identifiers;
+pub mod identity;
 pub mod proto;
 pub mod server;
 mod stats;

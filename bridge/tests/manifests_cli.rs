@@ -15,12 +15,19 @@ fn config(dir: &Path, egress: &str, admin: &str, agent_listen: &str) -> PathBuf 
         "konn.crt",
         "konn.key",
         "agent-ca.crt",
+        "admin.token",
     ] {
         let p = dir.join(f);
         std::fs::write(&p, "placeholder\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let state = dir.join("state");
+    // A TCP admin listener needs callers to authenticate.
+    let admin_auth = if admin.starts_with("unix:") {
+        ""
+    } else {
+        "token_file = \"admin.token\"\n"
+    };
     let text = format!(
         r#"[bridge]
 id = "cp-1"
@@ -31,7 +38,7 @@ identity = "id_ed25519"
 known_hosts = "known_hosts"
 [admin]
 listen = "{admin}"
-[konnectivity]
+{admin_auth}[konnectivity]
 agent_listen = "{agent_listen}"
 cert = "konn.crt"
 key = "konn.key"
@@ -154,11 +161,18 @@ fn konnectivity_agent_announces_the_node_and_dials_the_configured_port() {
         y.contains("fieldPath: spec.nodeName") && y.contains("fieldPath: status.hostIP"),
         "{y}"
     );
-    // client_ca is set, so the server requires mTLS: the agent gets a client cert.
+    // Identity is proven: each agent presents its node's kubelet client
+    // certificate, mounted from the host; the Secret holds the server CA.
     assert!(
-        y.contains("- \"--cert=/etc/konnectivity-agent/tls.crt\""),
+        y.contains("- \"--cert=/var/lib/kubelet/pki/kubelet-client-current.pem\"")
+            && y.contains("- \"--key=/var/lib/kubelet/pki/kubelet-client-current.pem\""),
         "{y}"
     );
+    assert!(
+        y.contains("path: \"/var/lib/kubelet/pki\"") && y.contains("runAsUser: 0\n"),
+        "{y}"
+    );
+    assert!(!y.contains("tls.crt\""), "no shared certificate: {y}");
     assert!(y.contains("secretName: konnectivity-agent-certs"), "{y}");
 
     let y = ok(&[
@@ -179,7 +193,7 @@ fn konnectivity_agent_announces_the_node_and_dials_the_configured_port() {
         "- \"--proxy-server-port=9132\"",
         "- \"--ca-cert=/etc/konnectivity-agent/ca.crt\"",
         "- \"--agent-identifiers=host=$(NODE_NAME)&ipv4=$(HOST_IP)\"",
-        "- \"--agent-cert=/etc/konnectivity-agent/tls.crt\"",
+        "- \"--agent-cert=/var/lib/kubelet/pki/kubelet-client-current.pem\"",
     ] {
         assert!(y.contains(want), "missing {want} in:\n{y}");
     }

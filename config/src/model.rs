@@ -150,6 +150,48 @@ pub enum Listen {
 pub struct Admin {
     /// Where `/livez`, `/readyz`, `/metrics`, `/report` are served.
     pub listen: Listen,
+    /// TLS of a TCP listener (`cert`, `key`, and `client_ca` for mutual
+    /// TLS); `None` serves plain HTTP (loopback with a token only).
+    pub tls: Option<AdminTls>,
+    /// File holding the bearer token a TCP caller may present instead of a
+    /// client certificate (mode 0600; read at start).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[admin] cert`, `key`, `client_ca`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminTls {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA that callers' client certificates must chain to; a verified
+    /// certificate authenticates a caller.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[konnectivity] identity`: how an agent's node is established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentIdentity {
+    /// `"proven"` (default): the agent's client certificate names its node
+    /// (CN `system:node:NAME` or a SAN DNS name `NAME`), and everything its
+    /// `agentIdentifiers` claim must agree with that node's inventory.
+    #[default]
+    Proven,
+    /// `"claimed"`: an agent serves whatever nodes its `agentIdentifiers`
+    /// name. For fleets that share one agent certificate; any agent that
+    /// passes TLS can then serve any node.
+    Claimed,
+}
+
+impl AgentIdentity {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentIdentity::Proven => "proven",
+            AgentIdentity::Claimed => "claimed",
+        }
+    }
 }
 
 /// `[konnectivity]`: the agent-facing server.
@@ -171,6 +213,35 @@ pub struct Konnectivity {
     pub tls_handshake_timeout: Duration,
     /// HTTP/2 streams per agent connection.
     pub max_concurrent_streams: u32,
+    /// How an agent's node is established.
+    pub identity: AgentIdentity,
+}
+
+impl Config {
+    /// Settings that are valid but weaken security, one sentence each
+    /// naming the key and the fix. `config check` prints them and the
+    /// daemon logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let file = self.source.display();
+        if let Some(k) = self
+            .konnectivity
+            .as_ref()
+            .filter(|k| k.identity == AgentIdentity::Claimed)
+        {
+            let how = if k.client_ca.is_some() {
+                "any agent with a certificate from konnectivity.client_ca"
+            } else {
+                "any TLS client, with no certificate at all (client_ca is unset),"
+            };
+            out.push(format!(
+                "{file}: konnectivity.identity = \"claimed\": {how} can serve any node by naming it in agentIdentifiers, \
+                 and receives that node's exec, logs and port-forward traffic; give each agent its node's certificate \
+                 (CN system:node:NAME) and remove the key"
+            ));
+        }
+        out
+    }
 }
 
 /// A batch size: a node count or a percentage of the nodes.

@@ -109,6 +109,10 @@ pub(crate) struct RawHealth {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub listen: Option<Str>,
+    pub cert: Option<Str>,
+    pub key: Option<Str>,
+    pub client_ca: Option<Str>,
+    pub token_file: Option<Str>,
 }
 
 /// `[konnectivity]`; the server needs its certificate and key.
@@ -123,6 +127,7 @@ pub(crate) struct RawKonnectivity {
     pub max_tls_handshakes: Option<Spanned<i64>>,
     pub tls_handshake_timeout: Option<Str>,
     pub max_concurrent_streams: Option<Spanned<i64>>,
+    pub identity: Option<Str>,
 }
 
 /// `[migration]`

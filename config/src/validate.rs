@@ -2,6 +2,7 @@
 //! applied, values parsed, cross-field rules and referenced files checked.
 //! Every problem is collected; nothing stops at the first.
 
+mod admin;
 mod nodes;
 mod sections;
 
@@ -24,7 +25,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
     let egress = sections::egress(&mut cx, &raw.egress);
     let ssh = sections::ssh(&mut cx, &raw.ssh);
     let health = sections::health(&mut cx, &raw.health);
-    let admin = sections::admin(&mut cx, &raw.admin);
+    let admin = admin::admin(&mut cx, &raw.admin);
     let konnectivity = raw
         .konnectivity
         .as_ref()

@@ -29,8 +29,9 @@ pub struct AgentSpec {
 
 impl AgentSpec {
     /// An agent for the node `name` at `address` of a bridge configured with
-    /// `k`, identified by both (`host=` and `ipv4=`), with a client
-    /// certificate; its log goes to `dir`.
+    /// `k`, identified by both (`host=` and `ipv4=`), with the node's own
+    /// client certificate (the shared one when `k` has none for it); its
+    /// log goes to `dir`.
     pub fn for_node(
         k: &KonnectivityConfig,
         name: &str,
@@ -40,7 +41,12 @@ impl AgentSpec {
         AgentSpec {
             server: k.agent_listen.to_string(),
             ca_cert: k.agent_ca.clone(),
-            identity: Some(k.agent_identity.clone()),
+            identity: Some(
+                k.agent_identities
+                    .get(name)
+                    .unwrap_or(&k.agent_identity)
+                    .clone(),
+            ),
             agent_id: format!("agent-{name}"),
             identifiers: format!("host={name}&ipv4={address}"),
             dir,

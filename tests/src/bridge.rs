@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-pub use config::{BridgeConfig, KonnectivityConfig, MigrationTuning, NodeEntry, TcpEgress};
+pub use config::{
+    AdminTcp, BridgeConfig, KonnectivityConfig, MigrationTuning, NodeEntry, TcpEgress,
+};
 
 use crate::client::Egress;
 

@@ -244,6 +244,7 @@ impl Cluster {
             uds: bridge_dir.join("egress.sock"),
             dir: bridge_dir,
             tcp: None,
+            admin_tcp: None,
             dial_timeout: "3s".into(),
             user: current_user()?,
             identity: self.client_key.private.clone(),

@@ -17,7 +17,8 @@ use crate::net;
 impl Cluster {
     /// Konnectivity for a bridge whose files live in `config.dir`: the
     /// agent server on a free 127.0.0.1 port with a certificate for that
-    /// IP, `client_ca` set (agents need a client certificate), a gRPC
+    /// IP, `client_ca` set and identity proven (each agent presents its
+    /// node's certificate, CN `system:node:NAME`), a gRPC
     /// egress socket, every node on `ssh`, and short migration timings.
     pub fn konnectivity_config(&self, config: &BridgeConfig) -> anyhow::Result<KonnectivityConfig> {
         let ip: IpAddr = [127, 0, 0, 1].into();
@@ -25,6 +26,11 @@ impl Cluster {
         let (cert, key) = server.write_to(&config.dir, "konnectivity")?;
         let client = self.pki.issue_client("konnectivity-agent")?;
         let agent_identity = client.write_to(&config.dir, "agent")?;
+        let mut agent_identities = std::collections::BTreeMap::new();
+        for node in &self.nodes {
+            let files = self.issue_agent_identity(&config.dir, &node.name)?;
+            agent_identities.insert(node.name.clone(), files);
+        }
         Ok(KonnectivityConfig {
             agent_listen: SocketAddr::new(ip, net::free_port(ip)?),
             cert,
@@ -35,8 +41,21 @@ impl Cluster {
             migration: Default::default(),
             agent_ca: self.ca_path.clone(),
             agent_identity,
+            agent_identities,
+            identity: None,
             agent_tls: self.pki.client_config(Some(&client))?,
         })
+    }
+
+    /// Writes node `name`'s agent certificate (CN `system:node:NAME`, as
+    /// the kubelet's client certificate) into `dir`; returns (cert, key).
+    pub fn issue_agent_identity(
+        &self,
+        dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let pair = self.pki.issue_node_client(name)?;
+        Ok(pair.write_to(dir, &format!("agent-{name}"))?)
     }
 
     /// Starts an agent for `node` against the bridge configured with `k`
@@ -45,9 +64,18 @@ impl Cluster {
         Agent::start(self.agent_spec(k, node)).await
     }
 
-    /// The flags of an agent for `node`.
+    /// The flags of an agent for `node`, presenting `node`'s own
+    /// certificate (issued now if `k` predates the node).
     pub fn agent_spec(&self, k: &KonnectivityConfig, node: &Node) -> AgentSpec {
-        AgentSpec::for_node(k, &node.name, node.address, self.dir.path().to_path_buf())
+        let mut spec =
+            AgentSpec::for_node(k, &node.name, node.address, self.dir.path().to_path_buf());
+        if !k.agent_identities.contains_key(&node.name) {
+            let files = self
+                .issue_agent_identity(self.dir.path(), &node.name)
+                .expect("writing an agent certificate into the cluster's temp dir");
+            spec.identity = Some(files);
+        }
+        spec
     }
 }
 

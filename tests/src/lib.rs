@@ -22,6 +22,7 @@ pub mod net;
 pub mod pods;
 pub mod sshd;
 pub mod upstream;
+pub mod trust;
 
 pub use admin::{metric, ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
 pub use agent::{Agent, AgentSpec};

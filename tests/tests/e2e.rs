@@ -31,3 +31,7 @@ mod streams;
 mod upstream;
 #[path = "e2e/upstream_server.rs"]
 mod upstream_server;
+#[path = "e2e/trust.rs"]
+mod trust;
+#[path = "e2e/trust_admin.rs"]
+mod trust_admin;

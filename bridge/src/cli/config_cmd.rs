@@ -4,11 +4,14 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Validates a config file: prints every problem and exits 1, or a summary
-/// and exits 0.
+/// Validates a config file: prints every problem and exits 1, or its
+/// warnings (on stderr) and a summary and exits 0.
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match sshbridge_config::load(path) {
         Ok(cfg) => {
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
+            }
             println!(
                 "{}: ok ({} node{}, bridge id {:?})",
                 path.display(),

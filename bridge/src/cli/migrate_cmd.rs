@@ -40,6 +40,8 @@ pub struct MigrateArgs {
     /// JSON documents (one per line).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
+    #[command(flatten)]
+    auth: super::admin_auth::AdminAuthArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,7 +133,9 @@ fn parse_protocol(s: &str) -> Result<EgressProtocol, String> {
 
 /// Runs one `migrate` subcommand.
 pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
-    let addr = admin_addr(args.admin.clone(), args.config.as_ref())?;
+    let addr = args
+        .auth
+        .apply(admin_addr(args.admin.clone(), args.config.as_ref())?)?;
     let json = args.output == Output::Json;
     match args.command {
         MigrateCommand::Plan(r) => {

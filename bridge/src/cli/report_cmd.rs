@@ -33,6 +33,8 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
+    #[command(flatten)]
+    auth: super::admin_auth::AdminAuthArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,7 +79,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(ReportCommand::Diff(d)) => run_diff(d),
         None => {
-            let addr = admin_addr(args.admin, args.config)?;
+            let addr = args.auth.apply(admin_addr(args.admin, args.config)?)?;
             let report = fetch_report(&addr, FETCH_TIMEOUT).await?;
             match args.output {
                 Output::Json => print!("{}", report.to_json()),

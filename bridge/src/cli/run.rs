@@ -70,6 +70,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         version = env!("CARGO_PKG_VERSION"),
         "sshbridge starting"
     );
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let daemon = Daemon::start(config, listeners, args.drain_timeout).context("cannot start")?;
     loop {
         tokio::select! {

@@ -9,7 +9,7 @@ use sshbridge_config::{Config, Listen};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::AdminListener;
+use crate::admin::{auth, AdminListener, TcpAuth};
 use crate::tls::{self, TlsError};
 
 /// The egress listeners of a daemon.
@@ -58,6 +58,12 @@ pub enum BindError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin token file is unusable.
+    #[error(transparent)]
+    AdminToken(auth::TokenError),
+    /// A TCP admin listener with no way to authenticate callers.
+    #[error("admin.listen: a TCP admin listener needs [admin] client_ca (with cert and key) or token_file, so that callers authenticate")]
+    AdminOpen,
     /// The TLS files are unusable.
     #[error("{key}: {source}")]
     Tls {
@@ -111,17 +117,46 @@ impl Listeners {
         out.admin = Some(match &config.admin.listen {
             Listen::Unix(path) => AdminListener::Unix(bind_unix("admin.listen", path).await?),
             Listen::Tcp(addr) => {
-                AdminListener::Tcp(TcpListener::bind(addr).await.map_err(|source| {
-                    BindError::Tcp {
+                let auth = admin_auth(&config.admin)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BindError::Tcp {
                         key: "admin.listen",
                         addr: *addr,
                         source,
-                    }
-                })?)
+                    })?;
+                AdminListener::Tcp(listener, auth)
             }
         });
         Ok(out)
     }
+}
+
+/// How TCP admin callers authenticate: TLS (with client certificates from
+/// `client_ca`) and the token of `token_file`. Refuses a listener with
+/// neither, whatever the config check said.
+fn admin_auth(admin: &sshbridge_config::Admin) -> Result<TcpAuth, BindError> {
+    let tls = match &admin.tls {
+        Some(t) => {
+            let config =
+                auth::tls_config(&t.cert, &t.key, t.client_ca.as_deref()).map_err(|source| {
+                    BindError::Tls {
+                        key: "admin",
+                        source,
+                    }
+                })?;
+            Some((TlsAcceptor::from(config), t.client_ca.is_some()))
+        }
+        None => None,
+    };
+    let token = match &admin.token_file {
+        Some(path) => Some(auth::Token::read(path).map_err(BindError::AdminToken)?),
+        None => None,
+    };
+    if token.is_none() && !tls.as_ref().is_some_and(|t| t.1) {
+        return Err(BindError::AdminOpen);
+    }
+    Ok(TcpAuth { tls, token })
 }
 
 /// Binds a unix socket with mode 0600. A stale socket file (nobody
@@ -154,7 +189,16 @@ pub async fn bind_unix(key: &'static str, path: &Path) -> Result<UnixListener, B
         std::fs::create_dir_all(dir).map_err(err)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(err)?;
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
+    // The socket is created 0600 by bind(2) itself, under umask 0177, so
+    // it is never open to others, not even until the chmod below. The
+    // umask is process-wide: this runs at start, before any other thread
+    // creates files, and restores it at once.
+    // SAFETY: umask(2) only swaps the process's file mode mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the mask read there.
+    unsafe { libc::umask(previous) };
+    let listener = bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }

@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::agent::{lock, Agent, DialAnswer, PendingDial};
 use super::identifiers::Identifiers;
+use super::identity::{Guard, Refusal};
 use super::proto::Packet;
 use super::stats::{NodeStats, Stats};
 use crate::path::{BoxStream, DialError};
@@ -31,6 +32,8 @@ pub struct Options {
     /// Reported as the timeout when an agent says its dial timed out
     /// (`[egress].dial_timeout`).
     pub dial_timeout: Duration,
+    /// How agents prove which node they serve (`[konnectivity].identity`).
+    pub identity: Guard,
 }
 
 impl Options {
@@ -72,6 +75,9 @@ struct Inner {
 struct State {
     nodes: Vec<Node>,
     agents: HashMap<String, Arc<Agent>>,
+    /// The node each agent ID's credential proves (`None`: unproven, it
+    /// serves what its identifiers name). Set and removed with `agents`.
+    owners: HashMap<String, Option<String>>,
     per_node: HashMap<String, NodeEntry>,
 }
 
@@ -237,34 +243,58 @@ impl Hub {
 
     /// Ends every agent stream (shutdown): their connections end with an error.
     pub fn close_all(&self) {
-        let agents: Vec<_> = lock(&self.inner.state).agents.drain().collect();
+        let agents: Vec<_> = {
+            let mut state = lock(&self.inner.state);
+            state.owners.clear();
+            state.agents.drain().collect()
+        };
         for (_, agent) in agents {
             agent.end("the bridge is shutting down");
         }
         refresh(&mut lock(&self.inner.state));
     }
 
-    /// Registers a new agent stream; an older stream of the same ID is
-    /// ended (the newest wins).
-    pub(crate) fn register(&self, id: String, identifiers: Identifiers) -> Registered {
+    /// Registers a new agent stream for `owner`, the node its credential
+    /// proves (`None` when identity is claimed). An older stream of the
+    /// same ID and the same owner is ended (the newest wins); one of
+    /// another owner keeps its ID and the newcomer is refused.
+    pub(crate) fn register(
+        &self,
+        id: String,
+        identifiers: Identifiers,
+        owner: Option<String>,
+    ) -> Result<Registered, Refusal> {
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
         let o = &self.inner.options;
         let limits = (o.max_conn_buffer, o.stall_timeout);
-        let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, limits);
-        let old = {
+        let (registered, old) = {
             let mut state = lock(&self.inner.state);
+            if let Some(holder) = state.owners.get(&id).filter(|h| **h != owner) {
+                return Err(Refusal::AgentIdTaken {
+                    id,
+                    holder: holder.clone().unwrap_or_else(|| "an unproven agent".into()),
+                });
+            }
+            let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, limits);
+            state.owners.insert(agent.id.clone(), owner);
             let old = state.agents.insert(agent.id.clone(), agent.clone());
             refresh(&mut state);
-            old
+            let registered = Registered {
+                agent,
+                data_rx,
+                control_rx,
+            };
+            (registered, old)
         };
         if let Some(old) = old {
             old.end("replaced by a newer stream with the same agent ID");
         }
-        Registered {
-            agent,
-            data_rx,
-            control_rx,
-        }
+        Ok(registered)
+    }
+
+    /// The configured nodes, as agents are checked against them.
+    pub(crate) fn nodes(&self) -> Vec<Node> {
+        lock(&self.inner.state).nodes.clone()
     }
 
     /// Removes `agent` if it is still the registered stream of its ID.
@@ -276,6 +306,7 @@ impl Hub {
             .is_some_and(|a| a.serial == agent.serial)
         {
             state.agents.remove(&agent.id);
+            state.owners.remove(&agent.id);
         }
         refresh(&mut state);
     }
@@ -349,6 +380,7 @@ fn refresh(state: &mut State) {
     let State {
         nodes,
         agents,
+        owners,
         per_node,
     } = state;
     for node in nodes.iter() {
@@ -361,7 +393,12 @@ fn refresh(state: &mut State) {
         let mut serving: Vec<Arc<Agent>> = match node {
             Some(node) => agents
                 .values()
-                .filter(|a| a.identifiers.matches(node))
+                .filter(|a| match owners.get(&a.id) {
+                    // A proven agent serves its own node, whatever else
+                    // matches its (checked) identifiers after a reload.
+                    Some(Some(owner)) => owner.eq_ignore_ascii_case(&node.name),
+                    _ => a.identifiers.matches(node),
+                })
                 .cloned()
                 .collect(),
             None => Vec::new(),

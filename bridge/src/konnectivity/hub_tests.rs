@@ -17,6 +17,10 @@ fn hub() -> Hub {
         max_conn_buffer: Options::DEFAULT_MAX_CONN_BUFFER,
         stall_timeout: Options::DEFAULT_STALL_TIMEOUT,
         dial_timeout: Duration::from_secs(10),
+        identity: Guard::new(
+            sshbridge_config::AgentIdentity::Claimed,
+            &crate::metrics::Registry::new(),
+        ),
     };
     Hub::new(
         options,
@@ -37,9 +41,15 @@ fn picked(hub: &Hub, node: &str, n: usize) -> Vec<String> {
 fn agents_map_to_nodes_and_streams_spread_round_robin() {
     let hub = hub();
     let live_a = hub.subscribe("node-a");
-    let _a1 = hub.register("a1".into(), Identifiers::parse("host=node-a"));
-    let _a2 = hub.register("a2".into(), Identifiers::parse("ipv4=10.0.0.5"));
-    let _b = hub.register("b".into(), Identifiers::parse("cidr=10.244.2.0/24"));
+    let _a1 = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
+    let _a2 = hub
+        .register("a2".into(), Identifiers::parse("ipv4=10.0.0.5"), None)
+        .unwrap();
+    let _b = hub
+        .register("b".into(), Identifiers::parse("cidr=10.244.2.0/24"), None)
+        .unwrap();
     assert_eq!(*live_a.borrow(), 2);
     assert_eq!(*hub.subscribe("node-b").borrow(), 1);
     let mut got = picked(&hub, "node-a", 4);
@@ -57,8 +67,12 @@ fn agents_map_to_nodes_and_streams_spread_round_robin() {
 fn draining_agents_serve_only_as_last_resort() {
     let hub = hub();
     let live = hub.subscribe("node-a");
-    let a1 = hub.register("a1".into(), Identifiers::parse("host=node-a"));
-    let a2 = hub.register("a2".into(), Identifiers::parse("host=node-a"));
+    let a1 = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
+    let a2 = hub
+        .register("a2".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
     assert!(a1.agent.handle(Packet::drain()));
     hub.refresh();
     assert_eq!(*live.borrow(), 1);
@@ -73,8 +87,12 @@ fn draining_agents_serve_only_as_last_resort() {
 #[test]
 fn reconnect_with_the_same_id_replaces_the_old_stream() {
     let hub = hub();
-    let old = hub.register("a1".into(), Identifiers::parse("host=node-a"));
-    let new = hub.register("a1".into(), Identifiers::parse("host=node-a"));
+    let old = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
+    let new = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
     assert!(old.agent.ended.is_cancelled());
     assert!(!new.agent.ended.is_cancelled());
     // The old stream's reader unregisters late: the new one must stay.
@@ -89,7 +107,9 @@ fn reconnect_with_the_same_id_replaces_the_old_stream() {
 #[test]
 fn no_agent_is_unavailable_with_a_reason_naming_the_node() {
     let hub = hub();
-    let _b = hub.register("b".into(), Identifiers::parse("host=node-b"));
+    let _b = hub
+        .register("b".into(), Identifiers::parse("host=node-b"), None)
+        .unwrap();
     let err = hub.pick("node-a").err().expect("no agent for node-a");
     assert_eq!(err.http_status(), 503);
     let text = err.to_string();
@@ -105,7 +125,9 @@ fn no_agent_is_unavailable_with_a_reason_naming_the_node() {
 #[test]
 fn reload_remaps_agents() {
     let hub = hub();
-    let _a = hub.register("a".into(), Identifiers::parse("ipv4=10.0.0.9"));
+    let _a = hub
+        .register("a".into(), Identifiers::parse("ipv4=10.0.0.9"), None)
+        .unwrap();
     assert!(hub.agents("node-a").is_empty());
     hub.set_nodes(&[node("node-a", "10.0.0.9", &[])]);
     assert_eq!(hub.agents("node-a").len(), 1);

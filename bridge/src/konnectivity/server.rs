@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::hub::Hub;
 use super::identifiers::Identifiers;
+use super::identity::{self, AgentPeer};
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
 use super::proto::packet::Payload;
 use super::proto::Packet;
@@ -191,9 +192,20 @@ struct AgentConn {
 }
 
 impl tonic::transport::server::Connected for AgentConn {
-    type ConnectInfo = SocketAddr;
-    fn connect_info(&self) -> SocketAddr {
-        self.peer
+    type ConnectInfo = AgentPeer;
+    /// The peer address and the client certificates rustls verified, so
+    /// `connect` can check which node the agent may serve.
+    fn connect_info(&self) -> AgentPeer {
+        let certs = self
+            .tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect::<Vec<_>>()));
+        AgentPeer {
+            addr: self.peer,
+            certs,
+        }
     }
 }
 
@@ -238,7 +250,7 @@ impl AgentService for AgentSvc {
         &self,
         request: Request<Streaming<Packet>>,
     ) -> Result<Response<PacketStream>, Status> {
-        let peer = request.extensions().get::<SocketAddr>().copied();
+        let peer = request.extensions().get::<AgentPeer>().cloned();
         let md = request.metadata();
         let ids: Vec<_> = md.get_all("agentid").iter().collect();
         let id = match ids.as_slice() {
@@ -262,8 +274,7 @@ impl AgentService for AgentSvc {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let identifiers = Identifiers::parse(&query.join("&"));
-        info!(agent = %id, ?peer, identifiers = %identifiers, "Konnectivity agent connected");
-        let registered = self.hub.register(id, identifiers);
+        let registered = identity::admit(&self.hub, peer.as_ref(), id, identifiers)?;
         let agent = registered.agent.clone();
         tokio::spawn(read_agent(
             self.hub.clone(),

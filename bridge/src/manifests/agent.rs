@@ -1,8 +1,17 @@
 //! The Konnectivity agent: a ServiceAccount and a DaemonSet with one agent
 //! per node, announcing the node's name and IP (downward API) as its
 //! identifiers, so the bridge routes that node's traffic to it.
+//!
+//! With `[konnectivity] identity = "proven"` (the default) each agent
+//! presents its own node's credential: the kubelet's client certificate
+//! (`/var/lib/kubelet/pki/kubelet-client-current.pem`, CN
+//! `system:node:NAME`, cert and key in one file), mounted read-only from
+//! the host. The file is root's and mode 0600, so that agent runs as uid 0
+//! with every capability dropped and a read-only root filesystem. With
+//! `identity = "claimed"` all agents share one client certificate from the
+//! Secret.
 
-use sshbridge_config::Config;
+use sshbridge_config::{AgentIdentity, Config};
 
 use super::{header, quote, ManifestError, DEFAULT_IMAGE};
 
@@ -10,6 +19,10 @@ use super::{header, quote, ManifestError, DEFAULT_IMAGE};
 const CERT_DIR: &str = "/etc/konnectivity-agent";
 /// The Secret the operator creates with the agents' certificates.
 const SECRET: &str = "konnectivity-agent-certs";
+/// Where the kubelet keeps its rotating client certificate and key.
+const KUBELET_PKI: &str = "/var/lib/kubelet/pki";
+/// The current kubelet client certificate and key (one PEM file).
+const KUBELET_CLIENT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 /// Upstream proxy-agent's default health port (`--health-server-port`).
 const UPSTREAM_HEALTH_PORT: u16 = 8093;
 
@@ -81,6 +94,7 @@ pub fn konnectivity_agent(cfg: &Config, opts: &AgentOptions) -> Result<String, M
     let image = opts.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into());
     let style = AgentStyle::of_image(&image);
     let mtls = k.client_ca.is_some();
+    let per_node = k.identity == AgentIdentity::Proven;
     let ns = quote(&opts.namespace);
     let identifiers = "host=$(NODE_NAME)&ipv4=$(HOST_IP)";
     let (command, mut args) = match style {
@@ -105,11 +119,14 @@ pub fn konnectivity_agent(cfg: &Config, opts: &AgentOptions) -> Result<String, M
             ],
         ),
     };
-    if mtls {
-        let (cert, key) = match style {
-            AgentStyle::Sshbridge => ("--cert", "--key"),
-            AgentStyle::Upstream => ("--agent-cert", "--agent-key"),
-        };
+    let (cert, key) = match style {
+        AgentStyle::Sshbridge => ("--cert", "--key"),
+        AgentStyle::Upstream => ("--agent-cert", "--agent-key"),
+    };
+    if per_node {
+        args.push(format!("{cert}={KUBELET_CLIENT}"));
+        args.push(format!("{key}={KUBELET_CLIENT}"));
+    } else if mtls {
         args.push(format!("{cert}={CERT_DIR}/tls.crt"));
         args.push(format!("{key}={CERT_DIR}/tls.key"));
     }
@@ -131,13 +148,16 @@ pub fn konnectivity_agent(cfg: &Config, opts: &AgentOptions) -> Result<String, M
                                   each node's agents.\n"
             .to_string(),
     };
-    let files = if mtls {
+    let files = if per_node {
+        "ca.crt (the CA that signed konnectivity.cert); each agent presents its node's own \
+         kubelet client certificate, which konnectivity.client_ca must have signed"
+    } else if mtls {
         "ca.crt (the CA that signed konnectivity.cert), tls.crt and tls.key (a client \
          certificate signed by konnectivity.client_ca)"
     } else {
         "ca.crt (the CA that signed konnectivity.cert)"
     };
-    let create = if mtls {
+    let create = if mtls && !per_node {
         format!(
             "#   kubectl -n {} create secret generic {SECRET} \\\n\
              #     --from-file=ca.crt=SERVER_CA --from-file=tls.crt=AGENT_CERT --from-file=tls.key=AGENT_KEY\n",
@@ -147,6 +167,40 @@ pub fn konnectivity_agent(cfg: &Config, opts: &AgentOptions) -> Result<String, M
         format!(
             "#   kubectl -n {} create secret generic {SECRET} --from-file=ca.crt=SERVER_CA\n",
             opts.namespace
+        )
+    };
+    // The kubelet's key is root's, mode 0600: reading it needs uid 0 (no
+    // capability), so the per-node form runs as root with none.
+    let (pod_security, kubelet_mount, kubelet_volume) = if per_node {
+        (
+            "        # Root only to read the node's kubelet client key (mode 0600); no\n\
+             \x20       # capabilities, read-only root filesystem, no privilege escalation.\n\
+             \x20       runAsUser: 0\n\
+             \x20       runAsGroup: 0\n"
+                .to_string(),
+            format!(
+                "        - name: kubelet-pki\n\
+                 \x20         mountPath: {pki}\n\
+                 \x20         readOnly: true\n",
+                pki = quote(KUBELET_PKI)
+            ),
+            format!(
+                "      - name: kubelet-pki\n\
+                 \x20       hostPath:\n\
+                 \x20         path: {pki}\n\
+                 \x20         type: Directory\n",
+                pki = quote(KUBELET_PKI)
+            ),
+        )
+    } else {
+        (
+            "        runAsNonRoot: true\n\
+             \x20       runAsUser: 65534\n\
+             \x20       runAsGroup: 65534\n\
+             \x20       fsGroup: 65534\n"
+                .to_string(),
+            String::new(),
+            String::new(),
         )
     };
     let mut out = header(
@@ -201,11 +255,7 @@ spec:
       tolerations:
       - operator: Exists
       securityContext:
-        runAsNonRoot: true
-        runAsUser: 65534
-        runAsGroup: 65534
-        fsGroup: 65534
-      containers:
+{pod_security}      containers:
       - name: konnectivity-agent
         image: {image}
         command: {command}
@@ -232,12 +282,12 @@ spec:
         - name: certs
           mountPath: {cert_dir}
           readOnly: true
-      volumes:
+{kubelet_mount}      volumes:
       - name: certs
         secret:
           secretName: {SECRET}
           defaultMode: 288 # 0440, decimal so every YAML parser reads it the same
-",
+{kubelet_volume}",
         image = quote(&image),
         cert_dir = quote(CERT_DIR),
     ));

@@ -7,14 +7,27 @@ use super::*;
 /// A valid config in `dir` (keys mode 0600), with `extra` TOML appended
 /// to its `[egress]`/`[admin]`/`[konnectivity]` choices.
 fn config(dir: &Path, egress: &str, admin: &str, konnectivity: &str) -> sshbridge_config::Config {
-    for f in ["id_ed25519", "known_hosts", "k.crt", "k.key", "ca.crt"] {
+    for f in [
+        "id_ed25519",
+        "known_hosts",
+        "k.crt",
+        "k.key",
+        "ca.crt",
+        "admin.token",
+    ] {
         let p = dir.join(f);
         std::fs::write(&p, "x").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // A TCP admin listener needs callers to authenticate.
+    let auth = if admin.starts_with("unix:") {
+        ""
+    } else {
+        "token_file = \"admin.token\"\n"
+    };
     let text = format!(
         "[bridge]\nid = \"cp-1\"\n[egress]\n{egress}\n[ssh]\nidentity = \"id_ed25519\"\n\
-         known_hosts = \"known_hosts\"\n[admin]\nlisten = {admin:?}\n{konnectivity}\n\
+         known_hosts = \"known_hosts\"\n[admin]\nlisten = {admin:?}\n{auth}{konnectivity}\n\
          [migration]\nstore = \"file:/var/lib/sshbridge/migration.json\"\n\
          [[node]]\nname = \"node-a\"\naddress = \"10.0.0.5\"\n"
     );
@@ -78,7 +91,17 @@ fn agent_needs_a_dialable_server_address() {
         "{y}"
     );
     assert!(
-        y.contains("\"--agent-cert=/etc/konnectivity-agent/tls.crt\""),
+        y.contains("\"--agent-cert=/var/lib/kubelet/pki/kubelet-client-current.pem\""),
+        "{y}"
+    );
+    // The opt-out: every agent presents the shared certificate of the Secret.
+    let shared = format!("{KONN}\nidentity = \"claimed\"");
+    let cfg = config(d.path(), "", "unix:/run/sshbridge/admin.sock", &shared);
+    let y = konnectivity_agent(&cfg, &opts).unwrap();
+    assert!(
+        y.contains("\"--agent-cert=/etc/konnectivity-agent/tls.crt\"")
+            && !y.contains("kubelet-client-current.pem")
+            && y.contains("runAsNonRoot: true"),
         "{y}"
     );
     assert_eq!(

@@ -13,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Report, ReportError};
 
+pub mod credentials;
+
+pub use credentials::Credentials;
+
 /// Largest response accepted; a report of thousands of nodes fits easily.
 const MAX_RESPONSE: u64 = 64 << 20;
 
@@ -21,8 +25,19 @@ const MAX_RESPONSE: u64 = 64 << 20;
 pub enum AdminAddr {
     /// `unix:/path`.
     Unix(PathBuf),
-    /// `host:port` (resolved when connecting).
-    Tcp(String),
+    /// `host:port` (resolved when connecting), and what to present there.
+    Tcp(String, Credentials),
+}
+
+impl AdminAddr {
+    /// This address with `credentials` for a TCP admin API (a unix socket
+    /// needs none and is returned as it is).
+    pub fn with_credentials(self, credentials: Credentials) -> AdminAddr {
+        match self {
+            AdminAddr::Tcp(a, _) => AdminAddr::Tcp(a, credentials),
+            unix => unix,
+        }
+    }
 }
 
 impl FromStr for AdminAddr {
@@ -39,7 +54,7 @@ impl FromStr for AdminAddr {
         }
         match s.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(AdminAddr::Tcp(s.to_string()))
+                Ok(AdminAddr::Tcp(s.to_string(), Credentials::default()))
             }
             _ => Err(format!(
                 "admin address {s:?} is neither unix:/path nor host:port (e.g. 127.0.0.1:8133)"
@@ -52,7 +67,7 @@ impl fmt::Display for AdminAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdminAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            AdminAddr::Tcp(a) => f.write_str(a),
+            AdminAddr::Tcp(a, _) => f.write_str(a),
         }
     }
 }
@@ -61,7 +76,9 @@ impl From<&sshbridge_config::Listen> for AdminAddr {
     fn from(l: &sshbridge_config::Listen) -> Self {
         match l {
             sshbridge_config::Listen::Unix(p) => AdminAddr::Unix(p.clone()),
-            sshbridge_config::Listen::Tcp(a) => AdminAddr::Tcp(a.to_string()),
+            sshbridge_config::Listen::Tcp(a) => {
+                AdminAddr::Tcp(a.to_string(), Credentials::default())
+            }
         }
     }
 }
@@ -116,6 +133,14 @@ pub enum ClientError {
         /// Start of the response body.
         body: String,
     },
+    /// TLS to the admin API could not be set up.
+    #[error("admin API at {addr}: {reason}")]
+    Tls {
+        /// The address dialed.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
     /// The body was not a report.
     #[error(transparent)]
     Report(#[from] ReportError),
@@ -147,11 +172,16 @@ async fn request(
     timeout: Duration,
 ) -> Result<Vec<u8>, ClientError> {
     let name = addr.to_string();
+    let authorization = match addr {
+        AdminAddr::Tcp(_, c) => c.authorization(),
+        AdminAddr::Unix(_) => None,
+    };
     let req = Request {
         addr: &name,
         method,
         path,
         body,
+        authorization: authorization.as_deref(),
     };
     let exchange = async {
         match addr {
@@ -159,9 +189,33 @@ async fn request(
                 let s = tokio::net::UnixStream::connect(p).await;
                 exchange(s.map_err(|e| connect_error(&name, e))?, &req).await
             }
-            AdminAddr::Tcp(a) => {
+            AdminAddr::Tcp(a, credentials) => {
                 let s = tokio::net::TcpStream::connect(a.as_str()).await;
-                exchange(s.map_err(|e| connect_error(&name, e))?, &req).await
+                let s = s.map_err(|e| connect_error(&name, e))?;
+                let tls = credentials.tls().map_err(|e| ClientError::Tls {
+                    addr: name.clone(),
+                    reason: e.to_string(),
+                })?;
+                match tls {
+                    None => exchange(s, &req).await,
+                    Some(config) => {
+                        let server =
+                            credentials::server_name(a).ok_or_else(|| ClientError::Tls {
+                                addr: name.clone(),
+                                reason: "the host is neither an IP address nor a DNS name".into(),
+                            })?;
+                        let s = tokio_rustls::TlsConnector::from(config)
+                            .connect(server, s)
+                            .await
+                            .map_err(|e| ClientError::Tls {
+                                addr: name.clone(),
+                                reason: format!(
+                                    "TLS handshake failed: {e}; check --admin-ca and --admin-cert"
+                                ),
+                            })?;
+                        exchange(s, &req).await
+                    }
+                }
             }
         }
     };
@@ -187,6 +241,8 @@ struct Request<'a> {
     method: &'a str,
     path: &'a str,
     body: Option<&'a str>,
+    /// `Authorization: ...\r\n`, when a token is to be sent.
+    authorization: Option<&'a str>,
 }
 
 async fn exchange<S>(mut s: S, req: &Request<'_>) -> Result<Vec<u8>, ClientError>
@@ -208,6 +264,9 @@ where
         req.method,
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(line) = req.authorization {
+        request.push_str(line);
+    }
     match req.body {
         Some(body) => request.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -150,6 +150,33 @@ impl Pki {
         self.sign(params)
     }
 
+    /// A node's client certificate in the kubelet's form: common name
+    /// `system:node:NAME`, organization `system:nodes`. The bridge takes it
+    /// as proof that a Konnectivity agent serves node `name`.
+    pub fn issue_node_client(&self, name: &str) -> Result<CertPair, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = dn(&format!("system:node:{name}"));
+        dn.push(DnType::OrganizationName, "system:nodes");
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
+    /// A client certificate with common name `cn` and SAN DNS names `dns`.
+    pub fn issue_client_dns(&self, cn: &str, dns: &[&str]) -> Result<CertPair, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = dn(cn);
+        for name in dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName((*name).try_into()?));
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params)
+    }
+
     /// A server config presenting `pair`, without client authentication.
     pub fn server_config(&self, pair: &CertPair) -> Result<Arc<ServerConfig>, PkiError> {
         server_config(pair, None)

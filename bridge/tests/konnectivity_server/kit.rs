@@ -14,12 +14,14 @@ use anyhow::{Context as _, Result};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use sshbridge::konnectivity::identity::Guard;
 use sshbridge::konnectivity::proto::agent_service_client::AgentServiceClient;
 use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::Packet;
 use sshbridge::konnectivity::{server, Hub, Options};
+use sshbridge::metrics::Registry;
 use sshbridge::sim::pki::{CertPair, Pki};
-use sshbridge_config::{Node, Route};
+use sshbridge_config::{AgentIdentity, Node, Route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -61,7 +63,9 @@ impl Drop for Bridge {
 
 impl Bridge {
     /// Starts the server for nodes `node-a` (127.0.0.1) and `node-b`
-    /// (10.0.0.6); with `mtls`, agents need a client certificate.
+    /// (10.0.0.6); with `mtls`, agents need a client certificate and
+    /// identity is proven ([`Bridge::client`] is node-a's certificate);
+    /// without, identity is claimed, as these protocol tests need.
     pub async fn start(mtls: bool, max_conn_buffer: usize) -> Result<Bridge> {
         let pki = Pki::new("test-ca")?;
         let dir = tempfile::tempdir()?;
@@ -77,6 +81,14 @@ impl Bridge {
             max_conn_buffer,
             stall_timeout: Duration::from_secs(1),
             dial_timeout: Duration::from_secs(10),
+            identity: Guard::new(
+                if mtls {
+                    AgentIdentity::Proven
+                } else {
+                    AgentIdentity::Claimed
+                },
+                &Registry::new(),
+            ),
         };
         let hub = Hub::new(
             options,
@@ -86,7 +98,7 @@ impl Bridge {
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         tokio::spawn(server::serve(listener, tls, hub.clone(), stop.clone()));
-        let client = pki.issue_client("agent")?;
+        let client = pki.issue_node_client("node-a")?;
         Ok(Bridge {
             hub,
             addr,

@@ -2,11 +2,11 @@
 
 use super::Ctx;
 use crate::model::{
-    Admin, Backoff, BatchSize, Bridge, Egress, Health, Konnectivity, Listen, Migration, Ssh,
+    AgentIdentity, Backoff, BatchSize, Bridge, Egress, Health, Konnectivity, Migration, Ssh,
     TlsListener,
 };
 use crate::raw::{
-    RawAdmin, RawBackoff, RawBridge, RawEgress, RawHealth, RawKonnectivity, RawMigration, RawSsh,
+    RawBackoff, RawBridge, RawEgress, RawHealth, RawKonnectivity, RawMigration, RawSsh,
     RawTlsListener,
 };
 use crate::units::{self, Problem};
@@ -281,26 +281,50 @@ pub(super) fn health(cx: &mut Ctx<'_>, raw: &RawHealth) -> Health {
     }
 }
 
-pub(super) fn admin(cx: &mut Ctx<'_>, raw: &RawAdmin) -> Admin {
-    let default = Listen::Unix("/run/sshbridge/admin.sock".into());
-    let listen = match &raw.listen {
-        None => default,
-        Some(v) => units::listen(v.get_ref()).unwrap_or_else(|p| {
-            cx.report(&v.span(), "admin.listen", p);
-            default
-        }),
-    };
-    Admin { listen }
-}
-
 pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectivity {
+    const FALLBACK: ([u8; 4], u16) = ([127, 0, 0, 1], 8132);
     let agent_listen = match &raw.agent_listen {
-        None => ([0, 0, 0, 0], 8132).into(),
+        None => {
+            let span = cx.d.section_span("konnectivity");
+            let p = Problem {
+                message: "not set".into(),
+                hint: Some("give the address agents dial, on the network the nodes reach, e.g. \"10.0.0.2:8132\" (\"0.0.0.0:8132\" for every interface)".into()),
+            };
+            cx.report(&span, "konnectivity.agent_listen", p);
+            FALLBACK.into()
+        }
         Some(v) => units::socket_addr(v.get_ref()).unwrap_or_else(|p| {
             cx.report(&v.span(), "konnectivity.agent_listen", p);
-            ([0, 0, 0, 0], 8132).into()
+            FALLBACK.into()
         }),
     };
+    let identity = match &raw.identity {
+        None => AgentIdentity::Proven,
+        Some(v) => match v.get_ref().as_str() {
+            "proven" => AgentIdentity::Proven,
+            "claimed" => AgentIdentity::Claimed,
+            other => {
+                let p = Problem {
+                    message: format!("unknown identity mode {other:?}"),
+                    hint: Some("write \"proven\" (the default) or \"claimed\"".into()),
+                };
+                cx.report(&v.span(), "konnectivity.identity", p);
+                AgentIdentity::Proven
+            }
+        },
+    };
+    let client_ca = raw
+        .client_ca
+        .as_ref()
+        .map(|v| cx.file("konnectivity", "konnectivity.client_ca", Some(v), "", false));
+    if client_ca.is_none() && identity == AgentIdentity::Proven {
+        let span = cx.d.section_span("konnectivity");
+        let p = Problem {
+            message: "not set, so agents cannot prove which node they serve".into(),
+            hint: Some("point client_ca at the CA of the agents' node certificates (the kubelet client CA, for certificates with CN system:node:NAME), or set identity = \"claimed\" to take agents at their word".into()),
+        };
+        cx.report(&span, "konnectivity.client_ca", p);
+    }
     Konnectivity {
         agent_listen,
         cert: cx.file(
@@ -311,10 +335,7 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
             false,
         ),
         key: cx.file("konnectivity", "konnectivity.key", Some(&raw.key), "", true),
-        client_ca: raw
-            .client_ca
-            .as_ref()
-            .map(|v| cx.file("konnectivity", "konnectivity.client_ca", Some(v), "", false)),
+        client_ca,
         server_count: cx.count("konnectivity.server_count", raw.server_count.as_ref(), 1, 1),
         max_tls_handshakes: cx.count(
             "konnectivity.max_tls_handshakes",
@@ -334,6 +355,7 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
             100,
             1,
         ),
+        identity,
     }
 }
 

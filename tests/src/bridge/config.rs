@@ -50,6 +50,9 @@ pub struct BridgeConfig {
     pub uds: PathBuf,
     /// `[egress] http_connect_tcp`
     pub tcp: Option<TcpEgress>,
+    /// `[admin]` on TCP with its credentials; `None`: the unix socket
+    /// [`BridgeConfig::admin_socket`].
+    pub admin_tcp: Option<AdminTcp>,
     /// `[egress] dial_timeout`
     pub dial_timeout: String,
     /// `[ssh] user`
@@ -142,9 +145,15 @@ impl BridgeConfig {
         if let Some(ca) = &self.kubelet_ca {
             t.push_str(&format!("kubelet_ca = {}\n", q(ca)));
         }
+        let admin = match &self.admin_tcp {
+            None => format!(
+                "listen = {}\n",
+                toml_str(&format!("unix:{}", self.admin_socket().display()))
+            ),
+            Some(a) => a.keys(),
+        };
         t.push_str(&format!(
-            "\n[admin]\nlisten = {}\n\n[migration]\nstore = {}\n",
-            toml_str(&format!("unix:{}", self.admin_socket().display())),
+            "\n[admin]\n{admin}\n[migration]\nstore = {}\n",
             toml_str(&format!(
                 "file:{}",
                 self.dir.join("migration.json").display()
@@ -226,6 +235,36 @@ impl Default for MigrationTuning {
     }
 }
 
+/// A TCP admin listener and how callers authenticate to it.
+#[derive(Debug, Clone)]
+pub struct AdminTcp {
+    /// `[admin] listen` (127.0.0.1, a port free when chosen).
+    pub listen: SocketAddr,
+    /// `[admin] cert` and `key`: TLS with an IP SAN 127.0.0.1.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `[admin] client_ca`.
+    pub client_ca: Option<PathBuf>,
+    /// `[admin] token_file`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminTcp {
+    fn keys(&self) -> String {
+        let q = |p: &Path| toml_str(&p.display().to_string());
+        let mut t = format!("listen = \"{}\"\n", self.listen);
+        if let Some((cert, key)) = &self.tls {
+            t.push_str(&format!("cert = {}\nkey = {}\n", q(cert), q(key)));
+        }
+        if let Some(ca) = &self.client_ca {
+            t.push_str(&format!("client_ca = {}\n", q(ca)));
+        }
+        if let Some(f) = &self.token_file {
+            t.push_str(&format!("token_file = {}\n", q(f)));
+        }
+        t
+    }
+}
+
 /// The Konnectivity side of a bridge config, and what its agents need to
 /// reach it.
 #[derive(Debug, Clone)]
@@ -246,8 +285,14 @@ pub struct KonnectivityConfig {
     pub migration: MigrationTuning,
     /// The CA agents verify the server with (`--ca-cert`).
     pub agent_ca: PathBuf,
-    /// A client certificate and key agents may present (`--cert`, `--key`).
+    /// A client certificate and key from the cluster CA that names no node
+    /// (CN `konnectivity-agent`): what a shared-certificate fleet uses.
     pub agent_identity: (PathBuf, PathBuf),
+    /// Each node's own agent certificate (CN `system:node:NAME`), by node
+    /// name: what agents present when identity is proven.
+    pub agent_identities: BTreeMap<String, (PathBuf, PathBuf)>,
+    /// `[konnectivity] identity`, when not the default (`"claimed"`).
+    pub identity: Option<String>,
     /// Client TLS trusting the server and holding the agent identity, for
     /// tests that talk to the agent port themselves.
     pub agent_tls: Arc<rustls::ClientConfig>,
@@ -276,6 +321,9 @@ impl KonnectivityConfig {
         ));
         if let Some(ca) = &self.client_ca {
             t.push_str(&format!("client_ca = {}\n", q(ca)));
+        }
+        if let Some(identity) = &self.identity {
+            t.push_str(&format!("identity = {}\n", toml_str(identity)));
         }
         t
     }

@@ -54,7 +54,9 @@ impl AgentPki {
 }
 
 /// Starts one in-process Konnectivity agent for `node`, with its own client
-/// certificate, identified by the node's name and address.
+/// certificate (CN `system:node:NAME`, the kubelet's form, which proves to
+/// the bridge which node it serves), identified by the node's name and
+/// address.
 pub(super) fn start_agent(
     node: &SimNode,
     pki: &Pki,
@@ -63,7 +65,7 @@ pub(super) fn start_agent(
     stop: &CancellationToken,
 ) -> anyhow::Result<AgentHandle> {
     let (cert, key) = pki
-        .issue_client(&node.name)?
+        .issue_node_client(&node.name)?
         .write_to(dir, &format!("agent-{}", node.name))?;
     let tls = AgentConfig::client_tls(&files.ca, Some((&cert, &key)))?;
     let mut config = AgentConfig::new(files.listen.to_string(), tls, node.name.clone())?;

@@ -79,7 +79,8 @@ fn konnectivity_config(pki: &Pki, dir: &Path) -> anyhow::Result<KonnectivityConf
     std::fs::create_dir_all(dir)?;
     let server = pki.issue_server(&[ip], &["sshbridge-konnectivity"])?;
     let (cert, key) = server.write_to(dir, "konnectivity")?;
-    let client = pki.issue_client("bench-agent")?;
+    // The node's own certificate: the bridge proves agent identity.
+    let client = pki.issue_node_client(NODE)?;
     let agent_identity = client.write_to(dir, "agent")?;
     let ca = pki.write_ca(dir)?;
     Ok(KonnectivityConfig {
@@ -91,7 +92,9 @@ fn konnectivity_config(pki: &Pki, dir: &Path) -> anyhow::Result<KonnectivityConf
         routes: [(NODE.to_string(), Route::Konnectivity)].into(),
         migration: MigrationTuning::default(),
         agent_ca: ca,
-        agent_identity,
+        agent_identity: agent_identity.clone(),
+        agent_identities: [(NODE.to_string(), agent_identity)].into(),
+        identity: None,
         agent_tls: pki.client_config(Some(&client))?,
     })
 }

@@ -48,6 +48,7 @@ pub fn bridge_config(
         uds: dir.join("egress.sock"),
         dir: dir.to_path_buf(),
         tcp: None,
+        admin_tcp: None,
         dial_timeout: "10s".into(),
         user: sshbridge_tests::cluster::current_user()?,
         identity,
