@@ -89,7 +89,10 @@ struct Shared {
 
 impl Shared {
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().expect("snapshot lock poisoned").clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Parks the SSH sessions of `nodes` whose migration is finalized:

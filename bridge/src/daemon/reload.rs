@@ -99,7 +99,11 @@ impl Daemon {
             probes,
             nodes,
         };
-        *self.shared.current.write().expect("snapshot lock poisoned") = Arc::new(snapshot);
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
         Ok(summary)
     }
 
