@@ -29,6 +29,8 @@ mod routing;
 mod streams;
 #[path = "e2e/upstream.rs"]
 mod upstream;
+#[path = "e2e/upstream_scenarios.rs"]
+mod upstream_scenarios;
 #[path = "e2e/upstream_server.rs"]
 mod upstream_server;
 #[path = "e2e/trust.rs"]
