@@ -40,6 +40,7 @@
 //! client that half-closes still gets the target's answer.
 
 mod agent;
+pub mod flow;
 pub mod hub;
 pub mod identifiers;
 pub mod proto;
@@ -47,5 +48,6 @@ pub mod server;
 mod stats;
 mod stream;
 
-pub use hub::{AgentInfo, Hub, Options};
+pub use flow::Extensions;
+pub use hub::{AgentInfo, Flow, Hub, Options};
 pub use stats::Stats;

@@ -54,6 +54,9 @@ pub struct Egress {
     pub max_request_head: usize,
     /// How long a client has to send its whole request head.
     pub request_head_timeout: Duration,
+    /// A stream (either path) with no byte either way for this long is
+    /// closed; `None` (the default) never closes an idle stream.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 /// A TCP listener with mutual TLS.
@@ -155,6 +158,24 @@ pub struct Konnectivity {
     pub client_ca: Option<PathBuf>,
     /// `serverCount` announced to agents.
     pub server_count: u32,
+    /// sshbridge wire extensions offered to agents: `half-close`, `credit`
+    /// (docs/konnectivity.md).
+    pub extensions: Vec<String>,
+    /// Receive window per connection with the `credit` extension, bytes.
+    pub credit_window: usize,
+    /// Compatibility mode: total time one reader may keep an agent's
+    /// stream waiting within `stall_window`.
+    pub stall_timeout: Duration,
+    /// The window of `stall_timeout`.
+    pub stall_window: Duration,
+    /// Compatibility mode: how long a target may stay silent after the
+    /// client's EOF before the connection is closed.
+    pub half_close_idle: Duration,
+    /// Most connections open through one agent.
+    pub max_connections_per_agent: u32,
+    /// Most control packets queued towards one agent before it is
+    /// disconnected as not reading.
+    pub max_queued_control: u32,
 }
 
 /// A batch size: a node count or a percentage of the nodes.

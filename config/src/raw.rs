@@ -48,6 +48,7 @@ pub(crate) struct RawEgress {
     pub service_cidrs: Option<Vec<Str>>,
     pub max_request_head: Option<Spanned<StrOrInt>>,
     pub request_head_timeout: Option<Str>,
+    pub stream_idle_timeout: Option<Str>,
 }
 
 /// `[egress] http_connect_tcp = { ... }`: all four keys are mandatory, since
@@ -116,6 +117,13 @@ pub(crate) struct RawKonnectivity {
     pub key: Str,
     pub client_ca: Option<Str>,
     pub server_count: Option<Spanned<i64>>,
+    pub extensions: Option<Vec<Str>>,
+    pub credit_window: Option<Spanned<StrOrInt>>,
+    pub stall_timeout: Option<Str>,
+    pub stall_window: Option<Str>,
+    pub half_close_idle: Option<Str>,
+    pub max_connections_per_agent: Option<Spanned<i64>>,
+    pub max_queued_control: Option<Spanned<i64>>,
 }
 
 /// `[migration]`

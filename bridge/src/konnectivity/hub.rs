@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 use sshbridge_config::Node;
 use tokio::sync::{oneshot, watch};
 
-use super::agent::{lock, Agent, DialAnswer, PendingDial};
+use super::agent::{lock, Agent, DialAnswer, Limits, PendingDial};
+use super::flow::{Extensions, DEFAULT_CREDIT_WINDOW};
 use super::identifiers::Identifiers;
 use super::proto::Packet;
-use super::stats::{NodeStats, Stats};
+use super::stats::{LimitHits, NodeStats, Stats};
 use crate::path::{BoxStream, DialError};
 
 /// Settings of the agent server.
@@ -40,6 +41,67 @@ impl Options {
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
+/// Flow control and limits of agent streams (docs/konnectivity.md).
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Extensions offered to agents (`[konnectivity] extensions`).
+    pub extensions: Extensions,
+    /// Receive window per connection with `credit`
+    /// (`[konnectivity] credit_window`).
+    pub credit_window: usize,
+    /// Compatibility mode: the window within which one reader may keep an
+    /// agent's stream waiting `stall_timeout` in total
+    /// (`[konnectivity] stall_window`).
+    pub stall_window: Duration,
+    /// Most connections open through one agent
+    /// (`[konnectivity] max_connections_per_agent`).
+    pub max_connections_per_agent: usize,
+    /// Most control packets (CLOSE_REQ, CLOSE_RSP, CREDIT, DIAL_CLS)
+    /// queued towards one agent before it is disconnected
+    /// (`[konnectivity] max_queued_control`).
+    pub max_queued_control: usize,
+    /// Compatibility mode: how long a target may stay silent after the
+    /// client's EOF before the connection is closed
+    /// (`[konnectivity] half_close_idle`).
+    pub half_close_idle: Duration,
+}
+
+impl Default for Flow {
+    fn default() -> Flow {
+        Flow {
+            extensions: Extensions::ALL,
+            credit_window: DEFAULT_CREDIT_WINDOW,
+            stall_window: Flow::DEFAULT_STALL_WINDOW,
+            max_connections_per_agent: Flow::DEFAULT_MAX_CONNECTIONS_PER_AGENT,
+            max_queued_control: Flow::DEFAULT_MAX_QUEUED_CONTROL,
+            half_close_idle: Flow::DEFAULT_HALF_CLOSE_IDLE,
+        }
+    }
+}
+
+impl Flow {
+    /// The settings of `[konnectivity]`.
+    pub fn from_config(k: &sshbridge_config::Konnectivity) -> Flow {
+        Flow {
+            extensions: Extensions::parse(k.extensions.iter().map(String::as_str)),
+            credit_window: k.credit_window,
+            stall_window: k.stall_window,
+            max_connections_per_agent: k.max_connections_per_agent as usize,
+            max_queued_control: k.max_queued_control as usize,
+            half_close_idle: k.half_close_idle,
+        }
+    }
+
+    /// Default stall window: 5 minutes (ten default stall timeouts).
+    pub const DEFAULT_STALL_WINDOW: Duration = Duration::from_secs(300);
+    /// Default cap of connections per agent.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_AGENT: usize = 4096;
+    /// Default cap of queued control packets per agent.
+    pub const DEFAULT_MAX_QUEUED_CONTROL: usize = 8192;
+    /// Default silence after a client's EOF in compatibility mode.
+    pub const DEFAULT_HALF_CLOSE_IDLE: Duration = Duration::from_secs(5);
+}
+
 /// One agent as shown in reports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AgentInfo {
@@ -53,6 +115,11 @@ pub struct AgentInfo {
     pub connected_since: SystemTime,
     /// Connections open through it (all nodes it serves).
     pub open_connections: usize,
+    /// `credit` when both ends speak the credit extension, else
+    /// `compatibility` (docs/konnectivity.md).
+    pub flow_control: &'static str,
+    /// Extensions in use with it, comma-separated (empty for none).
+    pub extensions: String,
 }
 
 /// The registry of connected agents and the Konnectivity path of every
@@ -64,6 +131,8 @@ pub struct Hub {
 
 struct Inner {
     options: Options,
+    flow: Flow,
+    hits: Arc<LimitHits>,
     serial: AtomicU64,
     state: Mutex<State>,
 }
@@ -98,11 +167,18 @@ impl NodeEntry {
 }
 
 impl Hub {
-    /// A registry for `nodes`, with no agent yet.
+    /// A registry for `nodes`, with no agent yet, and the default [`Flow`].
     pub fn new(options: Options, nodes: &[Node]) -> Hub {
+        Hub::with_flow(options, Flow::default(), nodes)
+    }
+
+    /// A registry for `nodes` with flow settings `flow`.
+    pub fn with_flow(options: Options, flow: Flow, nodes: &[Node]) -> Hub {
         let hub = Hub {
             inner: Arc::new(Inner {
                 options,
+                flow,
+                hits: Arc::default(),
                 serial: AtomicU64::new(0),
                 state: Mutex::default(),
             }),
@@ -114,6 +190,17 @@ impl Hub {
     /// The settings it was made with.
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// The flow settings it was made with.
+    pub fn flow(&self) -> &Flow {
+        &self.inner.flow
+    }
+
+    /// Agents disconnected because they stopped reading their stream
+    /// (their control queue passed `max_queued_control`).
+    pub fn agents_cut_for_control_backlog(&self) -> u64 {
+        self.inner.hits.control_backlog.load(Ordering::Relaxed)
     }
 
     /// Replaces the node list (on reload) and maps the connected agents
@@ -129,6 +216,20 @@ impl Hub {
     pub async fn dial(&self, node: &str, host: &str, port: u16) -> Result<BoxStream, DialError> {
         let target = crate::router::format_target(host, port);
         let (agent, stats) = self.pick(node)?;
+        if !agent.has_room() {
+            stats
+                .dials_over_connection_cap
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(DialError::Unavailable {
+                node: node.into(),
+                path: "konnectivity",
+                reason: format!(
+                    "agent {} has {} connections open, the limit ([konnectivity] max_connections_per_agent); \
+                     close some streams or raise the limit",
+                    agent.id, self.inner.flow.max_connections_per_agent
+                ),
+            });
+        }
         let random = loop {
             let r: i64 = rand::random();
             if r != 0 && !lock(&agent.pending).contains_key(&r) {
@@ -210,6 +311,8 @@ impl Hub {
                 draining: a.is_draining(),
                 connected_since: a.since,
                 open_connections: a.open_connections(),
+                flow_control: a.ext.mode(),
+                extensions: a.ext.header(),
             })
             .collect()
     }
@@ -244,13 +347,45 @@ impl Hub {
         refresh(&mut lock(&self.inner.state));
     }
 
-    /// Registers a new agent stream; an older stream of the same ID is
-    /// ended (the newest wins).
+    /// Registers a new agent stream that announced no extension
+    /// (compatibility mode); see [`Hub::register_with`].
+    #[cfg(test)]
     pub(crate) fn register(&self, id: String, identifiers: Identifiers) -> Registered {
+        self.register_with(id, identifiers, (Extensions::NONE, None))
+    }
+
+    /// Registers a new agent stream that announced `announced` (and, with
+    /// `credit`, the receive window `peer_window`); an older stream of the
+    /// same ID is ended (the newest wins). Returns the extensions in use.
+    pub(crate) fn register_with(
+        &self,
+        id: String,
+        identifiers: Identifiers,
+        (announced, peer_window): (Extensions, Option<usize>),
+    ) -> Registered {
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
-        let o = &self.inner.options;
-        let limits = (o.max_conn_buffer, o.stall_timeout);
-        let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, limits);
+        let (o, f) = (&self.inner.options, &self.inner.flow);
+        let mut ext = f.extensions.both(announced);
+        if peer_window.is_none() {
+            // Credit without a window to start from is not credit.
+            ext.credit = false;
+        }
+        let limits = Limits {
+            max_conn_buffer: o.max_conn_buffer,
+            stall_timeout: o.stall_timeout,
+            stall_window: f.stall_window,
+            window: f.credit_window,
+            peer_window: peer_window.unwrap_or(0),
+            max_connections: f.max_connections_per_agent,
+            max_queued_control: f.max_queued_control,
+            half_close_idle: f.half_close_idle,
+        };
+        let (agent, data_rx, control_rx) = Agent::new(
+            id,
+            identifiers,
+            serial,
+            (ext, limits, self.inner.hits.clone()),
+        );
         let old = {
             let mut state = lock(&self.inner.state);
             let old = state.agents.insert(agent.id.clone(), agent.clone());
@@ -325,6 +460,25 @@ pub(crate) struct Registered {
     pub(crate) agent: Arc<Agent>,
     pub(crate) data_rx: tokio::sync::mpsc::Receiver<Packet>,
     pub(crate) control_rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Registered {
+    /// Everything sent to the agent, control packets first, until the
+    /// stream ends. Control packets leave the agent's queued count here.
+    pub(crate) fn outbound(self) -> impl futures::Stream<Item = Packet> + Send + 'static {
+        use futures::StreamExt as _;
+        let agent = self.agent.clone();
+        let control =
+            tokio_stream::wrappers::UnboundedReceiverStream::new(self.control_rx).map(move |p| {
+                agent
+                    .queued_control
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                p
+            });
+        let data = tokio_stream::wrappers::ReceiverStream::new(self.data_rx);
+        tokio_stream::StreamExt::merge(control, data)
+            .take_until(self.agent.ended.clone().cancelled_owned())
+    }
 }
 
 /// Sends DIAL_CLS when a dial is dropped before its answer.
