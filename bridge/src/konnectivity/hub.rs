@@ -317,6 +317,18 @@ impl Hub {
             .collect()
     }
 
+    /// The flow-control mode of `node`'s agents: `credit`,
+    /// `compatibility` or `mixed`; `None` without agents.
+    pub fn flow_control(&self, node: &str) -> Option<&'static str> {
+        let agents = self.agents(node);
+        let first = agents.first()?.flow_control;
+        Some(if agents.iter().all(|a| a.flow_control == first) {
+            first
+        } else {
+            "mixed"
+        })
+    }
+
     /// The number of connected, non-draining agents of `node`, updated as
     /// agents come, drain and go.
     pub fn subscribe(&self, node: &str) -> watch::Receiver<usize> {
