@@ -453,3 +453,119 @@ async fn a_dial_past_the_connection_cap_of_an_agent_is_refused() {
     assert!(err.contains("max_connections_per_agent"), "{err}");
     assert_eq!(setup.hub.stats("node-a").dials_over_connection_cap, 1);
 }
+
+/// The gRPC egress frontend dialing through the hub, for a Proxy client.
+struct HubDial(Hub);
+
+impl sshbridge::egress::Dial for HubDial {
+    async fn dial(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<sshbridge::egress::Dialed, sshbridge::egress::EgressError> {
+        let stream = self.0.dial("node-a", host, port).await?;
+        Ok(sshbridge::egress::Dialed {
+            stream,
+            node: "node-a".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_client_of_ours_half_closes_through_the_grpc_frontend_and_our_agent() {
+    use sshbridge::egress::http_connect::Lifecycle;
+    use sshbridge::konnectivity::proto::packet::Payload;
+    use sshbridge::konnectivity::proto::Packet;
+
+    let setup = Setup::start(Flow::default(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let echo = Target::echo().await;
+    let sockets = setup.agent_sockets();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("konnectivity.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    let life = Lifecycle {
+        stop_accepting: CancellationToken::new(),
+        abort: CancellationToken::new(),
+        tracker: tokio_util::task::TaskTracker::new(),
+    };
+    let stop = life.stop_accepting.clone();
+    let dialer = Arc::new(HubDial(setup.hub.clone()));
+    tokio::spawn(sshbridge::egress::grpc::serve_unix(listener, dialer, life));
+    let mut client = sshbridge::sim::grpc::proxy_client(&sock);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let request =
+        sshbridge::sim::grpc::with_half_close(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let response = within("Proxy", 10, client.proxy(request)).await.unwrap();
+    let ext = response
+        .metadata()
+        .get("sshbridge-ext")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(ext.as_deref(), Some("half-close"));
+    let mut inbound = response.into_inner();
+    tx.send(Packet::dial_request(echo.addr.to_string(), 7))
+        .await
+        .unwrap();
+    let first = within("DIAL_RSP", 10, inbound.message()).await.unwrap();
+    match first.and_then(|p| p.payload) {
+        Some(Payload::DialResponse(r)) => assert!(r.error.is_empty(), "{}", r.error),
+        other => panic!("expected DIAL_RSP, got {other:?}"),
+    }
+    let sent = pattern(5000);
+    tx.send(Packet::data(1, sent.clone())).await.unwrap();
+    tx.send(Packet::half_close(1)).await.unwrap();
+    let mut got = Vec::new();
+    let mut seen_half_close = false;
+    loop {
+        let next = within("frontend packets", 10, inbound.message()).await;
+        match next.unwrap().and_then(|p| p.payload) {
+            Some(Payload::Data(d)) => {
+                assert!(!seen_half_close, "DATA after HALF_CLOSE");
+                got.extend_from_slice(&d.data);
+            }
+            Some(Payload::HalfClose(_)) => seen_half_close = true,
+            Some(Payload::CloseResponse(c)) => {
+                assert!(c.error.is_empty(), "{}", c.error);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        seen_half_close,
+        "the target's EOF must arrive as HALF_CLOSE"
+    );
+    assert!(got == sent, "got {} of 5000 bytes", got.len());
+    drop(tx);
+    stop.cancel();
+    setup.settles(sockets, &echo).await;
+}
+
+#[tokio::test]
+async fn in_compatibility_mode_a_half_closed_echo_gets_its_answer_then_ends_after_the_idle_limit() {
+    let flow = Flow {
+        extensions: Extensions::NONE,
+        half_close_idle: Duration::from_millis(500),
+        ..Flow::default()
+    };
+    let setup = Setup::start(flow, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(setup.mode(), "compatibility");
+    assert_eq!(setup.hub.agents("node-a")[0].extensions, "");
+    let echo = Target::echo().await;
+    let sockets = setup.agent_sockets();
+    let mut stream = setup.dial(echo.addr).await;
+    let sent = pattern(5000);
+    stream.write_all(&sent).await.unwrap();
+    let started = Instant::now();
+    stream.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    within("answer then EOF", 10, stream.read_to_end(&mut got))
+        .await
+        .expect("EOF, not an error");
+    assert!(got == sent, "got {} of 5000 bytes", got.len());
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(setup.hub.stats("node-a").half_close_idle_closes, 1);
+    drop(stream);
+    setup.settles(sockets, &echo).await;
+}
