@@ -10,7 +10,8 @@ use sshbridge_config::Node;
 use tokio::sync::{oneshot, watch};
 
 use super::agent::{lock, Agent, DialAnswer, Limits, PendingDial};
-use super::flow::{Extensions, DEFAULT_CREDIT_WINDOW};
+use super::flow::Extensions;
+pub use super::flow::Flow;
 use super::identifiers::Identifiers;
 use super::proto::Packet;
 use super::stats::{LimitHits, NodeStats, Stats};
@@ -39,67 +40,6 @@ impl Options {
     pub const DEFAULT_MAX_CONN_BUFFER: usize = 4 * 1024 * 1024;
     /// Default stall timeout: 30 s.
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
-}
-
-/// Flow control and limits of agent streams (docs/konnectivity.md).
-#[derive(Debug, Clone)]
-pub struct Flow {
-    /// Extensions offered to agents (`[konnectivity] extensions`).
-    pub extensions: Extensions,
-    /// Receive window per connection with `credit`
-    /// (`[konnectivity] credit_window`).
-    pub credit_window: usize,
-    /// Compatibility mode: the window within which one reader may keep an
-    /// agent's stream waiting `stall_timeout` in total
-    /// (`[konnectivity] stall_window`).
-    pub stall_window: Duration,
-    /// Most connections open through one agent
-    /// (`[konnectivity] max_connections_per_agent`).
-    pub max_connections_per_agent: usize,
-    /// Most control packets (CLOSE_REQ, CLOSE_RSP, CREDIT, DIAL_CLS)
-    /// queued towards one agent before it is disconnected
-    /// (`[konnectivity] max_queued_control`).
-    pub max_queued_control: usize,
-    /// Compatibility mode: how long a target may stay silent after the
-    /// client's EOF before the connection is closed
-    /// (`[konnectivity] half_close_idle`).
-    pub half_close_idle: Duration,
-}
-
-impl Default for Flow {
-    fn default() -> Flow {
-        Flow {
-            extensions: Extensions::ALL,
-            credit_window: DEFAULT_CREDIT_WINDOW,
-            stall_window: Flow::DEFAULT_STALL_WINDOW,
-            max_connections_per_agent: Flow::DEFAULT_MAX_CONNECTIONS_PER_AGENT,
-            max_queued_control: Flow::DEFAULT_MAX_QUEUED_CONTROL,
-            half_close_idle: Flow::DEFAULT_HALF_CLOSE_IDLE,
-        }
-    }
-}
-
-impl Flow {
-    /// The settings of `[konnectivity]`.
-    pub fn from_config(k: &sshbridge_config::Konnectivity) -> Flow {
-        Flow {
-            extensions: Extensions::parse(k.extensions.iter().map(String::as_str)),
-            credit_window: k.credit_window,
-            stall_window: k.stall_window,
-            max_connections_per_agent: k.max_connections_per_agent as usize,
-            max_queued_control: k.max_queued_control as usize,
-            half_close_idle: k.half_close_idle,
-        }
-    }
-
-    /// Default stall window: 5 minutes (ten default stall timeouts).
-    pub const DEFAULT_STALL_WINDOW: Duration = Duration::from_secs(300);
-    /// Default cap of connections per agent.
-    pub const DEFAULT_MAX_CONNECTIONS_PER_AGENT: usize = 4096;
-    /// Default cap of queued control packets per agent.
-    pub const DEFAULT_MAX_QUEUED_CONTROL: usize = 8192;
-    /// Default silence after a client's EOF in compatibility mode.
-    pub const DEFAULT_HALF_CLOSE_IDLE: Duration = Duration::from_secs(5);
 }
 
 /// One agent as shown in reports.
