@@ -24,6 +24,12 @@
 //! that long. (Upstream waits without a limit.)
 //! DIAL_CLS from the server cancels a dial still in progress, silently.
 //!
+//! With a server that announces the sshbridge extensions
+//! (docs/konnectivity.md): `credit` replaces the waiting above by a window
+//! per connection (the stream is never held back), and `half-close` turns
+//! a target's EOF into HALF_CLOSE and the server's HALF_CLOSE into
+//! `shutdown(SHUT_WR)` on the target.
+//!
 //! Not here: the server side (`crate::konnectivity`) and the several-servers
 //! logic of upstream (`serverCount` is logged, one server is dialed).
 
@@ -83,7 +89,13 @@ pub struct AgentConfig {
     pub close_grace: Duration,
     /// How long a target with a full queue may take no bytes before its
     /// connection is closed (meanwhile the stream waits for it).
+    /// Compatibility mode only.
     pub stall_timeout: Duration,
+    /// Extensions offered to the server (docs/konnectivity.md); used only
+    /// when the server announces them too.
+    pub extensions: crate::konnectivity::Extensions,
+    /// Receive window per connection with the `credit` extension.
+    pub credit_window: usize,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -162,6 +174,8 @@ impl AgentConfig {
             write_buffer: 4 << 20,
             stall_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(5),
+            extensions: crate::konnectivity::Extensions::ALL,
+            credit_window: crate::konnectivity::flow::DEFAULT_CREDIT_WINDOW,
         })
     }
 
@@ -272,6 +286,7 @@ impl Agent {
                     tracing::info!(
                         server = %cfg.server, server_id = %link.server_id,
                         server_count = %link.server_count, agent_id = %cfg.agent_id,
+                        extensions = %link.ext.header(), flow_control = link.ext.mode(),
                         "connected to the Konnectivity server"
                     );
                     self.connected.send_replace(true);

@@ -153,6 +153,7 @@ impl Dial for Shared {
                 snap.config.egress.dial_timeout,
             )
             .await?;
+        let stream = crate::egress::idle::limit(stream, snap.config.egress.stream_idle_timeout);
         Ok(Dialed {
             stream,
             node: decision.node,
@@ -237,11 +238,11 @@ impl Daemon {
                 server_id: config.bridge.id.clone(),
                 server_count: k.server_count,
                 max_conn_buffer: konnectivity::Options::DEFAULT_MAX_CONN_BUFFER,
-                stall_timeout: konnectivity::Options::DEFAULT_STALL_TIMEOUT,
+                stall_timeout: k.stall_timeout,
                 dial_timeout: config.egress.dial_timeout,
                 identity: konnectivity::identity::Guard::new(k.identity, metrics.registry()),
             };
-            Hub::new(options, &config.nodes)
+            Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes)
         });
         let count = config.nodes.len();
         let nodes = config

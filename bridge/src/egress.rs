@@ -9,6 +9,7 @@
 pub mod grpc;
 pub mod head;
 pub mod http_connect;
+pub mod idle;
 
 use std::future::Future;
 

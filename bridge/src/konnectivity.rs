@@ -13,33 +13,26 @@
 //! connections end. An agent whose stream ends takes its connections and
 //! pending dials with it, at once.
 //!
-//! # Head-of-line policy
+//! # Flow control and half-close
 //!
 //! All connections through an agent share its one gRPC stream, and the
-//! protocol has no per-connection flow control. Two bad answers exist:
-//! never wait for a slow client (then a download faster than its reader is
-//! cut off), or wait for it without limit (then one stuck client stalls
-//! every other connection of the agent, upstream's head-of-line bug). The
-//! policy here: DATA for a connection goes to that connection's own buffer
-//! of [`Options::max_conn_buffer`] bytes (4 MiB by default; each chunk is
-//! charged 64 bytes extra so tiny chunks are bounded too). While a buffer
-//! is full the stream's reader waits for that client, so a slower reader
-//! slows the agent and the target behind it, and the download arrives
-//! whole; the other connections of the agent wait meanwhile. A client that
-//! takes no bytes at all for [`Options::stall_timeout`] (30 s by default)
-//! has its connection closed (CLOSE_REQ to the agent, an error naming the
-//! timeout for the reader), so no client stalls the agent longer than
-//! that. Outbound, the DATA of all connections shares one bounded queue
-//! per agent: a slow agent link slows writers through that agent, as TCP
-//! would.
-//!
-//! # Half-close
-//!
-//! Konnectivity has no half-close. Shutting down a stream's write half only
-//! stops its writes; CLOSE_REQ is sent when the stream is dropped, so a
-//! client that half-closes still gets the target's answer.
+//! protocol has neither per-connection flow control nor half-close. With
+//! an agent that announces the sshbridge extensions (`sshbridge agent`),
+//! [`flow`] adds both: CREDIT windows per connection (the shared stream is
+//! never held back) and HALF_CLOSE (TCP's FIN). With an upstream agent
+//! (compatibility mode), DATA for a connection goes to that connection's
+//! own buffer of [`Options::max_conn_buffer`] bytes (each chunk charged 64
+//! bytes extra); while it is full the stream's reader waits for that
+//! client, within the connection's stall budget ([`Options::stall_timeout`]
+//! in total per [`Flow::stall_window`], charged while others wait behind
+//! it), after which the connection is closed alone; a client's EOF closes
+//! the connection once the target has been silent for
+//! [`Flow::half_close_idle`]. Outbound, the DATA of all connections shares
+//! one bounded queue per agent. The wire and every choice:
+//! docs/konnectivity.md.
 
 mod agent;
+pub mod flow;
 pub mod hub;
 pub mod identifiers;
 pub mod identity;
@@ -48,5 +41,6 @@ pub mod server;
 mod stats;
 mod stream;
 
-pub use hub::{AgentInfo, Hub, Options};
+pub use flow::Extensions;
+pub use hub::{AgentInfo, Flow, Hub, Options};
 pub use stats::Stats;

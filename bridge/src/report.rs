@@ -126,6 +126,11 @@ pub struct PathReport {
     pub bytes_received: u64,
     /// Dial outcomes on this path since start.
     pub dials: DialStats,
+    /// Konnectivity only, while agents are connected: `credit` when every
+    /// agent of the node speaks the credit extension, `compatibility` when
+    /// none does, `mixed` otherwise (docs/konnectivity.md). Absent for SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<String>,
 }
 
 /// Probe statistics over the sliding window of recent probes.

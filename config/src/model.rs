@@ -61,6 +61,9 @@ pub struct Egress {
     pub tls_handshake_timeout: Duration,
     /// HTTP/2 streams (dials) per connection of the gRPC egress.
     pub grpc_max_concurrent_streams: u32,
+    /// A stream (either path) with no byte either way for this long is
+    /// closed; `None` (the default) never closes an idle stream.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 /// A TCP listener with mutual TLS.
@@ -215,6 +218,24 @@ pub struct Konnectivity {
     pub max_concurrent_streams: u32,
     /// How an agent's node is established.
     pub identity: AgentIdentity,
+    /// sshbridge wire extensions offered to agents: `half-close`, `credit`
+    /// (docs/konnectivity.md).
+    pub extensions: Vec<String>,
+    /// Receive window per connection with the `credit` extension, bytes.
+    pub credit_window: usize,
+    /// Compatibility mode: total time one reader may keep an agent's
+    /// stream waiting within `stall_window`.
+    pub stall_timeout: Duration,
+    /// The window of `stall_timeout`.
+    pub stall_window: Duration,
+    /// Compatibility mode: how long a target may stay silent after the
+    /// client's EOF before the connection is closed.
+    pub half_close_idle: Duration,
+    /// Most connections open through one agent.
+    pub max_connections_per_agent: u32,
+    /// Most control packets queued towards one agent before it is
+    /// disconnected as not reading.
+    pub max_queued_control: u32,
 }
 
 impl Config {

@@ -51,6 +51,7 @@ pub(crate) struct RawEgress {
     pub max_tls_handshakes: Option<Spanned<i64>>,
     pub tls_handshake_timeout: Option<Str>,
     pub grpc_max_concurrent_streams: Option<Spanned<i64>>,
+    pub stream_idle_timeout: Option<Str>,
 }
 
 /// `[egress] http_connect_tcp = { ... }`: all four keys are mandatory, since
@@ -128,6 +129,13 @@ pub(crate) struct RawKonnectivity {
     pub tls_handshake_timeout: Option<Str>,
     pub max_concurrent_streams: Option<Spanned<i64>>,
     pub identity: Option<Str>,
+    pub extensions: Option<Vec<Str>>,
+    pub credit_window: Option<Spanned<StrOrInt>>,
+    pub stall_timeout: Option<Str>,
+    pub stall_window: Option<Str>,
+    pub half_close_idle: Option<Str>,
+    pub max_connections_per_agent: Option<Spanned<i64>>,
+    pub max_queued_control: Option<Spanned<i64>>,
 }
 
 /// `[migration]`

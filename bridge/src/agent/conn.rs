@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::session::{lock, ConnEntry, Session};
 use super::{bump, AllowList};
+use crate::konnectivity::flow::{grant_batch, CreditGate, StallBudget};
 use crate::konnectivity::proto::{DialRequest, Packet};
 
 /// Bytes read from a target per DATA packet, as upstream.
@@ -73,6 +74,7 @@ pub(super) async fn dial_and_serve(
     let queued = Arc::new(AtomicUsize::new(0));
     let drained = Arc::new(tokio::sync::Notify::new());
     let (tx, rx) = mpsc::unbounded_channel();
+    let stall = cfg.stall_timeout;
     let entry = ConnEntry {
         tx: Some(tx),
         queued: queued.clone(),
@@ -80,8 +82,15 @@ pub(super) async fn dial_and_serve(
         hard: sess.cancel.child_token(),
         soft: CancellationToken::new(),
         error: Arc::new(OnceLock::new()),
+        gate: Arc::new(CreditGate::new(sess.peer_window)),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        budget: Arc::new(Mutex::new(StallBudget::new(stall, stall * 10))),
     };
     let (hard, soft, error) = (entry.hard.clone(), entry.soft.clone(), entry.error.clone());
+    let flow = Flow {
+        gate: entry.gate.clone(),
+        in_flight: entry.in_flight.clone(),
+    };
     // Registered before DIAL_RSP goes out, so DATA right behind it finds it.
     lock(&sess.conns).insert(id, entry);
     bump(&counters.open, 1);
@@ -94,8 +103,8 @@ pub(super) async fn dial_and_serve(
             stream,
             rx,
             (&queued, &drained),
-            &hard,
-            &soft,
+            &flow,
+            (&hard, &soft),
             &error,
         )
         .await;
@@ -162,8 +171,17 @@ async fn dial(
     }
 }
 
+/// A connection's credit state (extension `credit`).
+struct Flow {
+    gate: Arc<CreditGate>,
+    in_flight: Arc<AtomicUsize>,
+}
+
 /// Pumps bytes both ways until the target closes, the server closes, or
 /// the connection is cut. Returns the error CLOSE_RSP carries, if any.
+/// With `half-close`, the target's EOF is sent as HALF_CLOSE and the
+/// server's HALF_CLOSE becomes `shutdown(SHUT_WR)`; the connection ends
+/// when both directions have.
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     sess: &Session,
@@ -172,16 +190,27 @@ async fn serve(
     stream: TcpStream,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     (queued, drained): (&AtomicUsize, &tokio::sync::Notify),
-    hard: &CancellationToken,
-    soft: &CancellationToken,
+    flow: &Flow,
+    (hard, soft): (&CancellationToken, &CancellationToken),
     error: &OnceLock<String>,
 ) -> Option<String> {
     let counters = &sess.shared.counters;
+    let (credit, half_close) = (sess.ext.credit, sess.ext.half_close);
+    let batch = grant_batch(sess.shared.cfg.credit_window);
     let (mut rd, mut wr) = stream.into_split();
     let reader = async {
         let mut buf = vec![0u8; CHUNK];
         loop {
-            match rd.read(&mut buf).await {
+            let want = if credit {
+                flow.gate.take(CHUNK).await
+            } else {
+                CHUNK
+            };
+            let got = rd.read(&mut buf[..want]).await;
+            if credit {
+                flow.gate.put_back(want - got.as_ref().map_or(0, |n| *n));
+            }
+            match got {
                 // The target closed: upstream answers with CLOSE_RSP.
                 Ok(0) => return None,
                 Ok(n) => {
@@ -195,6 +224,7 @@ async fn serve(
         }
     };
     let writer = async {
+        let mut consumed = 0;
         while let Some(chunk) = rx.recv().await {
             if let Err(e) = wr.write_all(&chunk).await {
                 return Some(format!("agent: write to {address}: {e}"));
@@ -202,21 +232,61 @@ async fn serve(
             queued.fetch_sub(chunk.len(), Ordering::Relaxed);
             drained.notify_one();
             bump(&counters.bytes_to, chunk.len() as u64);
+            if credit {
+                consumed += chunk.len();
+                if consumed >= batch {
+                    flow.in_flight.fetch_sub(consumed, Ordering::AcqRel);
+                    sess.send(Packet::credit(id, consumed as u64)).await;
+                    consumed = 0;
+                }
+            }
         }
-        None // CLOSE_REQ took the queue and everything queued is written
+        // CLOSE_REQ took the queue and everything queued is written; or,
+        // with half-close, the server sent HALF_CLOSE.
+        if half_close && !soft.is_cancelled() {
+            if let Err(e) = wr.shutdown().await {
+                return Some(format!("agent: shutdown towards {address}: {e}"));
+            }
+        }
+        None
     };
     tokio::pin!(reader, writer);
     let grace = sess.shared.cfg.close_grace;
-    // A hard close wins over whatever else finished in the same wake-up,
-    // so its reason is the one reported.
-    tokio::select! {
-        biased;
-        _ = hard.cancelled() => error.get().cloned(),
-        _ = soft.cancelled() => match tokio::time::timeout(grace, &mut writer).await {
-            Ok(e) => e,
-            Err(_) => Some(format!("agent: {address} did not take the last bytes within {grace:?}")),
-        },
-        e = &mut reader => e,
-        e = &mut writer => e,
+    let (mut read_done, mut write_done) = (false, false);
+    loop {
+        // A hard close wins over whatever else finished in the same
+        // wake-up, so its reason is the one reported.
+        tokio::select! {
+            biased;
+            _ = hard.cancelled() => return error.get().cloned(),
+            _ = soft.cancelled() => {
+                if write_done {
+                    return None;
+                }
+                return match tokio::time::timeout(grace, &mut writer).await {
+                    Ok(e) => e,
+                    Err(_) => Some(format!("agent: {address} did not take the last bytes within {grace:?}")),
+                };
+            }
+            e = &mut reader, if !read_done => {
+                if e.is_some() || !half_close {
+                    return e;
+                }
+                // The target's EOF: tell the server, keep writing.
+                read_done = true;
+                if !sess.send(Packet::half_close(id)).await || write_done {
+                    return None;
+                }
+            }
+            e = &mut writer, if !write_done => {
+                if e.is_some() || !half_close || soft.is_cancelled() {
+                    return e;
+                }
+                write_done = true;
+                if read_done {
+                    return None;
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::transport::Link;
 use super::{bump, conn, Shared};
+use crate::konnectivity::flow::{CreditGate, Extensions, StallBudget};
 use crate::konnectivity::proto::packet::Payload;
 use crate::konnectivity::proto::Packet;
 
@@ -40,6 +41,12 @@ pub(super) struct ConnEntry {
     pub soft: CancellationToken,
     /// The error CLOSE_RSP carries after a hard close.
     pub error: Arc<OnceLock<String>>,
+    /// Credit towards the server (extension `credit`).
+    pub gate: Arc<CreditGate>,
+    /// Bytes received and not yet granted back (extension `credit`).
+    pub in_flight: Arc<AtomicUsize>,
+    /// Compatibility mode: how long this target kept the stream waiting.
+    pub budget: Arc<Mutex<StallBudget>>,
 }
 
 /// State of one stream, shared by its reader and its connection tasks.
@@ -55,6 +62,10 @@ pub(super) struct Session {
     pub cancel: CancellationToken,
     /// Dials and connections of this stream.
     pub tracker: TaskTracker,
+    /// Extensions both sides announced.
+    pub ext: Extensions,
+    /// The server's receive window: each connection's initial credit.
+    pub peer_window: usize,
 }
 
 /// A poisoned lock only means another task panicked mid-update of a map;
@@ -76,6 +87,8 @@ pub(super) async fn serve(link: Link, shared: &Arc<Shared>) -> End {
         mut inbound,
         outbound,
         _client,
+        ext,
+        peer_window,
         ..
     } = link;
     let sess = Arc::new(Session {
@@ -86,6 +99,8 @@ pub(super) async fn serve(link: Link, shared: &Arc<Shared>) -> End {
         next_id: AtomicI64::new(0),
         cancel: shared.stop.child_token(),
         tracker: TaskTracker::new(),
+        ext,
+        peer_window,
     });
     let mut drain_sent = false;
     let end = loop {
@@ -165,6 +180,17 @@ async fn handle(sess: &Arc<Session>, p: Packet) {
                 .await;
             }
         }
+        Payload::HalfClose(h) if sess.ext.half_close => {
+            // The writer sends what is queued, then shutdown(SHUT_WR).
+            if let Some(entry) = lock(&sess.conns).get_mut(&h.connect_id) {
+                entry.tx = None;
+            }
+        }
+        Payload::Credit(c) if sess.ext.credit => {
+            if let Some(entry) = lock(&sess.conns).get(&c.connect_id) {
+                entry.gate.grant(c.bytes);
+            }
+        }
         Payload::CloseRequest(req) => {
             let known = match lock(&sess.conns).get_mut(&req.connect_id) {
                 Some(entry) => {
@@ -184,12 +210,15 @@ async fn handle(sess: &Arc<Session>, p: Packet) {
 }
 
 /// Queues `data` towards connection `id`; false when there is no such
-/// connection. A full queue holds the stream back (as upstream does) while
-/// the target keeps taking bytes; a target that takes none for
-/// `stall_timeout` has its connection closed, and only that one (see the
-/// module doc of `agent`).
+/// connection. With `credit` it never waits: a server that sends past the
+/// connection's window has the connection closed. In compatibility mode a
+/// full queue holds the stream back (as upstream does) while the target
+/// keeps taking bytes, within the connection's stall budget: a target that
+/// kept the stream waiting `stall_timeout` in total within ten times that
+/// has its connection closed, and only that one (see the module doc of
+/// `agent`).
 async fn deliver(sess: &Session, id: i64, data: Vec<u8>) -> bool {
-    let (tx, queued, drained, hard, error) = {
+    let (tx, queued, drained, hard, error, in_flight, budget) = {
         let conns = lock(&sess.conns);
         let Some(entry) = conns.get(&id) else {
             return false;
@@ -204,36 +233,97 @@ async fn deliver(sess: &Session, id: i64, data: Vec<u8>) -> bool {
             e.drained.clone(),
             e.hard.clone(),
             e.error.clone(),
+            e.in_flight.clone(),
+            e.budget.clone(),
         )
     };
     if hard.is_cancelled() || data.is_empty() {
         return true;
     }
-    let (limit, stall) = (sess.shared.cfg.write_buffer, sess.shared.cfg.stall_timeout);
-    let mut last = queued.load(Ordering::Relaxed);
-    let mut progress = tokio::time::Instant::now();
-    while last > 0 && last + data.len() > limit {
-        tokio::select! {
-            _ = drained.notified() => {}
-            _ = tokio::time::sleep_until(progress + stall) => {}
-            _ = hard.cancelled() => return true,
-            _ = sess.cancel.cancelled() => return true,
-        }
-        let now = queued.load(Ordering::Relaxed);
-        if now < last {
-            progress = tokio::time::Instant::now();
-        } else if progress.elapsed() >= stall {
+    if sess.ext.credit {
+        let window = sess.shared.cfg.credit_window;
+        let sent = in_flight.fetch_add(data.len(), Ordering::AcqRel) + data.len();
+        if sent > window {
             let _ = error.set(format!(
-                "agent: the target of connection {id} took no bytes for {stall:?} \
-                 ({now} bytes queued, limit {limit}); connection closed"
+                "agent: the server sent {sent} bytes on connection {id} past its credit window \
+                 of {window} bytes; connection closed"
             ));
             hard.cancel();
             bump(&sess.shared.counters.overflow_closes, 1);
             return true;
         }
-        last = now;
+    } else if !wait_for_room(
+        sess,
+        id,
+        data.len(),
+        (&queued, &drained, &hard),
+        &budget,
+        &error,
+    )
+    .await
+    {
+        return true;
     }
     queued.fetch_add(data.len(), Ordering::Relaxed);
     let _ = tx.send(data);
     true
 }
+
+/// Compatibility mode: waits while connection `id`'s queue has no room
+/// for `len` more bytes, within its stall budget. False when the
+/// connection was closed meanwhile (budget spent, or cut).
+async fn wait_for_room(
+    sess: &Session,
+    id: i64,
+    len: usize,
+    (queued, drained, hard): (&AtomicUsize, &tokio::sync::Notify, &CancellationToken),
+    budget: &Mutex<StallBudget>,
+    error: &OnceLock<String>,
+) -> bool {
+    let limit = sess.shared.cfg.write_buffer;
+    let full = || {
+        let q = queued.load(Ordering::Relaxed);
+        q > 0 && q + len > limit
+    };
+    if !full() {
+        return true;
+    }
+    let start = tokio::time::Instant::now();
+    let mut left = lock(budget).left(start);
+    let mut charged = Duration::ZERO;
+    while full() {
+        if left.is_zero() {
+            lock(budget).charge(start, charged);
+            let stall = sess.shared.cfg.stall_timeout;
+            let _ = error.set(format!(
+                "agent: the target of connection {id} took no bytes for {stall:?} in total \
+                 while the stream waited for it ({} bytes queued, limit {limit}); connection closed",
+                queued.load(Ordering::Relaxed)
+            ));
+            hard.cancel();
+            bump(&sess.shared.counters.overflow_closes, 1);
+            return false;
+        }
+        // Charged only while another connection or dial of the stream
+        // waits behind it, as on the server.
+        let others = lock(&sess.conns).len() > 1 || !lock(&sess.pending).is_empty();
+        let tick = tokio::time::Instant::now();
+        let nap = if others { left.min(RECHECK) } else { RECHECK };
+        tokio::select! {
+            _ = drained.notified() => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = hard.cancelled() => return false,
+            _ = sess.cancel.cancelled() => return false,
+        }
+        if others {
+            let waited = tick.elapsed();
+            charged += waited;
+            left = left.saturating_sub(waited);
+        }
+    }
+    lock(budget).charge(start, charged);
+    true
+}
+
+/// How often a waiting stream re-checks whether others wait behind it.
+const RECHECK: Duration = Duration::from_millis(50);

@@ -19,6 +19,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::AgentConfig;
+use crate::konnectivity::flow::{self, Extensions};
 use crate::konnectivity::proto::agent_service_client::AgentServiceClient;
 use crate::konnectivity::proto::Packet;
 
@@ -36,6 +37,10 @@ pub(super) struct Link {
     pub server_id: String,
     /// The server's `serverCount` header.
     pub server_count: String,
+    /// Extensions both sides announced.
+    pub ext: Extensions,
+    /// The server's receive window per connection (with `credit`).
+    pub peer_window: usize,
     /// Keeps the HTTP/2 connection's client alive as long as the stream.
     pub _client: AgentServiceClient<Channel>,
 }
@@ -140,6 +145,7 @@ async fn open(cfg: &AgentConfig) -> Result<Link, ConnectError> {
         "agentidentifiers",
         value(&cfg.identifiers, "agentIdentifiers")?,
     );
+    flow::announce(md, cfg.extensions, cfg.credit_window);
     if let Some(path) = &cfg.token_file {
         let token = std::fs::read_to_string(path).map_err(|source| ConnectError::Token {
             path: path.clone(),
@@ -164,6 +170,9 @@ async fn open(cfg: &AgentConfig) -> Result<Link, ConnectError> {
             .to_string()
     };
     let (server_id, server_count) = (header("serverid"), header("servercount"));
+    let (announced, window) = flow::announced(response.metadata());
+    let mut ext = cfg.extensions.both(announced);
+    ext.credit &= window.is_some();
     if server_id.is_empty() || server_count.is_empty() {
         tracing::warn!(%server, "the server sent no serverID/serverCount header; is it a Konnectivity server?");
     }
@@ -172,6 +181,8 @@ async fn open(cfg: &AgentConfig) -> Result<Link, ConnectError> {
         outbound: tx,
         server_id,
         server_count,
+        ext,
+        peer_window: window.unwrap_or(0),
         _client: client,
     })
 }

@@ -277,6 +277,7 @@ impl NodeEntry {
                 open_streams: s.open_streams,
                 bytes_sent: s.bytes_to_node,
                 bytes_received: s.bytes_from_node,
+                flow_control: hub.flow_control(&self.spec.name).map(str::to_string),
                 ..path_report(watch)
             }
         });

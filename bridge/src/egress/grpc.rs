@@ -12,7 +12,17 @@
 //! ending, before the answer abandons the dial.
 //!
 //! Each dial is its own gRPC stream with HTTP/2 flow control, so a slow
-//! client holds back only its own target.
+//! client holds back only its own target: the `credit` extension is not
+//! needed here and not offered.
+//!
+//! A client that announces `half-close` in the `sshbridge-ext` metadata
+//! (sshbridge's own clients: `sim::grpc`, `sshbridge agent` tooling) gets
+//! it back in the response headers, and then HALF_CLOSE works both ways as
+//! on the agent stream (docs/konnectivity.md): the client's HALF_CLOSE
+//! becomes `shutdown(SHUT_WR)` on the target, the target's EOF becomes
+//! HALF_CLOSE, and when both directions ended the server sends CLOSE_RSP
+//! and ends the stream. kube-apiserver announces nothing and sees exactly
+//! the behaviour above.
 
 use std::sync::Arc;
 
@@ -26,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::http_connect::Lifecycle;
 use super::{Dial, Dialed};
+use crate::konnectivity::flow::{self, Extensions};
 use crate::konnectivity::proto::packet::Payload;
 use crate::konnectivity::proto::proxy_service_server::{ProxyService, ProxyServiceServer};
 use crate::konnectivity::proto::Packet;
@@ -89,11 +100,18 @@ impl<D: Dial> ProxyService for ProxySvc<D> {
     ) -> Result<Response<Self::ProxyStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let (dialer, abort) = (self.dialer.clone(), self.life.abort.clone());
+        let ext = Extensions {
+            half_close: true,
+            credit: false,
+        }
+        .both(flow::announced(request.metadata()).0);
         let inbound = request.into_inner();
-        self.life
-            .tracker
-            .spawn(async move { serve_stream(inbound, tx, dialer.as_ref(), abort).await });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.life.tracker.spawn(async move {
+            serve_stream(inbound, tx, dialer.as_ref(), abort, ext.half_close).await
+        });
+        let mut response = Response::new(ReceiverStream::new(rx));
+        flow::announce(response.metadata_mut(), ext, 0);
+        Ok(response)
     }
 }
 
@@ -104,6 +122,7 @@ async fn serve_stream<D: Dial>(
     tx: Out,
     dialer: &D,
     abort: CancellationToken,
+    half_close: bool,
 ) {
     let first = tokio::select! {
         _ = abort.cancelled() => return,
@@ -154,17 +173,23 @@ async fn serve_stream<D: Dial>(
     }
     debug!(target = %req.address, %node, "gRPC stream open");
     let (mut rd, mut wr) = tokio::io::split(stream);
+    // `Some(None)`: this direction ended cleanly (half-close); `Some(Some)`
+    // or a return: the connection ends.
     let up = async {
         loop {
             match inbound.message().await {
                 Ok(Some(packet)) => match packet.payload {
                     Some(Payload::Data(d)) if wr.write_all(&d.data).await.is_err() => {
-                        return Some("writing to the target failed".to_string());
+                        return Up::Failed("writing to the target failed".to_string());
                     }
-                    Some(Payload::CloseRequest(_)) => return None,
+                    Some(Payload::HalfClose(_)) if half_close => {
+                        let _ = wr.shutdown().await;
+                        return Up::HalfClosed(Box::new(inbound));
+                    }
+                    Some(Payload::CloseRequest(_)) => return Up::Closed,
                     _ => {}
                 },
-                Ok(None) | Err(_) => return Some("client stream ended".to_string()),
+                Ok(None) | Err(_) => return Up::Failed("client stream ended".to_string()),
             }
         }
     };
@@ -173,29 +198,62 @@ async fn serve_stream<D: Dial>(
         let mut buf = vec![0u8; CHUNK];
         loop {
             match rd.read(&mut buf).await {
-                Ok(0) => return String::new(),
+                Ok(0) if half_close => {
+                    let _ = down_tx.send(Ok(Packet::half_close(CONNECT_ID))).await;
+                    return None;
+                }
+                Ok(0) => return Some(String::new()),
                 Ok(n) => {
                     let packet = Packet::data(CONNECT_ID, buf[..n].to_vec());
                     if down_tx.send(Ok(packet)).await.is_err() {
-                        return "client went away".to_string();
+                        return Some("client went away".to_string());
                     }
                 }
-                Err(e) => return e.to_string(),
+                Err(e) => return Some(e.to_string()),
             }
         }
     };
-    let close_error = tokio::select! {
-        _ = abort.cancelled() => "cut at the end of the drain grace period".to_string(),
-        up = up => match up {
-            None => String::new(),
-            Some(reason) => return info!(target = %req.address, %node, %reason, "gRPC stream ended"),
-        },
-        error = down => error,
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (None, false);
+    let close_error = loop {
+        tokio::select! {
+            _ = abort.cancelled() => break "cut at the end of the drain grace period".to_string(),
+            up = &mut up, if up_done.is_none() => match up {
+                Up::Closed => break String::new(),
+                Up::Failed(reason) => return info!(target = %req.address, %node, %reason, "gRPC stream ended"),
+                Up::HalfClosed(rest) => {
+                    if down_done {
+                        break String::new();
+                    }
+                    up_done = Some(*rest);
+                }
+            },
+            // After the client's HALF_CLOSE only CLOSE_REQ or the stream's
+            // end can come from it.
+            _ = async { abandoned(up_done.as_mut().expect("guarded")).await }, if up_done.is_some() && !down_done => {
+                break String::new();
+            }
+            down = &mut down, if !down_done => match down {
+                Some(error) => break error,
+                None if up_done.is_some() => break String::new(),
+                None => down_done = true,
+            },
+        }
     };
     let _ = tx
         .send(Ok(Packet::close_response(CONNECT_ID, close_error)))
         .await;
     debug!(target = %req.address, %node, "gRPC stream closed");
+}
+
+/// How the client's direction of a stream ended.
+enum Up {
+    /// CLOSE_REQ.
+    Closed,
+    /// HALF_CLOSE; the rest of the client's stream.
+    HalfClosed(Box<Streaming<Packet>>),
+    /// The client's stream broke, or writing to the target failed.
+    Failed(String),
 }
 
 /// Resolves when the client gives up on its dial: DIAL_CLS, or its stream ends.

@@ -9,11 +9,13 @@ use std::time::{Duration, SystemTime};
 use sshbridge_config::Node;
 use tokio::sync::{oneshot, watch};
 
-use super::agent::{lock, Agent, DialAnswer, PendingDial};
+use super::agent::{lock, Agent, DialAnswer, Limits, PendingDial};
+use super::flow::Extensions;
+pub use super::flow::Flow;
 use super::identifiers::Identifiers;
 use super::identity::{Guard, Refusal};
 use super::proto::Packet;
-use super::stats::{NodeStats, Stats};
+use super::stats::{LimitHits, NodeStats, Stats};
 use crate::path::{BoxStream, DialError};
 
 /// Settings of the agent server.
@@ -56,6 +58,11 @@ pub struct AgentInfo {
     pub connected_since: SystemTime,
     /// Connections open through it (all nodes it serves).
     pub open_connections: usize,
+    /// `credit` when both ends speak the credit extension, else
+    /// `compatibility` (docs/konnectivity.md).
+    pub flow_control: &'static str,
+    /// Extensions in use with it, comma-separated (empty for none).
+    pub extensions: String,
 }
 
 /// The registry of connected agents and the Konnectivity path of every
@@ -67,6 +74,8 @@ pub struct Hub {
 
 struct Inner {
     options: Options,
+    flow: Flow,
+    hits: Arc<LimitHits>,
     serial: AtomicU64,
     state: Mutex<State>,
 }
@@ -104,11 +113,18 @@ impl NodeEntry {
 }
 
 impl Hub {
-    /// A registry for `nodes`, with no agent yet.
+    /// A registry for `nodes`, with no agent yet, and the default [`Flow`].
     pub fn new(options: Options, nodes: &[Node]) -> Hub {
+        Hub::with_flow(options, Flow::default(), nodes)
+    }
+
+    /// A registry for `nodes` with flow settings `flow`.
+    pub fn with_flow(options: Options, flow: Flow, nodes: &[Node]) -> Hub {
         let hub = Hub {
             inner: Arc::new(Inner {
                 options,
+                flow,
+                hits: Arc::default(),
                 serial: AtomicU64::new(0),
                 state: Mutex::default(),
             }),
@@ -120,6 +136,17 @@ impl Hub {
     /// The settings it was made with.
     pub fn options(&self) -> &Options {
         &self.inner.options
+    }
+
+    /// The flow settings it was made with.
+    pub fn flow(&self) -> &Flow {
+        &self.inner.flow
+    }
+
+    /// Agents disconnected because they stopped reading their stream
+    /// (their control queue passed `max_queued_control`).
+    pub fn agents_cut_for_control_backlog(&self) -> u64 {
+        self.inner.hits.control_backlog.load(Ordering::Relaxed)
     }
 
     /// Replaces the node list (on reload) and maps the connected agents
@@ -135,6 +162,20 @@ impl Hub {
     pub async fn dial(&self, node: &str, host: &str, port: u16) -> Result<BoxStream, DialError> {
         let target = crate::router::format_target(host, port);
         let (agent, stats) = self.pick(node)?;
+        if !agent.has_room() {
+            stats
+                .dials_over_connection_cap
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(DialError::Unavailable {
+                node: node.into(),
+                path: "konnectivity",
+                reason: format!(
+                    "agent {} has {} connections open, the limit ([konnectivity] max_connections_per_agent); \
+                     close some streams or raise the limit",
+                    agent.id, self.inner.flow.max_connections_per_agent
+                ),
+            });
+        }
         let random = loop {
             let r: i64 = rand::random();
             if r != 0 && !lock(&agent.pending).contains_key(&r) {
@@ -216,8 +257,22 @@ impl Hub {
                 draining: a.is_draining(),
                 connected_since: a.since,
                 open_connections: a.open_connections(),
+                flow_control: a.ext.mode(),
+                extensions: a.ext.header(),
             })
             .collect()
+    }
+
+    /// The flow-control mode of `node`'s agents: `credit`,
+    /// `compatibility` or `mixed`; `None` without agents.
+    pub fn flow_control(&self, node: &str) -> Option<&'static str> {
+        let agents = self.agents(node);
+        let first = agents.first()?.flow_control;
+        Some(if agents.iter().all(|a| a.flow_control == first) {
+            first
+        } else {
+            "mixed"
+        })
     }
 
     /// The number of connected, non-draining agents of `node`, updated as
@@ -254,19 +309,47 @@ impl Hub {
         refresh(&mut lock(&self.inner.state));
     }
 
-    /// Registers a new agent stream for `owner`, the node its credential
-    /// proves (`None` when identity is claimed). An older stream of the
-    /// same ID and the same owner is ended (the newest wins); one of
-    /// another owner keeps its ID and the newcomer is refused.
+    /// Registers a new agent stream that announced no extension
+    /// (compatibility mode) for `owner`; see [`Hub::register_with`].
+    #[cfg(test)]
     pub(crate) fn register(
         &self,
         id: String,
         identifiers: Identifiers,
         owner: Option<String>,
     ) -> Result<Registered, Refusal> {
+        self.register_with(id, identifiers, owner, (Extensions::NONE, None))
+    }
+
+    /// Registers a new agent stream for `owner`, the node its credential
+    /// proves (`None` when identity is claimed), that announced `announced`
+    /// (and, with `credit`, the receive window `peer_window`). An older
+    /// stream of the same ID and the same owner is ended (the newest wins);
+    /// one of another owner keeps its ID and the newcomer is refused.
+    pub(crate) fn register_with(
+        &self,
+        id: String,
+        identifiers: Identifiers,
+        owner: Option<String>,
+        (announced, peer_window): (Extensions, Option<usize>),
+    ) -> Result<Registered, Refusal> {
         let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
-        let o = &self.inner.options;
-        let limits = (o.max_conn_buffer, o.stall_timeout);
+        let (o, f) = (&self.inner.options, &self.inner.flow);
+        let mut ext = f.extensions.both(announced);
+        if peer_window.is_none() {
+            // Credit without a window to start from is not credit.
+            ext.credit = false;
+        }
+        let limits = Limits {
+            max_conn_buffer: o.max_conn_buffer,
+            stall_timeout: o.stall_timeout,
+            stall_window: f.stall_window,
+            window: f.credit_window,
+            peer_window: peer_window.unwrap_or(0),
+            max_connections: f.max_connections_per_agent,
+            max_queued_control: f.max_queued_control,
+            half_close_idle: f.half_close_idle,
+        };
         let (registered, old) = {
             let mut state = lock(&self.inner.state);
             if let Some(holder) = state.owners.get(&id).filter(|h| **h != owner) {
@@ -275,7 +358,12 @@ impl Hub {
                     holder: holder.clone().unwrap_or_else(|| "an unproven agent".into()),
                 });
             }
-            let (agent, data_rx, control_rx) = Agent::new(id, identifiers, serial, limits);
+            let (agent, data_rx, control_rx) = Agent::new(
+                id,
+                identifiers,
+                serial,
+                (ext, limits, self.inner.hits.clone()),
+            );
             state.owners.insert(agent.id.clone(), owner);
             let old = state.agents.insert(agent.id.clone(), agent.clone());
             refresh(&mut state);
@@ -356,6 +444,25 @@ pub(crate) struct Registered {
     pub(crate) agent: Arc<Agent>,
     pub(crate) data_rx: tokio::sync::mpsc::Receiver<Packet>,
     pub(crate) control_rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Registered {
+    /// Everything sent to the agent, control packets first, until the
+    /// stream ends. Control packets leave the agent's queued count here.
+    pub(crate) fn outbound(self) -> impl futures::Stream<Item = Packet> + Send + 'static {
+        use futures::StreamExt as _;
+        let agent = self.agent.clone();
+        let control =
+            tokio_stream::wrappers::UnboundedReceiverStream::new(self.control_rx).map(move |p| {
+                agent
+                    .queued_control
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                p
+            });
+        let data = tokio_stream::wrappers::ReceiverStream::new(self.data_rx);
+        tokio_stream::StreamExt::merge(control, data)
+            .take_until(self.agent.ended.clone().cancelled_owned())
+    }
 }
 
 /// Sends DIAL_CLS when a dial is dropped before its answer.

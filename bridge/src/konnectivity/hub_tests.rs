@@ -143,3 +143,30 @@ fn timeouts_are_recognized_in_agent_errors() {
         "dial tcp 10.0.0.5:80: connect: connection refused"
     ));
 }
+
+#[test]
+fn an_agent_that_stops_reading_its_control_replies_is_disconnected() {
+    let flow = Flow {
+        max_queued_control: 16,
+        ..Flow::default()
+    };
+    let hub = Hub::with_flow(
+        hub().options().clone(),
+        flow,
+        &[node("node-a", "10.0.0.5", &[])],
+    );
+    let a = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .expect("registered");
+    // The agent sends CLOSE_REQ after CLOSE_REQ and never reads the answers.
+    for id in 1..=16 {
+        assert!(!a.agent.handle(Packet::close_request(id)));
+    }
+    assert!(
+        !a.agent.ended.is_cancelled(),
+        "16 queued replies are allowed"
+    );
+    a.agent.handle(Packet::close_request(17));
+    assert!(a.agent.ended.is_cancelled(), "the 17th disconnects it");
+    assert_eq!(hub.agents_cut_for_control_backlog(), 1);
+}

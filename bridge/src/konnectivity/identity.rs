@@ -26,6 +26,7 @@ use x509_parser::extensions::GeneralName;
 
 use tracing::{info, warn};
 
+use super::flow::Extensions;
 use super::hub::{Hub, Registered};
 use super::identifiers::Identifiers;
 use crate::metrics::{Counter, Desc, Registry};
@@ -216,6 +217,7 @@ pub(crate) fn admit(
     peer: Option<&AgentPeer>,
     id: String,
     identifiers: Identifiers,
+    announced: (Extensions, Option<usize>),
 ) -> Result<Registered, tonic::Status> {
     let guard = &hub.options().identity;
     let subject = peer
@@ -229,7 +231,7 @@ pub(crate) fn admit(
         .authorize(peer, &identifiers, &hub.nodes())
         .and_then(|owner| {
             let node = owner.clone();
-            hub.register(id.clone(), identifiers, owner)
+            hub.register_with(id.clone(), identifiers, owner, announced)
                 .map(|r| (r, node))
         });
     match admitted {

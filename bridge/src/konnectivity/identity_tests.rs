@@ -1,6 +1,9 @@
 use super::*;
 use crate::sim::pki::Pki;
 
+/// No extension announced: the compatibility mode upstream agents get.
+const NONE: (Extensions, Option<usize>) = (Extensions::NONE, None);
+
 fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
     let pods = pods.iter().map(|p| p.parse().unwrap()).collect();
     Node::new(name, addr.parse().unwrap(), pods)
@@ -135,7 +138,7 @@ async fn an_agent_id_of_another_node_is_refused_never_replaced() {
     let a = peer(&pki.issue_node_client("node-a").unwrap().cert_pem);
     let b = peer(&pki.issue_node_client("node-b").unwrap().cert_pem);
     let admit =
-        |p: &AgentPeer, ids: &str| admit(&hub, Some(p), "agent-b".into(), Identifiers::parse(ids));
+        |p: &AgentPeer, ids: &str| admit(&hub, Some(p), "agent-b".into(), Identifiers::parse(ids), NONE);
     let real_b = admit(&b, "host=node-b").expect("node-b's own agent");
     let status = admit(&a, "host=node-a")
         .err()
@@ -170,11 +173,11 @@ async fn a_proven_agent_serves_only_its_node_and_claimed_agents_what_they_name()
     let pki = Pki::new("ca").unwrap();
     let proven = hub(AgentIdentity::Proven);
     let a = peer(&pki.issue_node_client("node-a").unwrap().cert_pem);
-    let _r = admit(&proven, Some(&a), "x".into(), Identifiers::default()).unwrap();
+    let _r = admit(&proven, Some(&a), "x".into(), Identifiers::default(), NONE).unwrap();
     assert_eq!(proven.agents("node-a").len(), 1);
     assert!(proven.agents("node-b").is_empty());
     let claimed = hub(AgentIdentity::Claimed);
     let ids = Identifiers::parse("host=node-b");
-    let _r = admit(&claimed, None, "y".into(), ids).unwrap();
+    let _r = admit(&claimed, None, "y".into(), ids, NONE).unwrap();
     assert_eq!(claimed.agents("node-b").len(), 1);
 }

@@ -77,6 +77,24 @@ impl Packet {
     pub fn drain() -> Packet {
         Packet::of(PacketType::Drain, Payload::Drain(Drain {}))
     }
+
+    /// HALF_CLOSE (extension `half-close`): no more DATA from the sender
+    /// on `connect_id`.
+    pub fn half_close(connect_id: i64) -> Packet {
+        Packet::of(
+            PacketType::HalfClose,
+            Payload::HalfClose(HalfClose { connect_id }),
+        )
+    }
+
+    /// CREDIT (extension `credit`): the sender's reader took `bytes` more
+    /// of `connect_id`'s DATA.
+    pub fn credit(connect_id: i64, bytes: u64) -> Packet {
+        Packet::of(
+            PacketType::Credit,
+            Payload::Credit(Credit { connect_id, bytes }),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +123,16 @@ mod tests {
         assert_eq!(bytes, [0x08, 0x05, 0x3a, 0x02, 0x08, 0x09]);
         // DRAIN: type 6, empty payload field 8.
         assert_eq!(Packet::drain().encode_to_vec(), [0x08, 0x06, 0x42, 0x00]);
+        // Extensions (docs/konnectivity.md): HALF_CLOSE{connectID 3} is
+        // type 100, payload field 100; CREDIT{connectID 3, bytes 300} is
+        // type 101, payload field 101.
+        let bytes = Packet::half_close(3).encode_to_vec();
+        assert_eq!(bytes, [0x08, 0x64, 0xa2, 0x06, 0x02, 0x08, 0x03]);
+        let bytes = Packet::credit(3, 300).encode_to_vec();
+        assert_eq!(
+            bytes,
+            [0x08, 0x65, 0xaa, 0x06, 0x05, 0x08, 0x03, 0x10, 0xac, 0x02]
+        );
     }
 
     #[test]

@@ -15,12 +15,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use super::flow;
 use super::hub::Hub;
 use super::identifiers::Identifiers;
 use super::identity::{self, AgentPeer};
@@ -274,20 +275,21 @@ impl AgentService for AgentSvc {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let identifiers = Identifiers::parse(&query.join("&"));
-        let registered = identity::admit(&self.hub, peer.as_ref(), id, identifiers)?;
+        let announced = flow::announced(md);
+        let registered = identity::admit(&self.hub, peer.as_ref(), id, identifiers, announced)?;
         let agent = registered.agent.clone();
         tokio::spawn(read_agent(
             self.hub.clone(),
             agent.clone(),
             request.into_inner(),
         ));
-        let outbound = tokio_stream::StreamExt::merge(
-            UnboundedReceiverStream::new(registered.control_rx),
-            ReceiverStream::new(registered.data_rx),
-        )
-        .take_until(agent.ended.clone().cancelled_owned())
-        .map(Ok);
+        let outbound = registered.outbound().map(Ok);
         let mut response = Response::new(Box::pin(outbound) as PacketStream);
+        flow::announce(
+            response.metadata_mut(),
+            agent.ext,
+            self.hub.flow().credit_window,
+        );
         let server_id = MetadataValue::try_from(self.hub.options().server_id.as_str())
             .map_err(|_| Status::internal("the bridge id is not valid metadata text"))?;
         response.metadata_mut().insert("serverid", server_id);

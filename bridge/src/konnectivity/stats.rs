@@ -14,6 +14,16 @@ pub(crate) struct NodeStats {
     pub(crate) dials_timeout: AtomicU64,
     pub(crate) dials_abandoned: AtomicU64,
     pub(crate) overflow_closes: AtomicU64,
+    pub(crate) credit_violations: AtomicU64,
+    pub(crate) half_close_idle_closes: AtomicU64,
+    pub(crate) dials_over_connection_cap: AtomicU64,
+}
+
+/// Limits hit by agents, hub-wide (an agent may serve several nodes).
+#[derive(Debug, Default)]
+pub(crate) struct LimitHits {
+    /// Agents disconnected because their control queue overflowed.
+    pub(crate) control_backlog: AtomicU64,
 }
 
 /// A snapshot of the Konnectivity path's counters for one node.
@@ -35,8 +45,17 @@ pub struct Stats {
     pub dials_timeout: u64,
     /// Dials given up before the answer (DIAL_CLS sent).
     pub dials_abandoned: u64,
-    /// Connections closed because their reader fell too far behind.
+    /// Connections closed because their reader fell too far behind
+    /// (compatibility mode: it used up its stall budget).
     pub overflow_closes: u64,
+    /// Connections closed because the agent sent past their credit.
+    pub credit_violations: u64,
+    /// Compatibility mode: connections closed because the target stayed
+    /// silent for `half_close_idle` after the client's EOF.
+    pub half_close_idle_closes: u64,
+    /// Dials refused because the agent had `max_connections_per_agent`
+    /// connections open.
+    pub dials_over_connection_cap: u64,
 }
 
 impl NodeStats {
@@ -53,6 +72,9 @@ impl NodeStats {
             dials_timeout: get(&self.dials_timeout),
             dials_abandoned: get(&self.dials_abandoned),
             overflow_closes: get(&self.overflow_closes),
+            credit_violations: get(&self.credit_violations),
+            half_close_idle_closes: get(&self.half_close_idle_closes),
+            dials_over_connection_cap: get(&self.dials_over_connection_cap),
         }
     }
 }

@@ -82,6 +82,20 @@ pub fn report_table(r: &Report, colour: bool) -> String {
         }
     };
     out.push_str(&table(&header, &rows, paint));
+    let modes: Vec<String> = r
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let mode = n.paths.konnectivity.as_ref()?.flow_control.as_deref()?;
+            Some(format!("{} {mode}", n.name))
+        })
+        .collect();
+    if !modes.is_empty() {
+        out.push_str(&format!(
+            "\nkonnectivity flow control: {}\n",
+            modes.join(", ")
+        ));
+    }
     out
 }
 

@@ -25,6 +25,7 @@ pub(in crate::report) fn healthy_path() -> PathReport {
             ok: 10,
             failed: BTreeMap::new(),
         },
+        flow_control: None,
     }
 }
 
@@ -209,4 +210,26 @@ fn unknown_extra_keys_are_accepted_within_v1() {
     v["nodes"][0]["zone"] = "eu-1".into();
     let r = Report::from_json(&v.to_string(), "x.json").unwrap();
     assert_eq!(r.nodes[0].name, "node-a");
+}
+
+#[test]
+fn the_konnectivity_flow_control_mode_is_in_json_and_table() {
+    let mut r = report(&["node-a", "node-b"]);
+    r.nodes[0].paths.konnectivity = Some(PathReport {
+        flow_control: Some("credit".into()),
+        ..healthy_path()
+    });
+    let json = r.to_json();
+    assert_eq!(
+        json.matches("\"flow_control\": \"credit\"").count(),
+        1,
+        "{json}"
+    );
+    let back = Report::from_json(&json, "r.json").unwrap();
+    assert_eq!(back, r);
+    let table = render::report_table(&r, false);
+    assert!(
+        table.contains("konnectivity flow control: node-a credit"),
+        "{table}"
+    );
 }

@@ -41,3 +41,16 @@ impl Service<Uri> for UdsConnector {
         Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(path).await?)) })
     }
 }
+
+/// A `Proxy` request that announces the `half-close` extension
+/// (docs/konnectivity.md), as sshbridge's own ProxyService clients do;
+/// kube-apiserver sends the request without it.
+pub fn with_half_close<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let ext = crate::konnectivity::Extensions {
+        half_close: true,
+        credit: false,
+    };
+    crate::konnectivity::flow::announce(request.metadata_mut(), ext, 0);
+    request
+}

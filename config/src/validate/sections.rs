@@ -115,6 +115,14 @@ pub(super) fn egress(cx: &mut Ctx<'_>, raw: &RawEgress) -> Egress {
             4096,
             1,
         ),
+        // Off by default: `kubectl logs -f` may be silent for hours.
+        stream_idle_timeout: Some(cx.duration(
+            "egress.stream_idle_timeout",
+            raw.stream_idle_timeout.as_ref(),
+            "0s",
+            true,
+        ))
+        .filter(|d| !d.is_zero()),
     }
 }
 
@@ -356,7 +364,67 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
             1,
         ),
         identity,
+        extensions: konnectivity_extensions(cx, raw.extensions.as_deref()),
+        credit_window: cx.size(
+            "konnectivity.credit_window",
+            raw.credit_window.as_ref(),
+            1 << 20,
+        ),
+        stall_timeout: cx.duration(
+            "konnectivity.stall_timeout",
+            raw.stall_timeout.as_ref(),
+            "30s",
+            false,
+        ),
+        stall_window: cx.duration(
+            "konnectivity.stall_window",
+            raw.stall_window.as_ref(),
+            "5m",
+            false,
+        ),
+        half_close_idle: cx.duration(
+            "konnectivity.half_close_idle",
+            raw.half_close_idle.as_ref(),
+            "5s",
+            false,
+        ),
+        max_connections_per_agent: cx.count(
+            "konnectivity.max_connections_per_agent",
+            raw.max_connections_per_agent.as_ref(),
+            4096,
+            1,
+        ),
+        max_queued_control: cx.count(
+            "konnectivity.max_queued_control",
+            raw.max_queued_control.as_ref(),
+            8192,
+            16,
+        ),
     }
+}
+
+/// `[konnectivity] extensions`: known names only; default both.
+fn konnectivity_extensions(cx: &mut Ctx<'_>, raw: Option<&[crate::raw::Str]>) -> Vec<String> {
+    const KNOWN: [&str; 2] = ["half-close", "credit"];
+    let Some(raw) = raw else {
+        return KNOWN.iter().map(|s| s.to_string()).collect();
+    };
+    let mut out = Vec::new();
+    for v in raw {
+        let name = v.get_ref();
+        if KNOWN.contains(&name.as_str()) {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        } else {
+            let p = Problem {
+                message: format!("unknown extension {name:?}"),
+                hint: Some("known: \"half-close\", \"credit\"; [] turns both off".into()),
+            };
+            cx.report(&v.span(), "konnectivity.extensions", p);
+        }
+    }
+    out
 }
 
 pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration) -> Migration {
