@@ -21,8 +21,8 @@ pub mod migration;
 pub mod net;
 pub mod pods;
 pub mod sshd;
-pub mod upstream;
 pub mod trust;
+pub mod upstream;
 
 pub use admin::{metric, ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
 pub use agent::{Agent, AgentSpec};

@@ -27,13 +27,13 @@ mod migration;
 mod routing;
 #[path = "e2e/streams.rs"]
 mod streams;
+#[path = "e2e/trust.rs"]
+mod trust;
+#[path = "e2e/trust_admin.rs"]
+mod trust_admin;
 #[path = "e2e/upstream.rs"]
 mod upstream;
 #[path = "e2e/upstream_scenarios.rs"]
 mod upstream_scenarios;
 #[path = "e2e/upstream_server.rs"]
 mod upstream_server;
-#[path = "e2e/trust.rs"]
-mod trust;
-#[path = "e2e/trust_admin.rs"]
-mod trust_admin;

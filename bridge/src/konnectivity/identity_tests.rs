@@ -137,8 +137,15 @@ async fn an_agent_id_of_another_node_is_refused_never_replaced() {
     let hub = hub(AgentIdentity::Proven);
     let a = peer(&pki.issue_node_client("node-a").unwrap().cert_pem);
     let b = peer(&pki.issue_node_client("node-b").unwrap().cert_pem);
-    let admit =
-        |p: &AgentPeer, ids: &str| admit(&hub, Some(p), "agent-b".into(), Identifiers::parse(ids), NONE);
+    let admit = |p: &AgentPeer, ids: &str| {
+        admit(
+            &hub,
+            Some(p),
+            "agent-b".into(),
+            Identifiers::parse(ids),
+            NONE,
+        )
+    };
     let real_b = admit(&b, "host=node-b").expect("node-b's own agent");
     let status = admit(&a, "host=node-a")
         .err()
