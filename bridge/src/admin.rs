@@ -144,16 +144,19 @@ async fn establish(accepted: Accepted) -> Option<(Box<dyn Conn>, Caller)> {
                 };
                 return Some((Box::new(tcp), caller));
             };
-            let tls = match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    info!(%peer, error = %e, "admin TLS handshake failed");
-                    return None;
-                }
-                Err(_) => {
-                    info!(%peer, "admin TLS handshake timed out");
-                    return None;
-                }
+            let tls = match &auth.handshakes {
+                Some(limit) => limit.accept(&acceptor, tcp, peer).await?,
+                None => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        info!(%peer, error = %e, "admin TLS handshake failed");
+                        return None;
+                    }
+                    Err(_) => {
+                        info!(%peer, "admin TLS handshake timed out");
+                        return None;
+                    }
+                },
             };
             let certified = client_ca && tls.get_ref().1.peer_certificates().is_some();
             let caller = Caller {

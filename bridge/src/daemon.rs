@@ -219,6 +219,12 @@ impl Daemon {
             config.egress.tls_handshake_timeout,
             &metrics,
         );
+        let admin_handshakes = HandshakeLimit::new(
+            "admin",
+            config.admin.max_tls_handshakes,
+            config.admin.tls_handshake_timeout,
+            &metrics,
+        );
         let grpc_streams = config.egress.grpc_max_concurrent_streams;
         let agent_bounds =
             config
@@ -340,7 +346,10 @@ impl Daemon {
             crate::memory::trim,
             root.child_token(),
         ));
-        if let Some(admin) = listeners.admin {
+        if let Some(mut admin) = listeners.admin {
+            if let crate::admin::AdminListener::Tcp(_, auth) = &mut admin {
+                auth.handshakes = Some(admin_handshakes);
+            }
             tokio::spawn(crate::admin::serve(
                 admin,
                 shared.clone(),

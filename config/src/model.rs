@@ -159,6 +159,10 @@ pub struct Admin {
     /// File holding the bearer token a TCP caller may present instead of a
     /// client certificate (mode 0600; read at start).
     pub token_file: Option<PathBuf>,
+    /// TLS handshakes in flight at once on a TCP `listen` with TLS.
+    pub max_tls_handshakes: usize,
+    /// Time a TCP caller has to finish its TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// `[admin] cert`, `key`, `client_ca`.

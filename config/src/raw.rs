@@ -114,6 +114,8 @@ pub(crate) struct RawAdmin {
     pub key: Option<Str>,
     pub client_ca: Option<Str>,
     pub token_file: Option<Str>,
+    pub max_tls_handshakes: Option<Spanned<i64>>,
+    pub tls_handshake_timeout: Option<Str>,
 }
 
 /// `[konnectivity]`; the server needs its certificate and key.

@@ -88,6 +88,10 @@ pub struct TcpAuth {
     pub tls: Option<(TlsAcceptor, bool)>,
     /// The bearer token.
     pub token: Option<Token>,
+    /// Bounds the TLS handshakes of the listener (`admin.max_tls_handshakes`,
+    /// `admin.tls_handshake_timeout`); `None`: one at a time per caller,
+    /// within the request timeout.
+    pub handshakes: Option<crate::handshake::HandshakeLimit>,
 }
 
 impl std::fmt::Debug for TcpAuth {

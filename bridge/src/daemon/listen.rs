@@ -156,7 +156,11 @@ fn admin_auth(admin: &sshbridge_config::Admin) -> Result<TcpAuth, BindError> {
     if token.is_none() && !tls.as_ref().is_some_and(|t| t.1) {
         return Err(BindError::AdminOpen);
     }
-    Ok(TcpAuth { tls, token })
+    Ok(TcpAuth {
+        tls,
+        token,
+        handshakes: None,
+    })
 }
 
 /// Binds a unix socket with mode 0600. A stale socket file (nobody

@@ -245,6 +245,7 @@ impl NodeEntry {
         }
         if let Some((hub, watch)) = &self.konnectivity {
             let s = hub.stats(&self.spec.name);
+            self.metrics.update_konnectivity_limits(&s);
             let up = *hub.subscribe(&self.spec.name).borrow() > 0;
             watch
                 .metrics

@@ -55,6 +55,27 @@ const STREAM_COMPACTIONS: Desc<1> = Desc {
     help: "Times an SSH stream's receive queue reached ssh.max_stream_chunks and was compacted.",
     labels: ["node"],
 };
+const KONN_LIMIT_HITS: Desc<2> = Desc {
+    name: "sshbridge_konnectivity_limit_hits_total",
+    help: "Konnectivity connections of the node closed or dials refused by a limit: stall_budget \
+           (a reader used up konnectivity.stall_timeout), credit_violation (the agent sent past a \
+           connection's window), half_close_idle (compatibility mode: the target stayed silent after \
+           the client's EOF), connection_cap (konnectivity.max_connections_per_agent).",
+    labels: ["node", "limit"],
+};
+/// The `limit` label values of `sshbridge_konnectivity_limit_hits_total`.
+const KONN_LIMITS: [&str; 4] = [
+    "stall_budget",
+    "credit_violation",
+    "half_close_idle",
+    "connection_cap",
+];
+const AGENTS_CUT: Desc<1> = Desc {
+    name: "sshbridge_konnectivity_agents_disconnected_total",
+    help: "Agent streams the bridge ended because a limit was hit: control_backlog (more than \
+           konnectivity.max_queued_control control packets unread by the agent).",
+    labels: ["reason"],
+};
 const TLS_REFUSED: Desc<1> = Desc {
     name: "sshbridge_tls_handshakes_refused_total",
     help: "Connections closed because the listener already ran max_tls_handshakes handshakes.",
@@ -206,6 +227,7 @@ impl BridgeMetrics {
             host_key_mismatches: r.counter(&HOST_KEY_MISMATCHES, [node]),
             reconnects: r.counter(&RECONNECTS, [node]),
             stream_compactions: r.counter(&STREAM_COMPACTIONS, [node]),
+            konn_limit_hits: KONN_LIMITS.map(|l| r.counter(&KONN_LIMIT_HITS, [node, l])),
         }
     }
 
@@ -242,6 +264,14 @@ impl BridgeMetrics {
         }
     }
 
+    /// Mirrors the count of agent streams ended for an unread control
+    /// backlog (`Hub::agents_cut_for_control_backlog`).
+    pub fn set_agents_cut_for_control_backlog(&self, total: u64) {
+        self.registry
+            .counter(&AGENTS_CUT, ["control_backlog"])
+            .set_at_least(total);
+    }
+
     /// The refused and timed-out handshake counters of `listener`.
     pub fn tls_handshake_counters(&self, listener: &str) -> (Arc<Counter>, Arc<Counter>) {
         (
@@ -269,9 +299,24 @@ pub struct NodeMetrics {
     host_key_mismatches: Arc<Counter>,
     reconnects: Arc<Counter>,
     stream_compactions: Arc<Counter>,
+    /// `sshbridge_konnectivity_limit_hits_total`, in [`KONN_LIMITS`] order.
+    konn_limit_hits: [Arc<Counter>; 4],
 }
 
 impl NodeMetrics {
+    /// Mirrors the limit counters of the node's Konnectivity path.
+    pub fn update_konnectivity_limits(&self, stats: &crate::konnectivity::Stats) {
+        let hits = [
+            stats.overflow_closes,
+            stats.credit_violations,
+            stats.half_close_idle_closes,
+            stats.dials_over_connection_cap,
+        ];
+        for (c, n) in self.konn_limit_hits.iter().zip(hits) {
+            c.set_at_least(n);
+        }
+    }
+
     /// Mirrors a tunnel's cumulative stats. `handshakes_total` is derived
     /// as established sessions (lost ones plus the current one) plus failed
     /// handshakes, since the tunnel does not count attempts itself.

@@ -88,10 +88,18 @@ fn populated() -> BridgeMetrics {
     let m = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
     m.set_tunnel_states([TunnelState::Up, TunnelState::Up, TunnelState::Backoff]);
     m.dial_forbidden();
+    m.set_agents_cut_for_control_backlog(2);
     for node in ["node-a", "node-\"b\""] {
         let n = m.node(node);
         n.update_from_tunnel(&stats(TunnelState::Up));
         n.host_key_mismatch();
+        n.update_konnectivity_limits(&crate::konnectivity::Stats {
+            overflow_closes: 2,
+            credit_violations: 1,
+            half_close_idle_closes: 3,
+            dials_over_connection_cap: 4,
+            ..Default::default()
+        });
         for path in ["ssh", "konnectivity"] {
             let p = m.path(node, path);
             p.update_from_tunnel(&stats(TunnelState::Up));
@@ -129,6 +137,14 @@ fn bridge_metrics_reflect_what_the_daemon_recorded() {
         "sshbridge_dial_duration_seconds_bucket{node=\"node-a\",path=\"ssh\",le=\"+Inf\"} 2".into(),
         "sshbridge_path_state{node=\"node-a\",path=\"ssh\",state=\"degraded\"} 1".into(),
         "sshbridge_path_state{node=\"node-a\",path=\"ssh\",state=\"up\"} 0".into(),
+        "sshbridge_konnectivity_agents_disconnected_total{reason=\"control_backlog\"} 2".into(),
+        "sshbridge_konnectivity_limit_hits_total{node=\"node-a\",limit=\"stall_budget\"} 2".into(),
+        "sshbridge_konnectivity_limit_hits_total{node=\"node-a\",limit=\"credit_violation\"} 1"
+            .into(),
+        "sshbridge_konnectivity_limit_hits_total{node=\"node-a\",limit=\"half_close_idle\"} 3"
+            .into(),
+        "sshbridge_konnectivity_limit_hits_total{node=\"node-a\",limit=\"connection_cap\"} 4"
+            .into(),
         "sshbridge_probes_total{node=\"node-\\\"b\\\"\",path=\"konnectivity\",result=\"ok\"} 1"
             .into(),
     ] {

@@ -65,6 +65,18 @@ pub(super) fn admin(cx: &mut Ctx<'_>, raw: &RawAdmin) -> Admin {
         listen,
         tls,
         token_file,
+        max_tls_handshakes: cx.count(
+            "admin.max_tls_handshakes",
+            raw.max_tls_handshakes.as_ref(),
+            16,
+            1,
+        ) as usize,
+        tls_handshake_timeout: cx.duration(
+            "admin.tls_handshake_timeout",
+            raw.tls_handshake_timeout.as_ref(),
+            "5s",
+            false,
+        ),
     }
 }
 

@@ -368,7 +368,7 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
         credit_window: cx.size(
             "konnectivity.credit_window",
             raw.credit_window.as_ref(),
-            1 << 20,
+            4 << 20,
         ),
         stall_timeout: cx.duration(
             "konnectivity.stall_timeout",
