@@ -107,6 +107,9 @@ async fn metrics_answer_while_a_tunnel_is_stopped() -> anyhow::Result<()> {
         let metrics = bridge
             .wait_for_admin("/metrics", 200, Duration::from_secs(20))
             .await?;
+        // node-1 stops and node-0 drains, in either order: wait until a
+        // scrape shows both (every scrape must answer 200 meanwhile).
+        let mut last = metrics.body.clone();
         let poll = async {
             loop {
                 let m = bridge.admin_get("/metrics").await?;
@@ -116,19 +119,21 @@ async fn metrics_answer_while_a_tunnel_is_stopped() -> anyhow::Result<()> {
                     m.status,
                     m.body
                 );
-                if m.body.contains("sshbridge_tunnels{state=\"stopped\"} 1") {
-                    return Ok(m.body);
+                if m.body.contains("sshbridge_tunnels{state=\"stopped\"} 1")
+                    && m.body.contains("sshbridge_tunnels{state=\"draining\"} 1")
+                {
+                    return Ok(());
                 }
+                last = m.body;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
-        let body = tokio::time::timeout(Duration::from_secs(20), poll)
-            .await
-            .map_err(|_| anyhow::anyhow!("no stopped tunnel on /metrics: {}", metrics.body))??;
-        assert!(
-            body.contains("sshbridge_tunnels{state=\"draining\"} 1"),
-            "{body}"
-        );
+        let polled = tokio::time::timeout(Duration::from_secs(20), poll).await;
+        polled.map_err(|_| {
+            anyhow::anyhow!(
+                "no scrape with one stopped and one draining tunnel within 20s; last:\n{last}"
+            )
+        })??;
         echo_round_trip(&mut open.stream, b"during drain").await?;
         Ok(())
     })
