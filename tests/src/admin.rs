@@ -29,6 +29,25 @@ pub struct AdminAnswer {
     pub body: String,
 }
 
+impl AdminAnswer {
+    /// Parses a whole HTTP/1.1 answer (head and body) as read off the wire.
+    pub fn parse(raw: &[u8]) -> anyhow::Result<AdminAnswer> {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("no HTTP head in {text:?}"))?;
+        let status = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("bad status line in {head:?}"))?;
+        Ok(AdminAnswer {
+            status,
+            body: body.to_string(),
+        })
+    }
+}
+
 impl Bridge {
     /// `[admin] listen` as the report client takes it.
     pub fn admin_addr(&self) -> AdminAddr {
@@ -53,19 +72,7 @@ impl Bridge {
             s.write_all(req.as_bytes()).await?;
             let mut raw = Vec::new();
             s.read_to_end(&mut raw).await?;
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            let (head, body) = text
-                .split_once("\r\n\r\n")
-                .with_context(|| format!("no HTTP head in {text:?}"))?;
-            let status = head
-                .strip_prefix("HTTP/1.1 ")
-                .and_then(|r| r.get(..3))
-                .and_then(|c| c.parse().ok())
-                .with_context(|| format!("bad status line in {head:?}"))?;
-            Ok::<_, anyhow::Error>(AdminAnswer {
-                status,
-                body: body.to_string(),
-            })
+            AdminAnswer::parse(&raw)
         };
         tokio::time::timeout(REQUEST, exchange)
             .await

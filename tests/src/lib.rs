@@ -46,3 +46,9 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// The last `lines` lines of `text`.
+pub fn last_lines(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -137,17 +137,5 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut raw = Vec::new();
     // A TLS peer may close without close_notify; what arrived counts.
     let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("no HTTP head in {text:?}"))?;
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|r| r.get(..3))
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    Ok(AdminAnswer {
-        status,
-        body: body.to_string(),
-    })
+    AdminAnswer::parse(&raw)
 }
