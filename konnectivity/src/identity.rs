@@ -24,10 +24,6 @@ use rustls::pki_types::CertificateDer;
 use sshbridge_config::{AgentIdentity, Node};
 use x509_parser::extensions::GeneralName;
 
-use tracing::{info, warn};
-
-use super::flow::Extensions;
-use super::hub::{Hub, Registered};
 use super::identifiers::Identifiers;
 use sshbridge_core::metrics::{Counter, Desc, Registry};
 
@@ -206,45 +202,6 @@ impl Guard {
             .zip(self.refused.iter())
             .map(|(r, c)| (*r, c.get()))
             .collect()
-    }
-}
-
-/// Checks a new agent stream and registers it with `hub`: the node its
-/// credential proves, its claims against that node, and the agent-ID rule.
-/// A refusal is logged with the certificate subject and counted.
-pub(crate) fn admit(
-    hub: &Hub,
-    peer: Option<&AgentPeer>,
-    id: String,
-    identifiers: Identifiers,
-    announced: (Extensions, Option<usize>),
-) -> Result<Registered, tonic::Status> {
-    let guard = &hub.options().identity;
-    let subject = peer
-        .and_then(|p| p.certs.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|leaf| Credential::parse(leaf).ok())
-        .map_or_else(|| "(no certificate)".to_string(), |c| c.subject);
-    let addr = peer.map(|p| p.addr);
-    let claims = identifiers.to_string();
-    let admitted = guard
-        .authorize(peer, &identifiers, &hub.nodes())
-        .and_then(|owner| {
-            let node = owner.clone();
-            hub.register_with(id.clone(), identifiers, owner, announced)
-                .map(|r| (r, node))
-        });
-    match admitted {
-        Ok((registered, node)) => {
-            let node = node.as_deref().unwrap_or("(claimed)");
-            info!(agent = %id, ?addr, %subject, node, identifiers = %claims, "Konnectivity agent connected");
-            Ok(registered)
-        }
-        Err(refusal) => {
-            guard.count(&refusal);
-            warn!(agent = %id, ?addr, %subject, identifiers = %claims, reason = refusal.reason(), "Konnectivity agent refused: {refusal}");
-            Err(refusal.status())
-        }
     }
 }
 

@@ -12,10 +12,9 @@ use sshbridge::agent::{Agent, AgentConfig, AgentHandle};
 use sshbridge::daemon::Daemon;
 use sshbridge::ssh::TunnelState;
 use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki, sshd::SimSshd, sshd::SimSshdConfig};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use super::traffic::echo_server;
 
 /// One simulated node.
 pub(super) struct SimNode {
@@ -179,5 +178,22 @@ pub(super) async fn wait_until_up(daemon: &Daemon, limit: Duration) -> anyhow::R
             bail!("tunnels not up after {limit:?}: {}", down.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The node's "pod": echoes every connection until `stop`.
+async fn echo_server(listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        if let Ok((mut sock, _)) = accepted {
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = sock.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let _ = wr.shutdown().await;
+            });
+        }
     }
 }
