@@ -117,15 +117,7 @@ impl Validator {
     /// warning to kubernetes-validate, so callers check the lines.
     pub fn validate(&self, pairs: &[(PathBuf, String)]) -> anyhow::Result<Verdicts> {
         let mut cmd = Command::new(&self.python);
-        cmd.args([
-            "-c",
-            "import sys, kubernetes_validate.utils as u\n\
-             for arg in sys.argv[1:]:\n\
-             \x20   release, path = arg.split('=', 1)\n\
-             \x20   print('@@ %s=%s' % (release, path), flush=True)\n\
-             \x20   u.validate_file(path, release, True, False, False)\n\
-             \x20   sys.stdout.flush()\n",
-        ]);
+        cmd.args(["-W", "ignore", "-c", include_str!("manifests/validate.py")]);
         for (file, release) in pairs {
             cmd.arg(format!("{release}={}", file.display()));
         }
