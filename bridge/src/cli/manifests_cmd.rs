@@ -1,5 +1,5 @@
 //! `sshbridge manifests ...`: print ready-to-apply manifests built from the
-//! operator's config (rendering lives in `sshbridge::manifests`), for the
+//! operator's config (rendering lives in `sshbridge-manifests`), for the
 //! Kubernetes release given by `--kubernetes-version` or read from the
 //! cluster with `--from-cluster`.
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use sshbridge::manifests::KubeVersion;
-use sshbridge::sim::pki::Pki;
+use sshbridge_sim::pki::Pki;
 use sshbridge_tests::apiserver::{Binaries, ControlPlane};
 use sshbridge_tests::bridge::bridge_bin;
 use sshbridge_tests::manifests::{documents, generate, Validator};
