@@ -210,6 +210,75 @@ fn konnectivity_agent_announces_the_node_and_dials_the_configured_port() {
 }
 
 #[test]
+fn kubernetes_version_drops_what_the_release_does_not_know_and_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), "", "127.0.0.1:8133", "192.0.2.10:9132");
+    let c = cfg.to_str().unwrap();
+    let agent = |v: &str| {
+        ok(&[
+            "manifests",
+            "konnectivity-agent",
+            "-c",
+            c,
+            "--kubernetes-version",
+            v,
+        ])
+    };
+    let newest = ok(&["manifests", "konnectivity-agent", "-c", c]);
+    assert_eq!(newest, agent("1.37"), "the default is the newest release");
+    assert!(newest.contains("\n# For Kubernetes 1.37 ") && newest.contains("maxSurge: 1\n"));
+    assert_eq!(
+        agent("1.22"),
+        agent("v1.22.17"),
+        "/version's form is accepted"
+    );
+    assert!(agent("1.22").contains("maxSurge: 1\n      maxUnavailable: 0\n"));
+    for v in ["1.20", "1.21"] {
+        let y = agent(v);
+        assert_yaml_shape(&y);
+        assert!(
+            !y.contains("maxSurge:") && y.contains("maxUnavailable: 1\n"),
+            "{y}"
+        );
+        assert!(
+            y.contains(&format!(
+                "\n# For {v}: DaemonSet updateStrategy.rollingUpdate.maxSurge left out"
+            )),
+            "{y}"
+        );
+    }
+    let pod = ok(&[
+        "manifests",
+        "static-pod",
+        "-c",
+        c,
+        "--kubernetes-version",
+        "1.20",
+    ]);
+    assert!(pod.contains("\n# For Kubernetes 1.20 "), "{pod}");
+    for (bad, why) in [
+        (
+            "1.19",
+            "Kubernetes 1.19 is outside the range sshbridge's manifests support, 1.20 to 1.37",
+        ),
+        ("1.38", "Kubernetes 1.38 is outside the range"),
+        ("latest", "is not a Kubernetes version"),
+    ] {
+        let out = sshbridge(&[
+            "manifests",
+            "konnectivity-agent",
+            "-c",
+            c,
+            "--kubernetes-version",
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: a usage error");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn static_pod_probes_tcp_admin_and_mounts_what_the_daemon_uses() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), "", "127.0.0.1:8133", "192.0.2.10:8132");

@@ -13,7 +13,7 @@
 
 use sshbridge_config::{AgentIdentity, Config};
 
-use super::{header, quote, ManifestError, DEFAULT_IMAGE};
+use super::{for_version, header, quote, KubeVersion, ManifestError, DEFAULT_IMAGE};
 
 /// Where agents mount their certificates (from the Secret).
 const CERT_DIR: &str = "/etc/konnectivity-agent";
@@ -59,6 +59,8 @@ pub struct AgentOptions {
     pub server_address: Option<String>,
     /// `--namespace`.
     pub namespace: String,
+    /// `--kubernetes-version`: the cluster's release.
+    pub kubernetes: KubeVersion,
 }
 
 impl Default for AgentOptions {
@@ -67,6 +69,7 @@ impl Default for AgentOptions {
             image: None,
             server_address: None,
             namespace: "kube-system".into(),
+            kubernetes: KubeVersion::NEWEST,
         }
     }
 }
@@ -211,6 +214,8 @@ pub fn konnectivity_agent(cfg: &Config, opts: &AgentOptions) -> Result<String, M
         ),
         &cfg.source,
     );
+    let (rolling, changes) = rolling_update(opts.kubernetes);
+    out.push_str(&for_version(opts.kubernetes, &changes));
     out.push_str(&format!(
         "# Create the Secret {SECRET} first, holding {files}:\n{create}"
     ));
@@ -239,10 +244,7 @@ spec:
   updateStrategy:
     type: RollingUpdate
     rollingUpdate:
-      # Make before break: a node's new agent connects before the old one goes.
-      maxSurge: 1
-      maxUnavailable: 0
-  template:
+{rolling}  template:
     metadata:
       labels:
         app.kubernetes.io/name: konnectivity-agent
@@ -292,6 +294,36 @@ spec:
         cert_dir = quote(CERT_DIR),
     ));
     Ok(out)
+}
+
+/// The DaemonSet's `rollingUpdate` fields for `v`, and what they change
+/// from the newest form (for the header).
+fn rolling_update(v: KubeVersion) -> (&'static str, Vec<String>) {
+    if v.daemonset_max_surge() {
+        (
+            "      # Make before break: a node's new agent connects before the old one goes.\n\
+             \x20     maxSurge: 1\n\
+             \x20     maxUnavailable: 0\n",
+            Vec::new(),
+        )
+    } else {
+        (
+            "      # Break before make: no maxSurge before Kubernetes 1.22 (see the top).\n\
+             \x20     maxUnavailable: 1\n",
+            vec![format!(
+                "DaemonSet updateStrategy.rollingUpdate.maxSurge left out: Kubernetes {v} \
+                 {}, so during an update each node's agent is stopped before its \
+                 replacement starts (maxUnavailable: 1) and that node's Konnectivity \
+                 path is down until the new agent connects.",
+                if v.minor < 21 {
+                    "does not know the field (it is in the API from 1.21)"
+                } else {
+                    "drops it unless the DaemonSetUpdateSurge feature gate is on \
+                     (alpha, off by default; on by default from 1.22)"
+                }
+            )],
+        )
+    }
 }
 
 /// `host:port`, with an IPv6 literal in brackets.

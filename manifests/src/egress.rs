@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use sshbridge_config::Config;
 
-use super::{header, quote_path, ManifestError};
+use super::{header, quote_path, KubeVersion, ManifestError};
 
 /// How kube-apiserver talks to the egress socket (`proxyProtocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,11 @@ pub fn egress_selector_yaml(protocol: EgressProtocol, uds: &Path, config: &Path)
          (logs, exec, port-forward, /proxy, webhooks) goes through this socket.",
         config,
     );
+    out.push_str(&format!(
+        "# apiserver.k8s.io/v1beta1: every kube-apiserver from {} to {} loads it.\n",
+        KubeVersion::OLDEST,
+        KubeVersion::NEWEST
+    ));
     out.push_str(&format!(
         "apiVersion: apiserver.k8s.io/v1beta1\n\
          kind: EgressSelectorConfiguration\n\

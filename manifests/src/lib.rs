@@ -17,6 +17,7 @@ mod egress;
 mod mounts;
 mod static_pod;
 mod systemd;
+mod version;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ pub use egress::{
 };
 pub use static_pod::{static_pod, StaticPodOptions};
 pub use systemd::{systemd_unit, SystemdOptions};
+pub use version::{KubeVersion, VersionError};
 
 /// The image used when the operator names none: this build's sshbridge.
 pub const DEFAULT_IMAGE: &str = concat!("sshbridge:", env!("CARGO_PKG_VERSION"));
@@ -93,4 +95,18 @@ pub(crate) fn header(what: &str, config: &std::path::Path) -> String {
         env!("CARGO_PKG_VERSION"),
         config.display()
     )
+}
+
+/// The header lines naming the Kubernetes release a manifest is for, and
+/// one line per field it leaves out or replaces for that release.
+pub(crate) fn for_version(v: KubeVersion, changes: &[String]) -> String {
+    let mut out = format!(
+        "# For Kubernetes {v} (--kubernetes-version; sshbridge's manifests support {} to {}).\n",
+        KubeVersion::OLDEST,
+        KubeVersion::NEWEST
+    );
+    for c in changes {
+        out.push_str(&format!("# For {v}: {c}\n"));
+    }
+    out
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sshbridge_config::{Config, Listen};
 
 use super::mounts::{dirs, volume_name};
-use super::{header, quote, quote_path, DEFAULT_IMAGE};
+use super::{for_version, header, quote, quote_path, KubeVersion, DEFAULT_IMAGE};
 
 /// Flags of `manifests static-pod`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct StaticPodOptions {
     /// `--drain-timeout` given to `sshbridge run`; the Pod's grace period
     /// is longer, so a drain is never cut by the kubelet.
     pub drain_timeout: Duration,
+    /// `--kubernetes-version`: the cluster's release.
+    pub kubernetes: KubeVersion,
 }
 
 impl Default for StaticPodOptions {
@@ -23,6 +25,7 @@ impl Default for StaticPodOptions {
         StaticPodOptions {
             image: None,
             drain_timeout: Duration::from_secs(25),
+            kubernetes: KubeVersion::NEWEST,
         }
     }
 }
@@ -69,6 +72,8 @@ pub fn static_pod(cfg: &Config, opts: &StaticPodOptions) -> String {
         ),
         &cfg.source,
     );
+    // No field of this Pod differs across the support range.
+    out.push_str(&for_version(opts.kubernetes, &[]));
     out.push_str(&format!(
         "apiVersion: v1
 kind: Pod

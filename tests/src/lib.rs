@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod grpc;
 pub mod hostkeys;
 pub mod konnectivity;
+pub mod manifests;
 pub mod migration;
 pub mod net;
 pub mod pods;

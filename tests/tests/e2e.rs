@@ -21,6 +21,8 @@ mod kit;
 mod konnectivity;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "e2e/manifests.rs"]
+mod manifests;
 #[path = "e2e/migration.rs"]
 mod migration;
 #[path = "e2e/routing.rs"]

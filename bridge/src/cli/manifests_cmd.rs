@@ -1,5 +1,9 @@
 //! `sshbridge manifests ...`: print ready-to-apply manifests built from the
-//! operator's config (rendering lives in `sshbridge::manifests`).
+//! operator's config (rendering lives in `sshbridge-manifests`), for the
+//! Kubernetes release given by `--kubernetes-version` or read from the
+//! cluster with `--from-cluster`.
+
+mod cluster;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use sshbridge::manifests::{
-    self, AgentOptions, EgressOptions, EgressProtocol, StaticPodOptions, SystemdOptions,
+    self, AgentOptions, EgressOptions, EgressProtocol, KubeVersion, StaticPodOptions,
+    SystemdOptions,
 };
 
 /// `sshbridge manifests KIND [--config FILE] ...`.
@@ -39,6 +44,8 @@ enum Kind {
         /// konnectivity-server's.
         #[arg(long, value_name = "PATH")]
         uds: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
     },
     /// ServiceAccount and DaemonSet of the Konnectivity agents (one per
     /// node, identified by the node's name and IP).
@@ -53,6 +60,8 @@ enum Kind {
         /// Namespace of the agents.
         #[arg(long, default_value = "kube-system")]
         namespace: String,
+        #[command(flatten)]
+        target: Target,
     },
     /// A static Pod running `sshbridge run` on this control-plane host.
     StaticPod {
@@ -62,6 +71,8 @@ enum Kind {
         /// --drain-timeout of `sshbridge run` (the grace period is longer).
         #[arg(long, value_parser = super::humantime_duration, default_value = "25s")]
         drain_timeout: Duration,
+        #[command(flatten)]
+        target: Target,
     },
     /// A hardened systemd unit running `sshbridge run`.
     Systemd {
@@ -77,8 +88,48 @@ enum Kind {
     },
 }
 
+/// The Kubernetes release the manifests are for.
+#[derive(Debug, Args)]
+struct Target {
+    /// Kubernetes release of the cluster, MAJOR.MINOR (default: the newest
+    /// supported, 1.37; supported: 1.20 to 1.37). Fields the release does
+    /// not know are left out or replaced, as the output's header says.
+    #[arg(long, value_name = "X.Y", value_parser = parse_version, conflicts_with = "from_cluster")]
+    kubernetes_version: Option<KubeVersion>,
+    /// Read the release from the cluster's /version (with `kubectl get
+    /// --raw /version`, so every kubeconfig kubectl accepts works).
+    #[arg(long)]
+    from_cluster: bool,
+    /// Kubeconfig for --from-cluster (default: kubectl's: $KUBECONFIG or
+    /// ~/.kube/config).
+    #[arg(long, value_name = "FILE", requires = "from_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// kubectl program for --from-cluster.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "kubectl",
+        requires = "from_cluster"
+    )]
+    kubectl: PathBuf,
+}
+
+impl Target {
+    fn resolve(&self) -> anyhow::Result<KubeVersion> {
+        if self.from_cluster {
+            return cluster::version(&self.kubectl, self.kubeconfig.as_deref());
+        }
+        Ok(self.kubernetes_version.unwrap_or(KubeVersion::NEWEST))
+    }
+}
+
 fn parse_protocol(s: &str) -> Result<EgressProtocol, String> {
     s.parse()
+}
+
+fn parse_version(s: &str) -> Result<KubeVersion, String> {
+    s.parse()
+        .map_err(|e: manifests::VersionError| e.to_string())
 }
 
 /// Prints the manifest asked for.
@@ -93,29 +144,40 @@ pub fn run(args: ManifestsArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let text = match args.kind {
-        Kind::EgressSelector { protocol, uds } => {
+        Kind::EgressSelector {
+            protocol,
+            uds,
+            target,
+        } => {
+            // One form (apiserver.k8s.io/v1beta1) for the whole range; the
+            // release is still checked, so a bad one is refused here too.
+            target.resolve()?;
             manifests::egress_selector(&cfg, &EgressOptions { protocol, uds })?
         }
         Kind::KonnectivityAgent {
             image,
             server_address,
             namespace,
+            target,
         } => manifests::konnectivity_agent(
             &cfg,
             &AgentOptions {
                 image,
                 server_address,
                 namespace,
+                kubernetes: target.resolve()?,
             },
         )?,
         Kind::StaticPod {
             image,
             drain_timeout,
+            target,
         } => manifests::static_pod(
             &cfg,
             &StaticPodOptions {
                 image,
                 drain_timeout,
+                kubernetes: target.resolve()?,
             },
         ),
         Kind::Systemd {

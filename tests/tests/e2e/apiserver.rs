@@ -1,6 +1,7 @@
 //! Interop with kube-apiserver: what its clients send, and (with the
 //! binaries from scripts/k8s-harness) a real kube-apiserver v1.20.2 whose
-//! `cluster` egress runs through the bridge in both proxy protocols.
+//! `cluster` egress runs through the bridge in both proxy protocols, set by
+//! the egress selector file `sshbridge manifests egress-selector` generates.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use sshbridge_tests::apiserver::https::header;
 use sshbridge_tests::apiserver::{
     Answer, ApiKubelet, Binaries, ControlPlane, ProxyProtocol, RawProxyStream,
 };
+use sshbridge_tests::manifests::generate;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::{konnectivity_setup, within, KonnectivitySetup};
@@ -76,20 +78,31 @@ async fn api_setup(protocol: ProxyProtocol) -> anyhow::Result<ApiSetup> {
     for node in &s.cluster.nodes {
         kubelets.push(ApiKubelet::start(&s.cluster.pki, node.address, &node.name).await?);
     }
+    let dir = s.cluster.dir.path().join("control-plane");
+    std::fs::create_dir_all(&dir)?;
+    // The apiserver loads what an operator would install: the egress file
+    // `sshbridge manifests egress-selector` generates from the bridge's config.
+    let egress = dir.join("egress-selector.yaml");
+    let yaml = generate(
+        &s.bridge.config.path(),
+        &["egress-selector", "--protocol", protocol.flag()],
+    )?;
     let socket = match protocol {
         ProxyProtocol::HttpConnect => s.bridge.config.uds.clone(),
         ProxyProtocol::Grpc => s.bridge.grpc_uds().expect("grpc_uds").to_path_buf(),
     };
-    let dir = s.cluster.dir.path().join("control-plane");
-    let cp = ControlPlane::start(
-        &bins,
-        &s.cluster.pki,
-        &s.cluster.ca_path,
-        &dir,
-        protocol,
-        &socket,
-    )
-    .await?;
+    let proxy_protocol = match protocol {
+        ProxyProtocol::HttpConnect => "HTTPConnect",
+        ProxyProtocol::Grpc => "GRPC",
+    };
+    anyhow::ensure!(
+        yaml.contains(&format!("udsName: {:?}\n", socket.display().to_string()))
+            && yaml.contains(&format!("proxyProtocol: {proxy_protocol}\n")),
+        "the generated egress file must name {proxy_protocol} on {}:\n{yaml}",
+        socket.display()
+    );
+    std::fs::write(&egress, yaml)?;
+    let cp = ControlPlane::start(&bins, &s.cluster.pki, &s.cluster.ca_path, &dir, &egress).await?;
     for (i, (node, k)) in s.cluster.nodes.iter().zip(&kubelets).enumerate() {
         cp.register_node(&node.name, node.address, k.addr().port())
             .await?;
