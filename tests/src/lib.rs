@@ -19,6 +19,7 @@ pub mod hostkeys;
 pub mod konnectivity;
 pub mod migration;
 pub mod net;
+pub mod netlab;
 pub mod pods;
 pub mod sshd;
 pub mod trust;
