@@ -27,6 +27,8 @@ mod migration;
 mod netfaults;
 #[path = "e2e/netfaults_agent.rs"]
 mod netfaults_agent;
+#[path = "e2e/netfaults_migration.rs"]
+mod netfaults_migration;
 #[path = "e2e/netfaults_slow.rs"]
 mod netfaults_slow;
 #[path = "e2e/routing.rs"]
