@@ -91,6 +91,10 @@ pub fn fuzz(target: Target, check: impl Fn(&[u8]) -> Result<(), String>) -> Summ
         });
         let counter = std::cell::Cell::new(0u64);
         let result = runner.run(&strategy, |input| {
+            // Slow targets: the rest of a batch past the deadline is skipped.
+            if Instant::now() >= deadline {
+                return Ok(());
+            }
             counter.set(counter.get() + 1);
             check(&input).map_err(TestCaseError::fail)
         });

@@ -4,5 +4,9 @@
 
 #[path = "fuzz/files.rs"]
 mod files;
+#[path = "fuzz/konn_kit.rs"]
+mod konn_kit;
+#[path = "fuzz/konn_server.rs"]
+mod konn_server;
 #[path = "fuzz/wire.rs"]
 mod wire;
