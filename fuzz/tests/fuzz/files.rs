@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use sshbridge::report::{diff, Report, Thresholds};
-use sshbridge::ssh::{HostIdentity, KnownHosts};
 use sshbridge_config::HostPort;
 use sshbridge_fuzz::{fuzz, Target};
 use sshbridge_migrate::{FileStore, MigrationState, Store};
+use sshbridge_report::{diff, Report, Thresholds};
+use sshbridge_ssh::{HostIdentity, KnownHosts};
 
 #[test]
 fn fuzz_known_hosts() {

@@ -12,9 +12,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use prost::Message;
-use sshbridge::konnectivity::proto::packet::Payload;
-use sshbridge::konnectivity::proto::Packet;
 use sshbridge_fuzz::{fuzz, Target};
+use sshbridge_konnectivity::proto::packet::Payload;
+use sshbridge_konnectivity::proto::Packet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::konn_kit::{connect_agent, Server};

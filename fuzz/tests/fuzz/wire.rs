@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use prost::Message;
 use sshbridge::egress::head;
-use sshbridge::konnectivity::identifiers::Identifiers;
-use sshbridge::konnectivity::proto::Packet;
 use sshbridge_config::{HostPort, Node, Route};
 use sshbridge_fuzz::{fuzz, Target};
+use sshbridge_konnectivity::identifiers::Identifiers;
+use sshbridge_konnectivity::proto::Packet;
 
 /// The frontend's head limit.
 const MAX_HEAD: usize = 8 * 1024;

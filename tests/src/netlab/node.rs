@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use sshbridge::sim::kubelet::Kubelet;
+use sshbridge_sim::kubelet::Kubelet;
 
 use super::{Lab, NodeNs};
 use crate::agent::Agent;

@@ -56,7 +56,7 @@ async fn netns_loss_and_delay_keep_streams_intact_and_the_node_not_down() -> any
                 let mut seen = BTreeSet::new();
                 let until = Instant::now() + Duration::from_secs(15);
                 while Instant::now() < until {
-                    if let Ok(r) = sshbridge::report::client::fetch_report(
+                    if let Ok(r) = sshbridge::admin_client::fetch_report(
                         &admin,
                         Duration::from_secs(5),
                     )

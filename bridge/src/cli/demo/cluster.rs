@@ -10,19 +10,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sshbridge::agent::{Agent, AgentConfig, AgentHandle};
 use sshbridge::daemon::Daemon;
-use sshbridge::sim::{keys, kubelet::Kubelet, pki::Pki, sshd::SimSshd, sshd::SimSshdConfig};
 use sshbridge::ssh::TunnelState;
+use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki, sshd::SimSshd, sshd::SimSshdConfig};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use super::traffic::echo_server;
 
 /// One simulated node.
 pub(super) struct SimNode {
     pub(super) name: String,
     pub(super) address: Ipv4Addr,
     pub(super) sshd: SimSshd,
-    pub(super) host_key: russh::keys::PublicKey,
+    pub(super) host_key: sshbridge_sim::keys::PublicKey,
     pub(super) kubelet: Kubelet,
     pub(super) pod: SocketAddr,
 }
@@ -77,7 +76,7 @@ pub(super) async fn start_node(
     i: u8,
     kubelet_port: u16,
     pki: &Pki,
-    client_key: &russh::keys::PrivateKey,
+    client_key: &sshbridge_sim::keys::PrivateKey,
     stop: &CancellationToken,
 ) -> anyhow::Result<SimNode> {
     let name = format!("node-{}", (b'a' + i - 1) as char);
@@ -179,5 +178,22 @@ pub(super) async fn wait_until_up(daemon: &Daemon, limit: Duration) -> anyhow::R
             bail!("tunnels not up after {limit:?}: {}", down.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The node's "pod": echoes every connection until `stop`.
+async fn echo_server(listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        if let Ok((mut sock, _)) = accepted {
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = sock.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let _ = wr.shutdown().await;
+            });
+        }
     }
 }

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sshbridge::daemon::Daemon;
-use sshbridge::sim::apiserver;
+use sshbridge_sim::apiserver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::SimNode;
@@ -170,22 +169,6 @@ pub(super) async fn echo_bulk(egress: &Path, pod: SocketAddr) -> anyhow::Result<
     tokio::time::timeout(Duration::from_secs(30), work)
         .await
         .context("bulk transfer timed out")?
-}
-
-pub(super) async fn echo_server(listener: TcpListener, stop: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        if let Ok((mut sock, _)) = accepted {
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = sock.split();
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                let _ = wr.shutdown().await;
-            });
-        }
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
