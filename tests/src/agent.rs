@@ -59,6 +59,8 @@ impl AgentSpec {
 pub struct Agent {
     /// The flags it runs with.
     pub spec: AgentSpec,
+    /// The network namespace it runs in (`ip netns exec`), if any.
+    netns: Option<String>,
     child: Option<tokio::process::Child>,
     log: PathBuf,
 }
@@ -67,9 +69,19 @@ impl Agent {
     /// Starts the agent. It is not connected yet: wait for that on the
     /// bridge (`Bridge::wait_for_konnectivity`).
     pub async fn start(spec: AgentSpec) -> anyhow::Result<Self> {
+        Self::launch(spec, None)
+    }
+
+    /// [`Agent::start`] inside the network namespace `netns`.
+    pub async fn start_in_netns(spec: AgentSpec, netns: &str) -> anyhow::Result<Self> {
+        Self::launch(spec, Some(netns.to_string()))
+    }
+
+    fn launch(spec: AgentSpec, netns: Option<String>) -> anyhow::Result<Self> {
         let log = spec.dir.join(format!("{}.log", spec.agent_id));
         let mut agent = Agent {
             spec,
+            netns,
             child: None,
             log,
         };
@@ -86,7 +98,14 @@ impl Agent {
             .with_context(|| format!("opening {}", self.log.display()))?;
         let err = out.try_clone()?;
         let s = &self.spec;
-        let mut cmd = tokio::process::Command::new(&bin);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => tokio::process::Command::new(&bin),
+        };
         cmd.arg("agent")
             .args(["--server", &s.server])
             .arg("--ca-cert")

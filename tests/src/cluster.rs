@@ -142,7 +142,7 @@ pub struct Cluster {
     /// The kubelet port every node uses (`[health] kubelet_port`).
     pub kubelet_port: u16,
     foreign_kubelet_ca: Option<usize>,
-    shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Cluster {

@@ -20,6 +20,7 @@ pub mod konnectivity;
 pub mod manifests;
 pub mod migration;
 pub mod net;
+pub mod netlab;
 pub mod pods;
 pub mod sshd;
 pub mod trust;

@@ -42,6 +42,16 @@ impl PodServer {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind((ip, 0)).await?;
+        Self::serve_on(listener, behavior, shutdown)
+    }
+
+    /// Serves `behavior` on an already bound `listener` (one bound inside
+    /// a network namespace, say) until `shutdown`.
+    pub fn serve_on(
+        listener: TcpListener,
+        behavior: Behavior,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
         let server = PodServer {
             addr: listener.local_addr()?,
             received: Arc::default(),

@@ -36,6 +36,8 @@ pub struct SshdNode {
     log: PathBuf,
     host_key_pub: PathBuf,
     host_key: String,
+    /// The network namespace sshd runs in (`ip netns exec`), if any.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -57,6 +59,28 @@ impl SshdNode {
         dir: &Path,
         host_ca: Option<&HostCa>,
     ) -> anyhow::Result<Self> {
+        Self::launch(spec, dir, host_ca, None).await
+    }
+
+    /// [`SshdNode::start`] inside the network namespace `netns`, listening
+    /// on `spec.address:port` (the namespace is the node's alone, so a
+    /// fixed port is free).
+    pub async fn start_in_netns(
+        spec: SshdSpec,
+        dir: &Path,
+        host_ca: Option<&HostCa>,
+        netns: &str,
+        port: u16,
+    ) -> anyhow::Result<Self> {
+        Self::launch(spec, dir, host_ca, Some((netns.to_string(), port))).await
+    }
+
+    async fn launch(
+        spec: SshdSpec,
+        dir: &Path,
+        host_ca: Option<&HostCa>,
+        netns: Option<(String, u16)>,
+    ) -> anyhow::Result<Self> {
         ensure_privsep_dir()?;
         let host_key_path = dir.join("host_ed25519");
         let host_key = hostkeys::generate_ed25519(&host_key_path, &spec.name)?;
@@ -66,7 +90,10 @@ impl SshdNode {
         let log = dir.join("sshd.log");
         let mut last_err = None;
         for _ in 0..5 {
-            let port = crate::net::free_port(spec.address)?;
+            let port = match &netns {
+                Some((_, port)) => *port,
+                None => crate::net::free_port(spec.address)?,
+            };
             let addr = SocketAddr::new(spec.address, port);
             let mut text = format!(
                 "ListenAddress {addr}\nHostKey {}\n",
@@ -99,6 +126,7 @@ impl SshdNode {
                 log: log.clone(),
                 host_key_pub: host_key_pub.clone(),
                 host_key: host_key.clone(),
+                netns: netns.as_ref().map(|(ns, _)| ns.clone()),
                 child: None,
             };
             match node.spawn_and_wait().await {
@@ -169,7 +197,15 @@ impl SshdNode {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let mut child = Command::new(SSHD)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, SSHD]);
+                c
+            }
+            None => Command::new(SSHD),
+        };
+        let mut child = command
             .arg("-D")
             .arg("-e")
             .arg("-E")

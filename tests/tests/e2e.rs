@@ -25,6 +25,14 @@ mod lifecycle;
 mod manifests;
 #[path = "e2e/migration.rs"]
 mod migration;
+#[path = "e2e/netfaults.rs"]
+mod netfaults;
+#[path = "e2e/netfaults_agent.rs"]
+mod netfaults_agent;
+#[path = "e2e/netfaults_migration.rs"]
+mod netfaults_migration;
+#[path = "e2e/netfaults_slow.rs"]
+mod netfaults_slow;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]
