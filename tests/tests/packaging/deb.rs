@@ -1,0 +1,1 @@
+//! The Debian package (placeholder until scripts/deb lands).
