@@ -3,6 +3,7 @@
 mod admin_auth;
 mod agent_cmd;
 mod config_cmd;
+#[cfg(feature = "demo")]
 mod demo;
 mod docs_cmd;
 mod manifests_cmd;
@@ -38,7 +39,9 @@ enum Command {
     /// Run the daemon. SIGHUP reloads the config, SIGTERM drains and exits.
     Run(RunArgs),
     /// Start a simulated local cluster, push traffic through the bridge and
-    /// print what happened per node. Needs no setup; ends by itself.
+    /// print what happened per node. Needs no setup; ends by itself. Only
+    /// in a build with the `demo` cargo feature.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo(DemoArgs),
     /// Check or print configuration files.
     #[command(subcommand)]
@@ -125,7 +128,13 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 pub async fn dispatch(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args).await,
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(not(feature = "demo"))]
+        Command::Demo(_) => Err(anyhow::anyhow!(
+            "this sshbridge was built without the `demo` feature (production builds hold \
+             no simulation code); run `cargo run -p sshbridge --features demo -- demo`"
+        )),
         Command::Config(ConfigCommand::Check { config }) => config_cmd::check(&config),
         Command::Config(ConfigCommand::Example) => config_cmd::example(),
         Command::Report(args) => report_cmd::run(args).await,

@@ -217,13 +217,13 @@ impl Daemon {
             "egress",
             config.egress.max_tls_handshakes,
             config.egress.tls_handshake_timeout,
-            &metrics,
+            metrics.tls_handshake_counters("egress"),
         );
         let admin_handshakes = HandshakeLimit::new(
             "admin",
             config.admin.max_tls_handshakes,
             config.admin.tls_handshake_timeout,
-            &metrics,
+            metrics.tls_handshake_counters("admin"),
         );
         let grpc_streams = config.egress.grpc_max_concurrent_streams;
         let agent_bounds =
@@ -235,7 +235,7 @@ impl Daemon {
                         "agent",
                         k.max_tls_handshakes,
                         k.tls_handshake_timeout,
-                        &metrics,
+                        metrics.tls_handshake_counters("agent"),
                     ),
                     max_concurrent_streams: k.max_concurrent_streams,
                 });

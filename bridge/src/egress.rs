@@ -1,6 +1,6 @@
 //! Egress frontends: where kube-apiserver hands the bridge its `cluster`
-//! egress. Today HTTP CONNECT over a unix socket or mutual-TLS TCP; the
-//! Konnectivity gRPC frontend joins later.
+//! egress: HTTP CONNECT over a unix socket or mutual-TLS TCP ([`http_connect`])
+//! and Konnectivity's gRPC `ProxyService` over a unix socket ([`grpc`]).
 //!
 //! A frontend knows nothing of nodes or paths: it parses the request, asks a
 //! [`Dial`] for a stream, answers with a status and then copies bytes both

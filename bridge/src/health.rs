@@ -85,7 +85,7 @@ pub use state::WINDOW;
 pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a prober reaches the kubelet through one path. The daemon implements
-/// it for the SSH tunnel (and later the Konnectivity agent stream).
+/// it for both paths: the SSH tunnel and the Konnectivity agent stream.
 pub trait ProbeDial: Send + Sync + 'static {
     /// Opens a stream to `host:port` as seen from the node.
     fn dial(
@@ -95,64 +95,7 @@ pub trait ProbeDial: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BoxStream, DialError>> + Send;
 }
 
-/// Health state of one path of one node.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PathState {
-    /// Not probed yet (or the path does not exist yet).
-    #[default]
-    Unknown,
-    /// `up_after` consecutive probes succeeded.
-    Up,
-    /// Was up; recent probes failed, fewer than `down_after` in a row.
-    Degraded,
-    /// `down_after` consecutive failures, or the transport is down.
-    Down,
-    /// Closed on purpose, not a failure: the SSH session of a node whose
-    /// migration was finalized. Set by the daemon, never by a prober.
-    Parked,
-}
-
-impl PathState {
-    /// Every state, in label order.
-    pub const ALL: [PathState; 5] = [
-        PathState::Unknown,
-        PathState::Up,
-        PathState::Degraded,
-        PathState::Down,
-        PathState::Parked,
-    ];
-
-    /// Position in up = parked < degraded < unknown < down, for `report
-    /// diff` (parking a path on purpose is not a regression).
-    pub fn severity(self) -> u8 {
-        match self {
-            PathState::Up | PathState::Parked => 0,
-            PathState::Degraded => 1,
-            PathState::Unknown => 2,
-            PathState::Down => 3,
-        }
-    }
-
-    /// Lower-case name for reports and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathState::Unknown => "unknown",
-            PathState::Up => "up",
-            PathState::Degraded => "degraded",
-            PathState::Down => "down",
-            PathState::Parked => "parked",
-        }
-    }
-}
-
-impl std::fmt::Display for PathState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use sshbridge_core::PathState;
 
 /// `[health]` could not be turned into probe settings.
 #[derive(Debug, thiserror::Error)]

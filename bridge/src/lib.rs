@@ -1,28 +1,43 @@
-//! sshbridge: carries kube-apiserver's egress (HTTP CONNECT, later
+//! sshbridge: carries kube-apiserver's egress (HTTP CONNECT and
 //! Konnectivity gRPC) to the nodes of a cluster over one SSH session per
-//! node, with host keys always verified.
+//! node (host keys always verified) or a Konnectivity agent.
 //!
 //! Data flows one way: egress frontend -> router -> path -> node. This crate
 //! holds the daemon's parts; the binary (`src/main.rs`) only parses the
 //! command line, binds what the config names and wires these parts up.
 //!
-//! Not here: configuration parsing (`sshbridge-config`) and the migration
-//! logic (`sshbridge-migrate`).
+//! Not here: configuration parsing (`sshbridge-config`), the migration
+//! logic (`sshbridge-migrate`), the shared small types (`sshbridge-core`),
+//! the SSH path (`sshbridge-ssh`), Konnectivity (`sshbridge-konnectivity`),
+//! reports (`sshbridge-report`), manifests (`sshbridge-manifests`) and the
+//! simulation kit (`sshbridge-sim`, only with the `demo` feature).
 
 pub mod admin;
-pub mod agent;
-pub mod backoff;
+pub mod admin_client;
 pub mod daemon;
 pub mod egress;
-pub mod handshake;
 pub mod health;
-pub mod konnectivity;
-pub mod manifests;
-pub mod memory;
-pub mod metrics;
-pub mod path;
-pub mod report;
+pub mod metrics {
+    //! The bridge's metric set ([`BridgeMetrics`]) on the registry of
+    //! [`sshbridge_core::metrics`], re-exported here so the daemon names one
+    //! module for both.
+
+    mod bridge;
+
+    pub use bridge::{
+        BridgeMetrics, DialFailure, NodeMetrics, PathMetrics, DIAL_BUCKETS, PROBE_BUCKETS,
+    };
+    pub use sshbridge_core::metrics::*;
+
+    #[cfg(test)]
+    mod tests;
+}
 pub mod router;
-pub mod sim;
-pub mod ssh;
-pub mod tls;
+
+// The crates split out of this one, under their old module names.
+pub use sshbridge_core::{backoff, handshake, memory, path, tls};
+pub use sshbridge_konnectivity as konnectivity;
+pub use sshbridge_konnectivity::agent;
+pub use sshbridge_manifests as manifests;
+pub use sshbridge_report as report;
+pub use sshbridge_ssh as ssh;

@@ -169,11 +169,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// `host:port`, with brackets around IPv6 literals.
 pub fn format_target(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    sshbridge_core::HostPort::new(host, port).to_string()
 }
 
 #[cfg(test)]

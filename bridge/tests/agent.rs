@@ -14,7 +14,7 @@ use sshbridge::agent::{Agent, AgentConfig, AgentHandle, AllowList};
 use sshbridge::konnectivity::proto::agent_service_server::{AgentService, AgentServiceServer};
 use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::Packet;
-use sshbridge::sim::pki::Pki;
+use sshbridge_sim::pki::Pki;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -234,8 +234,8 @@ impl TestServer {
     /// that died would.
     fn cut_connections(&self) {
         for fd in self.fds.lock().unwrap().drain(..) {
-            // SAFETY: the fds belong to live sockets of this test's server.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            // The fds belong to live sockets of this test's server.
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
     }
 }
@@ -619,8 +619,8 @@ async fn cli_agent_connects_and_drains_on_sigterm() {
     let echo = echo_server().await;
     assert_eq!(s.dial(echo, 1).await.0, 1);
 
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal our own child");
     assert!(
         matches!(s.recv().await, Payload::Drain(_)),
         "DRAIN on SIGTERM"

@@ -15,8 +15,8 @@ use sshbridge::konnectivity::identity::Guard;
 use sshbridge::konnectivity::{server, Extensions, Flow, Hub, Options};
 use sshbridge::metrics::Registry;
 use sshbridge::path::BoxStream;
-use sshbridge::sim::pki::Pki;
 use sshbridge_config::{AgentIdentity, Node, Route};
+use sshbridge_sim::pki::Pki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -505,10 +505,10 @@ async fn a_proxy_client_of_ours_half_closes_through_the_grpc_frontend_and_our_ag
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(HubDial(setup.hub.clone()));
     tokio::spawn(sshbridge::egress::grpc::serve_unix(listener, dialer, life));
-    let mut client = sshbridge::sim::grpc::proxy_client(&sock);
+    let mut client = sshbridge_sim::grpc::proxy_client(&sock);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let request =
-        sshbridge::sim::grpc::with_half_close(tokio_stream::wrappers::ReceiverStream::new(rx));
+        sshbridge_sim::grpc::with_half_close(tokio_stream::wrappers::ReceiverStream::new(rx));
     let response = within("Proxy", 10, client.proxy(request)).await.unwrap();
     let ext = response
         .metadata()

@@ -11,6 +11,7 @@
 //! The daemon calls [`load`] again on SIGHUP.
 
 mod diag;
+mod host_port;
 mod model;
 mod raw;
 mod units;
@@ -19,6 +20,7 @@ mod validate;
 use std::path::Path;
 
 pub use diag::{ConfigError, Diagnostic};
+pub use host_port::HostPortError;
 pub use model::*;
 pub use units::MAX_SOAK;
 

@@ -167,7 +167,9 @@ impl FileStore {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(self.io(&path, "open its lock file"))?;
-        // SAFETY: flock(2) on a descriptor this function owns.
+        // SAFETY: flock(2) on a descriptor this function owns. (nix's
+        // `Flock` would take the file, which is read below on failure.)
+        #[allow(unsafe_code)]
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sshbridge::report::client::{fetch_report, AdminAddr};
+use sshbridge::admin_client::{fetch_report, AdminAddr};
 use sshbridge::report::{PathState, Report};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

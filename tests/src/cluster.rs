@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sshbridge::sim::kubelet::Kubelet;
-use sshbridge::sim::pki::Pki;
+use sshbridge_sim::kubelet::Kubelet;
+use sshbridge_sim::pki::Pki;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

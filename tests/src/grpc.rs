@@ -38,7 +38,7 @@ impl GrpcEgress {
     /// A client of the socket at `path` (connects at the first dial).
     pub fn new(path: &Path) -> Self {
         GrpcEgress {
-            client: sshbridge::sim::grpc::proxy_client(path),
+            client: sshbridge_sim::grpc::proxy_client(path),
         }
     }
 

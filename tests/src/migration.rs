@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use sshbridge::report::client::{get, post, ClientError};
+use sshbridge::admin_client::{get, post, ClientError};
 use sshbridge_migrate::{NodePhase, Plan, Status};
 use tokio_util::sync::CancellationToken;
 

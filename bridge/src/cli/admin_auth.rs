@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use sshbridge::report::client::{AdminAddr, Credentials};
+use sshbridge::admin_client::{AdminAddr, Credentials};
 
 /// `--admin-ca`, `--admin-cert`, `--admin-key`, `--token-file`.
 #[derive(Debug, Clone, Args)]

@@ -84,14 +84,11 @@ fn identifiers(s: &str) -> Result<String, String> {
 
 /// This machine's host name, or "sshbridge-agent".
 fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
-        _ => "sshbridge-agent".to_string(),
-    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sshbridge-agent".to_string())
 }
 
 pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {

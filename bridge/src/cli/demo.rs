@@ -16,10 +16,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use sshbridge::admin_client::AdminAddr;
 use sshbridge::daemon::{Daemon, Listeners};
 use sshbridge::health::PathState;
-use sshbridge::report::{client::AdminAddr, diff, render, Report, Thresholds};
-use sshbridge::sim::{apiserver, keys, pki::Pki};
+use sshbridge::report::{diff, render, Report, Thresholds};
+use sshbridge_sim::{apiserver, keys, pki::Pki};
 use tokio_util::sync::CancellationToken;
 
 use super::DemoArgs;

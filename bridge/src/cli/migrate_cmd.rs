@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::de::DeserializeOwned;
+use sshbridge::admin_client::{get, post, AdminAddr};
 use sshbridge::manifests::{self, EgressOptions, EgressProtocol};
-use sshbridge::report::client::{get, post, AdminAddr};
 use sshbridge_migrate::{ApplyOptions, BatchSpec, FinalState, Plan, Status};
 
 /// Where the admin API is looked for without `--admin` or `--config`.

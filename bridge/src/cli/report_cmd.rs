@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use sshbridge::report::client::{fetch_report, AdminAddr};
+use sshbridge::admin_client::{fetch_report, AdminAddr};
 use sshbridge::report::{diff, render, Report, Thresholds};
 
 /// Where `report` looks when neither `--admin` nor `--config` is given.

@@ -11,6 +11,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use sshbridge::daemon::{Daemon, Listeners};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
@@ -18,31 +19,24 @@ use tracing::{error, info};
 use super::{init_logging, RunArgs};
 
 /// The signals `run` handles.
-const HANDLED: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGTERM, libc::SIGINT];
+const HANDLED: [Signal; 3] = [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT];
 
-fn mask_signals(how: libc::c_int) {
-    // SAFETY: sigemptyset/sigaddset fill a local set; pthread_sigmask only
-    // changes the calling thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in HANDLED {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
-    }
+fn mask_signals(how: SigmaskHow) {
+    let set: SigSet = HANDLED.into_iter().collect();
+    // Only fails on an invalid `how`, which these constants are not.
+    let _ = pthread_sigmask(how, Some(&set), None);
 }
 
 /// Blocks the signals `run` handles on the calling thread (and every
 /// thread it starts afterwards). `main` calls it first thing.
 pub fn hold_signals() {
-    mask_signals(libc::SIG_BLOCK);
+    mask_signals(SigmaskHow::SIG_BLOCK);
 }
 
 /// Unblocks them on the calling thread: a command other than `run`, or
 /// `run` once its handlers are installed.
 pub fn release_signals() {
-    mask_signals(libc::SIG_UNBLOCK);
+    mask_signals(SigmaskHow::SIG_UNBLOCK);
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::stat::{umask, Mode};
 use sshbridge_config::{Config, Listen};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_rustls::TlsAcceptor;
@@ -197,11 +198,9 @@ pub async fn bind_unix(key: &'static str, path: &Path) -> Result<UnixListener, B
     // it is never open to others, not even until the chmod below. The
     // umask is process-wide: this runs at start, before any other thread
     // creates files, and restores it at once.
-    // SAFETY: umask(2) only swaps the process's file mode mask.
-    let previous = unsafe { libc::umask(0o177) };
+    let previous = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
-    // SAFETY: as above, restoring the mask read there.
-    unsafe { libc::umask(previous) };
+    umask(previous);
     let listener = bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)

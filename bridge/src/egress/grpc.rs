@@ -75,14 +75,10 @@ pub async fn serve_unix_bounded<D: Dial>(
 
 /// Splits `host:port` or `[v6]:port` into a bare host and a port.
 pub fn parse_address(address: &str) -> Option<(String, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let host = match host.strip_prefix('[') {
-        Some(rest) => rest.strip_suffix(']')?,
-        None if host.contains(':') => return None,
-        None => host,
-    };
-    (!host.is_empty()).then(|| (host.to_string(), port))
+    address
+        .parse::<sshbridge_core::HostPort>()
+        .ok()
+        .map(sshbridge_core::HostPort::into_parts)
 }
 
 struct ProxySvc<D> {

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::*;
 use crate::metrics::BridgeMetrics;
-use crate::sim::pki::Pki;
+use sshbridge_sim::pki::Pki;
 
 /// Bound on every wait; on paused time it is virtual.
 const T: Duration = Duration::from_secs(120);

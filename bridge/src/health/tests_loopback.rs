@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::sim::kubelet::Kubelet;
-use crate::sim::pki::Pki;
+use sshbridge_sim::kubelet::Kubelet;
+use sshbridge_sim::pki::Pki;
 
 /// Dials the kubelet directly over loopback TCP.
 struct DirectDial(AtomicU64);

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::*;
 use crate::health::{PathState, ProbeErrorKind};

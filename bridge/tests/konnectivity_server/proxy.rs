@@ -52,7 +52,7 @@ async fn start() -> (Client, CancellationToken, tempfile::TempDir) {
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(EchoDial(echo_server().await));
     tokio::spawn(grpc::serve_unix(listener, dialer, life));
-    (sshbridge::sim::grpc::proxy_client(&sock), stop, dir)
+    (sshbridge_sim::grpc::proxy_client(&sock), stop, dir)
 }
 
 /// Opens a Proxy stream: the sender of client packets and the server's stream.

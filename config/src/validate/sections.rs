@@ -42,16 +42,9 @@ pub(super) fn bridge(cx: &mut Ctx<'_>, raw: &RawBridge) -> Bridge {
 
 /// The host name, as `gethostname(2)` reports it.
 fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for `buf.len()` bytes; on truncation the
-    // name may lack its NUL, which the search below tolerates.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8(buf[..end].to_vec())
+    nix::unistd::gethostname()
         .ok()
+        .and_then(|name| name.into_string().ok())
         .filter(|s| !s.is_empty())
 }
 

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use sshbridge::sim::pki::Pki;
+use sshbridge_sim::pki::Pki;
 use tokio::process::{Child, Command};
 
 use super::https::{ApiHttps, Response};
@@ -253,7 +253,7 @@ struct Files {
     serving: (PathBuf, PathBuf),
     kubelet_client: (PathBuf, PathBuf),
     admin: (PathBuf, PathBuf),
-    admin_pair: sshbridge::sim::pki::CertPair,
+    admin_pair: sshbridge_sim::pki::CertPair,
     sa_key: PathBuf,
     sa_pub: PathBuf,
     egress: PathBuf,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sshbridge::report::client::{post, ClientError};
+use sshbridge::admin_client::{post, ClientError};
 use sshbridge::report::PathState;
 use sshbridge_config::Route;
 use sshbridge_migrate::NodePhase;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use sshbridge::agent::{Agent, AgentConfig, AgentHandle};
 use sshbridge::daemon::Daemon;
-use sshbridge::sim::{keys, kubelet::Kubelet, pki::Pki, sshd::SimSshd, sshd::SimSshdConfig};
 use sshbridge::ssh::TunnelState;
+use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki, sshd::SimSshd, sshd::SimSshdConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ pub(super) struct SimNode {
     pub(super) name: String,
     pub(super) address: Ipv4Addr,
     pub(super) sshd: SimSshd,
-    pub(super) host_key: russh::keys::PublicKey,
+    pub(super) host_key: sshbridge_sim::keys::PublicKey,
     pub(super) kubelet: Kubelet,
     pub(super) pod: SocketAddr,
 }
@@ -77,7 +77,7 @@ pub(super) async fn start_node(
     i: u8,
     kubelet_port: u16,
     pki: &Pki,
-    client_key: &russh::keys::PrivateKey,
+    client_key: &sshbridge_sim::keys::PrivateKey,
     stop: &CancellationToken,
 ) -> anyhow::Result<SimNode> {
     let name = format!("node-{}", (b'a' + i - 1) as char);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sshbridge::report::client::{get, post, AdminAddr};
+use sshbridge::admin_client::{get, post, AdminAddr};
 use sshbridge_migrate::{FinalState, NodePhase, Plan, RunPhase, Status};
 
 const CALL: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sshbridge::report::client::{get, AdminAddr};
+use sshbridge::admin_client::{get, AdminAddr};
 use sshbridge_migrate::{NodePhase, RunPhase, Status};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 

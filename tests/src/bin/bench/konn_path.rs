@@ -8,8 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sshbridge::sim::{keys, pki::Pki};
 use sshbridge_config::Route;
+use sshbridge_sim::{keys, pki::Pki};
 use sshbridge_tests::{hostkeys, net, KonnectivityConfig, MigrationTuning, NodeEntry};
 use tokio_util::sync::CancellationToken;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rand::RngCore;
-use sshbridge::sim::apiserver;
+use sshbridge_sim::apiserver;
 use sshbridge_tests::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

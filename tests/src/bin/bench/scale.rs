@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sshbridge::sim::keys;
-use sshbridge::sim::sshd::{SimSshd, SimSshdConfig};
+use sshbridge_sim::keys;
+use sshbridge_sim::sshd::{SimSshd, SimSshdConfig};
 use sshbridge_tests::{net, NodeEntry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

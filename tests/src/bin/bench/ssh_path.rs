@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sshbridge::sim::{keys, kubelet::Kubelet, pki::Pki};
+use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki};
 use sshbridge_tests::{hostkeys, net, BridgeConfig, NodeEntry};
 use tokio_util::sync::CancellationToken;
 

@@ -1,0 +1,27 @@
+//! sshbridge-core: the small types every part of sshbridge shares.
+//!
+//! What is here: the dialed byte stream and its classified errors
+//! ([`path`]), the state of a path ([`PathState`]), `host:port`
+//! ([`HostPort`], re-exported from `sshbridge-config` with its one
+//! parser), reconnect delays ([`backoff`]), giving freed memory back
+//! ([`memory`]), TLS material from PEM files ([`tls`]) and the
+//! bound on concurrent TLS handshakes ([`handshake`]), the Prometheus
+//! registry ([`metrics`]) and a poison-tolerant mutex [`lock`].
+//!
+//! What is not: anything that talks SSH (`sshbridge-ssh`) or Konnectivity
+//! (`sshbridge-konnectivity`), the daemon (`sshbridge`). This crate stays
+//! small and depends on no protocol library.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod handshake;
+pub mod memory;
+pub mod metrics;
+pub mod path;
+mod sync;
+pub mod tls;
+
+pub use path::{BoxStream, DialError, PathState, Stream};
+pub use sshbridge_config::{HostPort, HostPortError};
+pub use sync::lock;

@@ -1,0 +1,531 @@
+//! The agents connected to this bridge, which node each serves, and dials
+//! through them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use sshbridge_config::Node;
+use tokio::sync::{oneshot, watch};
+
+use super::flow::Extensions;
+pub use super::flow::Flow;
+use super::identifiers::Identifiers;
+use super::identity::{Guard, Refusal};
+use super::peer::{lock, Agent, DialAnswer, Limits, PendingDial};
+use super::proto::Packet;
+use super::stats::{LimitHits, NodeStats, Stats};
+use sshbridge_core::path::{BoxStream, DialError};
+
+/// Settings of the agent server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `serverID` announced to agents (`[bridge].id`).
+    pub server_id: String,
+    /// `serverCount` announced to agents (`[konnectivity].server_count`).
+    pub server_count: u32,
+    /// Most bytes received and not yet read that one connection may hold;
+    /// past it the agent's stream waits for that reader.
+    pub max_conn_buffer: usize,
+    /// How long a full connection may take no bytes before it is closed
+    /// (meanwhile the agent's stream waits for it).
+    pub stall_timeout: Duration,
+    /// Reported as the timeout when an agent says its dial timed out
+    /// (`[egress].dial_timeout`).
+    pub dial_timeout: Duration,
+    /// How agents prove which node they serve (`[konnectivity].identity`).
+    pub identity: Guard,
+}
+
+impl Options {
+    /// Default per-connection buffer: 4 MiB.
+    pub const DEFAULT_MAX_CONN_BUFFER: usize = 4 * 1024 * 1024;
+    /// Default stall timeout: 30 s.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
+/// One agent as shown in reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentInfo {
+    /// `agentID`.
+    pub id: String,
+    /// `agentIdentifiers`, normalized.
+    pub identifiers: String,
+    /// The agent sent DRAIN: used only when no other agent of the node is.
+    pub draining: bool,
+    /// When its current stream was accepted.
+    pub connected_since: SystemTime,
+    /// Connections open through it (all nodes it serves).
+    pub open_connections: usize,
+    /// `credit` when both ends speak the credit extension, else
+    /// `compatibility` (docs/konnectivity.md).
+    pub flow_control: &'static str,
+    /// Extensions in use with it, comma-separated (empty for none).
+    pub extensions: String,
+}
+
+/// The registry of connected agents and the Konnectivity path of every
+/// node. Cheap to clone; all clones share the registry.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: Options,
+    flow: Flow,
+    hits: Arc<LimitHits>,
+    serial: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: Vec<Node>,
+    agents: HashMap<String, Arc<Agent>>,
+    /// The node each agent ID's credential proves (`None`: unproven, it
+    /// serves what its identifiers name). Set and removed with `agents`.
+    owners: HashMap<String, Option<String>>,
+    per_node: HashMap<String, NodeEntry>,
+}
+
+struct NodeEntry {
+    /// The node's agents, by ID.
+    agents: Vec<Arc<Agent>>,
+    /// Round-robin position, so streams spread over the agents.
+    next: usize,
+    /// Connected, non-draining agents. Dropping the sender would end
+    /// every subscriber's watch, so entries are never removed.
+    live: watch::Sender<usize>,
+    stats: Arc<NodeStats>,
+}
+
+impl NodeEntry {
+    fn new() -> NodeEntry {
+        NodeEntry {
+            agents: Vec::new(),
+            next: 0,
+            live: watch::Sender::new(0),
+            stats: Arc::default(),
+        }
+    }
+}
+
+impl Hub {
+    /// A registry for `nodes`, with no agent yet, and the default [`Flow`].
+    pub fn new(options: Options, nodes: &[Node]) -> Hub {
+        Hub::with_flow(options, Flow::default(), nodes)
+    }
+
+    /// A registry for `nodes` with flow settings `flow`.
+    pub fn with_flow(options: Options, flow: Flow, nodes: &[Node]) -> Hub {
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                options,
+                flow,
+                hits: Arc::default(),
+                serial: AtomicU64::new(0),
+                state: Mutex::default(),
+            }),
+        };
+        hub.set_nodes(nodes);
+        hub
+    }
+
+    /// The settings it was made with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// The flow settings it was made with.
+    pub fn flow(&self) -> &Flow {
+        &self.inner.flow
+    }
+
+    /// Agents disconnected because they stopped reading their stream
+    /// (their control queue passed `max_queued_control`).
+    pub fn agents_cut_for_control_backlog(&self) -> u64 {
+        self.inner.hits.control_backlog.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the node list (on reload) and maps the connected agents
+    /// to the new nodes.
+    pub fn set_nodes(&self, nodes: &[Node]) {
+        let mut state = lock(&self.inner.state);
+        state.nodes = nodes.to_vec();
+        refresh(&mut state);
+    }
+
+    /// Dials `host:port` from one of `node`'s agents: not draining ones
+    /// first, round-robin per stream.
+    pub async fn dial(&self, node: &str, host: &str, port: u16) -> Result<BoxStream, DialError> {
+        let target = sshbridge_core::HostPort::new(host, port).to_string();
+        let (agent, stats) = self.pick(node)?;
+        if !agent.has_room() {
+            stats
+                .dials_over_connection_cap
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(DialError::Unavailable {
+                node: node.into(),
+                path: "konnectivity",
+                reason: format!(
+                    "agent {} has {} connections open, the limit ([konnectivity] max_connections_per_agent); \
+                     close some streams or raise the limit",
+                    agent.id, self.inner.flow.max_connections_per_agent
+                ),
+            });
+        }
+        let random = loop {
+            let r: i64 = rand::random();
+            if r != 0 && !lock(&agent.pending).contains_key(&r) {
+                break r;
+            }
+        };
+        let (answer, rx) = oneshot::channel();
+        let pending = PendingDial {
+            answer,
+            stats: stats.clone(),
+        };
+        lock(&agent.pending).insert(random, pending);
+        let mut abandon = Abandon {
+            agent: &agent,
+            random,
+            stats: &stats,
+            armed: true,
+        };
+        let request = Packet::dial_request(target.clone(), random);
+        let answer = tokio::select! {
+            _ = agent.ended.cancelled() => None,
+            answer = async {
+                agent.data_tx.send(request).await.ok()?;
+                rx.await.ok()
+            } => answer,
+        };
+        abandon.armed = false;
+        let failed = |counter: &AtomicU64| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        };
+        match answer {
+            Some(DialAnswer::Connected(stream)) => {
+                stats.dials_ok.fetch_add(1, Ordering::Relaxed);
+                Ok(Box::new(stream))
+            }
+            Some(DialAnswer::Failed(reason)) if is_timeout(&reason) => {
+                failed(&stats.dials_timeout);
+                Err(DialError::Timeout {
+                    node: node.into(),
+                    target,
+                    after: self.inner.options.dial_timeout,
+                })
+            }
+            Some(DialAnswer::Failed(reason)) => {
+                failed(&stats.dials_refused);
+                Err(DialError::Refused {
+                    node: node.into(),
+                    target,
+                    reason: format!("Konnectivity agent {}: {reason}", agent.id),
+                })
+            }
+            None => {
+                lock(&agent.pending).remove(&random);
+                failed(&stats.dials_unavailable);
+                Err(DialError::Unavailable {
+                    node: node.into(),
+                    path: "konnectivity",
+                    reason: format!(
+                        "agent {} disconnected before answering the dial of {target}; retry, and check the agent's logs",
+                        agent.id
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The agents serving `node`, by ID.
+    pub fn agents(&self, node: &str) -> Vec<AgentInfo> {
+        let state = lock(&self.inner.state);
+        let Some(entry) = state.per_node.get(node) else {
+            return Vec::new();
+        };
+        entry
+            .agents
+            .iter()
+            .map(|a| AgentInfo {
+                id: a.id.clone(),
+                identifiers: a.identifiers.to_string(),
+                draining: a.is_draining(),
+                connected_since: a.since,
+                open_connections: a.open_connections(),
+                flow_control: a.ext.mode(),
+                extensions: a.ext.header(),
+            })
+            .collect()
+    }
+
+    /// The flow-control mode of `node`'s agents: `credit`,
+    /// `compatibility` or `mixed`; `None` without agents.
+    pub fn flow_control(&self, node: &str) -> Option<&'static str> {
+        let agents = self.agents(node);
+        let first = agents.first()?.flow_control;
+        Some(if agents.iter().all(|a| a.flow_control == first) {
+            first
+        } else {
+            "mixed"
+        })
+    }
+
+    /// The number of connected, non-draining agents of `node`, updated as
+    /// agents come, drain and go.
+    pub fn subscribe(&self, node: &str) -> watch::Receiver<usize> {
+        let mut state = lock(&self.inner.state);
+        let entry = state
+            .per_node
+            .entry(node.to_string())
+            .or_insert_with(NodeEntry::new);
+        entry.live.subscribe()
+    }
+
+    /// The Konnectivity path's counters of `node` (zero when unknown).
+    pub fn stats(&self, node: &str) -> Stats {
+        let state = lock(&self.inner.state);
+        state
+            .per_node
+            .get(node)
+            .map(|e| e.stats.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Ends every agent stream (shutdown): their connections end with an error.
+    pub fn close_all(&self) {
+        let agents: Vec<_> = {
+            let mut state = lock(&self.inner.state);
+            state.owners.clear();
+            state.agents.drain().collect()
+        };
+        for (_, agent) in agents {
+            agent.end("the bridge is shutting down");
+        }
+        refresh(&mut lock(&self.inner.state));
+    }
+
+    /// Registers a new agent stream that announced no extension
+    /// (compatibility mode) for `owner`; see [`Hub::register_with`].
+    #[cfg(test)]
+    pub(crate) fn register(
+        &self,
+        id: String,
+        identifiers: Identifiers,
+        owner: Option<String>,
+    ) -> Result<Registered, Refusal> {
+        self.register_with(id, identifiers, owner, (Extensions::NONE, None))
+    }
+
+    /// Registers a new agent stream for `owner`, the node its credential
+    /// proves (`None` when identity is claimed), that announced `announced`
+    /// (and, with `credit`, the receive window `peer_window`). An older
+    /// stream of the same ID and the same owner is ended (the newest wins);
+    /// one of another owner keeps its ID and the newcomer is refused.
+    pub(crate) fn register_with(
+        &self,
+        id: String,
+        identifiers: Identifiers,
+        owner: Option<String>,
+        (announced, peer_window): (Extensions, Option<usize>),
+    ) -> Result<Registered, Refusal> {
+        let serial = self.inner.serial.fetch_add(1, Ordering::Relaxed);
+        let (o, f) = (&self.inner.options, &self.inner.flow);
+        let mut ext = f.extensions.both(announced);
+        if peer_window.is_none() {
+            // Credit without a window to start from is not credit.
+            ext.credit = false;
+        }
+        let limits = Limits {
+            max_conn_buffer: o.max_conn_buffer,
+            stall_timeout: o.stall_timeout,
+            stall_window: f.stall_window,
+            window: f.credit_window,
+            peer_window: peer_window.unwrap_or(0),
+            max_connections: f.max_connections_per_agent,
+            max_queued_control: f.max_queued_control,
+            half_close_idle: f.half_close_idle,
+        };
+        let (registered, old) = {
+            let mut state = lock(&self.inner.state);
+            if let Some(holder) = state.owners.get(&id).filter(|h| **h != owner) {
+                return Err(Refusal::AgentIdTaken {
+                    id,
+                    holder: holder.clone().unwrap_or_else(|| "an unproven agent".into()),
+                });
+            }
+            let (agent, data_rx, control_rx) = Agent::new(
+                id,
+                identifiers,
+                serial,
+                (ext, limits, self.inner.hits.clone()),
+            );
+            state.owners.insert(agent.id.clone(), owner);
+            let old = state.agents.insert(agent.id.clone(), agent.clone());
+            refresh(&mut state);
+            let registered = Registered {
+                agent,
+                data_rx,
+                control_rx,
+            };
+            (registered, old)
+        };
+        if let Some(old) = old {
+            old.end("replaced by a newer stream with the same agent ID");
+        }
+        Ok(registered)
+    }
+
+    /// The configured nodes, as agents are checked against them.
+    pub(crate) fn nodes(&self) -> Vec<Node> {
+        lock(&self.inner.state).nodes.clone()
+    }
+
+    /// Removes `agent` if it is still the registered stream of its ID.
+    pub(crate) fn unregister(&self, agent: &Arc<Agent>) {
+        let mut state = lock(&self.inner.state);
+        if state
+            .agents
+            .get(&agent.id)
+            .is_some_and(|a| a.serial == agent.serial)
+        {
+            state.agents.remove(&agent.id);
+            state.owners.remove(&agent.id);
+        }
+        refresh(&mut state);
+    }
+
+    /// Recomputes liveness after an agent's DRAIN.
+    pub(crate) fn refresh(&self) {
+        refresh(&mut lock(&self.inner.state));
+    }
+
+    fn pick(&self, node: &str) -> Result<(Arc<Agent>, Arc<NodeStats>), DialError> {
+        let mut state = lock(&self.inner.state);
+        let known = state.nodes.iter().any(|n| n.name == node);
+        let entry = state
+            .per_node
+            .entry(node.to_string())
+            .or_insert_with(NodeEntry::new);
+        let ready: Vec<&Arc<Agent>> = entry.agents.iter().filter(|a| !a.is_draining()).collect();
+        let candidates = if ready.is_empty() {
+            entry.agents.iter().collect()
+        } else {
+            ready
+        };
+        if candidates.is_empty() {
+            entry
+                .stats
+                .dials_unavailable
+                .fetch_add(1, Ordering::Relaxed);
+            let reason = if known {
+                format!("no Konnectivity agent is connected for it; start the agent on {node} with --identifiers host={node} (or its ipv4= address)")
+            } else {
+                "it is not a configured node".to_string()
+            };
+            return Err(DialError::Unavailable {
+                node: node.into(),
+                path: "konnectivity",
+                reason,
+            });
+        }
+        let agent = candidates[entry.next % candidates.len()].clone();
+        entry.next = entry.next.wrapping_add(1);
+        Ok((agent, entry.stats.clone()))
+    }
+}
+
+/// A new agent stream and the receiving ends of its outbound queues.
+pub(crate) struct Registered {
+    pub(crate) agent: Arc<Agent>,
+    pub(crate) data_rx: tokio::sync::mpsc::Receiver<Packet>,
+    pub(crate) control_rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Registered {
+    /// Everything sent to the agent, control packets first, until the
+    /// stream ends. Control packets leave the agent's queued count here.
+    pub(crate) fn outbound(self) -> impl futures::Stream<Item = Packet> + Send + 'static {
+        use futures::StreamExt as _;
+        let agent = self.agent.clone();
+        let control =
+            tokio_stream::wrappers::UnboundedReceiverStream::new(self.control_rx).map(move |p| {
+                agent
+                    .queued_control
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                p
+            });
+        let data = tokio_stream::wrappers::ReceiverStream::new(self.data_rx);
+        tokio_stream::StreamExt::merge(control, data)
+            .take_until(self.agent.ended.clone().cancelled_owned())
+    }
+}
+
+/// Sends DIAL_CLS when a dial is dropped before its answer.
+struct Abandon<'a> {
+    agent: &'a Arc<Agent>,
+    random: i64,
+    stats: &'a NodeStats,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed && lock(&self.agent.pending).remove(&self.random).is_some() {
+            self.stats.dials_abandoned.fetch_add(1, Ordering::Relaxed);
+            self.agent.control(Packet::close_dial(self.random));
+        }
+    }
+}
+
+/// Maps agents to nodes again and publishes each node's live count.
+fn refresh(state: &mut State) {
+    let State {
+        nodes,
+        agents,
+        owners,
+        per_node,
+    } = state;
+    for node in nodes.iter() {
+        per_node
+            .entry(node.name.clone())
+            .or_insert_with(NodeEntry::new);
+    }
+    for (name, entry) in per_node.iter_mut() {
+        let node = nodes.iter().find(|n| &n.name == name);
+        let mut serving: Vec<Arc<Agent>> = match node {
+            Some(node) => agents
+                .values()
+                .filter(|a| match owners.get(&a.id) {
+                    // A proven agent serves its own node, whatever else
+                    // matches its (checked) identifiers after a reload.
+                    Some(Some(owner)) => owner.eq_ignore_ascii_case(&node.name),
+                    _ => a.identifiers.matches(node),
+                })
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        serving.sort_by(|a, b| a.id.cmp(&b.id));
+        let live = serving.iter().filter(|a| !a.is_draining()).count();
+        entry.agents = serving;
+        entry
+            .live
+            .send_if_modified(|v| std::mem::replace(v, live) != live);
+    }
+}
+
+/// Whether an agent's dial error says it timed out (Go's `i/o timeout`,
+/// `context deadline exceeded`, or our own agent's wording).
+fn is_timeout(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("timeout") || r.contains("timed out") || r.contains("deadline exceeded")
+}
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

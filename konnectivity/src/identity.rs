@@ -1,0 +1,346 @@
+//! Which node an agent may serve, proven by its credential rather than
+//! taken from its word.
+//!
+//! With `[konnectivity] identity = "proven"` (the default) an agent is
+//! accepted for node N only when its TLS client certificate, verified
+//! against `client_ca` during the handshake, names N: common name
+//! `system:node:N` (the form of the kubelet's own client certificate, so a
+//! DaemonSet can present `/var/lib/kubelet/pki/kubelet-client-current.pem`)
+//! or a SAN DNS name equal to N. Everything its `agentIdentifiers` claim
+//! must then agree with N's inventory: every `host=` is N, every
+//! `ipv4=`/`ipv6=` is N's address, every `cidr=` lies inside one of N's
+//! `pod_cidrs`. An agent that fails any of this is refused with a gRPC
+//! status naming the mismatch, logged with its certificate subject, and
+//! counted in `sshbridge_konnectivity_agents_refused_total{reason}`.
+//!
+//! With `identity = "claimed"` (an explicit opt-out for fleets that share
+//! one agent certificate) nothing is checked here: the agent serves the
+//! nodes its identifiers name, as upstream's server does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use sshbridge_config::{AgentIdentity, Node};
+use x509_parser::extensions::GeneralName;
+
+use tracing::{info, warn};
+
+use super::flow::Extensions;
+use super::hub::{Hub, Registered};
+use super::identifiers::Identifiers;
+use sshbridge_core::metrics::{Counter, Desc, Registry};
+
+/// What tonic hands the agent service about the connection a stream came
+/// on: the peer address and the client certificate chain that rustls
+/// verified during the handshake (leaf first; `None` without one).
+#[derive(Debug, Clone)]
+pub struct AgentPeer {
+    /// The agent's TCP address.
+    pub addr: SocketAddr,
+    /// The verified client certificate chain.
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// Why an agent was refused. Each message names what the agent claimed,
+/// what its credential proves, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No client certificate reached the server.
+    #[error("the agent presented no client certificate; give it its node's certificate (CN system:node:NODE) with --cert/--key")]
+    NoCertificate,
+    /// The certificate could not be read.
+    #[error("the agent's client certificate cannot be parsed: {0}")]
+    BadCertificate(String),
+    /// The certificate names no configured node.
+    #[error("certificate {subject:?} names no configured node (it names {names:?}); issue it with CN system:node:NODE or a SAN DNS name NODE, for a node in the bridge's [[node]] list")]
+    UnknownNode {
+        /// Certificate subject.
+        subject: String,
+        /// The node names it carries.
+        names: Vec<String>,
+    },
+    /// The certificate names several configured nodes.
+    #[error(
+        "certificate {subject:?} names several nodes ({nodes:?}); issue one certificate per node"
+    )]
+    SeveralNodes {
+        /// Certificate subject.
+        subject: String,
+        /// The configured nodes it names.
+        nodes: Vec<String>,
+    },
+    /// `host=` is not the certificate's node.
+    #[error("agent of node {node} claims host={claimed}; an agent may only name its own node")]
+    Host {
+        /// The node the certificate proves.
+        node: String,
+        /// The claimed host.
+        claimed: String,
+    },
+    /// `ipv4=`/`ipv6=` is not the node's address.
+    #[error("agent of node {node} claims address {claimed}, but {node}'s address is {address}")]
+    Address {
+        /// The node the certificate proves.
+        node: String,
+        /// The claimed address.
+        claimed: IpAddr,
+        /// The node's configured address.
+        address: IpAddr,
+    },
+    /// `cidr=` is outside the node's pod CIDRs.
+    #[error("agent of node {node} claims cidr={claimed}, which is not inside {node}'s pod_cidrs {pod_cidrs:?}")]
+    Cidr {
+        /// The node the certificate proves.
+        node: String,
+        /// The claimed CIDR.
+        claimed: ipnet::IpNet,
+        /// The node's pod CIDRs.
+        pod_cidrs: Vec<ipnet::IpNet>,
+    },
+    /// The `agentID` is held by an agent of another node.
+    #[error("agentID {id:?} is already held by an agent of {holder}; give each agent a unique --agent-id")]
+    AgentIdTaken {
+        /// The agent ID.
+        id: String,
+        /// Who holds it (a node name, or "an unproven agent").
+        holder: String,
+    },
+}
+
+impl Refusal {
+    /// Every `reason` label value, for the metric.
+    pub const REASONS: [&'static str; 6] = [
+        "no_certificate",
+        "unknown_node",
+        "host",
+        "address",
+        "cidr",
+        "agent_id_taken",
+    ];
+
+    /// The metric label of this refusal.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NoCertificate => "no_certificate",
+            Refusal::BadCertificate(_)
+            | Refusal::UnknownNode { .. }
+            | Refusal::SeveralNodes { .. } => "unknown_node",
+            Refusal::Host { .. } => "host",
+            Refusal::Address { .. } => "address",
+            Refusal::Cidr { .. } => "cidr",
+            Refusal::AgentIdTaken { .. } => "agent_id_taken",
+        }
+    }
+
+    /// The gRPC status the agent receives.
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            Refusal::NoCertificate => tonic::Status::unauthenticated(self.to_string()),
+            _ => tonic::Status::permission_denied(self.to_string()),
+        }
+    }
+}
+
+const REFUSED: Desc<1> = Desc {
+    name: "sshbridge_konnectivity_agents_refused_total",
+    help: "Konnectivity agent streams refused because their credential or claims did not agree with a node, by reason.",
+    labels: ["reason"],
+};
+
+/// The identity policy of the agent server and its refusal counters.
+/// Cheap to clone; clones share the counters.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    mode: AgentIdentity,
+    refused: Arc<[Arc<Counter>; Refusal::REASONS.len()]>,
+}
+
+impl Guard {
+    /// A guard enforcing `mode`, counting refusals in `registry`.
+    pub fn new(mode: AgentIdentity, registry: &Registry) -> Guard {
+        let refused = Refusal::REASONS.map(|r| registry.counter(&REFUSED, [r]));
+        Guard {
+            mode,
+            refused: Arc::new(refused),
+        }
+    }
+
+    /// The mode it enforces.
+    pub fn mode(&self) -> AgentIdentity {
+        self.mode
+    }
+
+    /// The node `peer` may serve (`None` in claimed mode: whatever its
+    /// identifiers name), or why it is refused.
+    pub fn authorize(
+        &self,
+        peer: Option<&AgentPeer>,
+        identifiers: &Identifiers,
+        nodes: &[Node],
+    ) -> Result<Option<String>, Refusal> {
+        if self.mode == AgentIdentity::Claimed {
+            return Ok(None);
+        }
+        let leaf = peer
+            .and_then(|p| p.certs.as_ref())
+            .and_then(|c| c.first())
+            .ok_or(Refusal::NoCertificate)?;
+        let credential = Credential::parse(leaf)?;
+        let node = credential.node(nodes)?;
+        agrees(node, identifiers)?;
+        Ok(Some(node.name.clone()))
+    }
+
+    /// Counts `refusal`.
+    pub fn count(&self, refusal: &Refusal) {
+        if let Some(i) = Refusal::REASONS.iter().position(|r| *r == refusal.reason()) {
+            self.refused[i].inc();
+        }
+    }
+
+    /// Refusals so far, by reason.
+    pub fn refused(&self) -> Vec<(&'static str, u64)> {
+        Refusal::REASONS
+            .iter()
+            .zip(self.refused.iter())
+            .map(|(r, c)| (*r, c.get()))
+            .collect()
+    }
+}
+
+/// Checks a new agent stream and registers it with `hub`: the node its
+/// credential proves, its claims against that node, and the agent-ID rule.
+/// A refusal is logged with the certificate subject and counted.
+pub(crate) fn admit(
+    hub: &Hub,
+    peer: Option<&AgentPeer>,
+    id: String,
+    identifiers: Identifiers,
+    announced: (Extensions, Option<usize>),
+) -> Result<Registered, tonic::Status> {
+    let guard = &hub.options().identity;
+    let subject = peer
+        .and_then(|p| p.certs.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|leaf| Credential::parse(leaf).ok())
+        .map_or_else(|| "(no certificate)".to_string(), |c| c.subject);
+    let addr = peer.map(|p| p.addr);
+    let claims = identifiers.to_string();
+    let admitted = guard
+        .authorize(peer, &identifiers, &hub.nodes())
+        .and_then(|owner| {
+            let node = owner.clone();
+            hub.register_with(id.clone(), identifiers, owner, announced)
+                .map(|r| (r, node))
+        });
+    match admitted {
+        Ok((registered, node)) => {
+            let node = node.as_deref().unwrap_or("(claimed)");
+            info!(agent = %id, ?addr, %subject, node, identifiers = %claims, "Konnectivity agent connected");
+            Ok(registered)
+        }
+        Err(refusal) => {
+            guard.count(&refusal);
+            warn!(agent = %id, ?addr, %subject, identifiers = %claims, reason = refusal.reason(), "Konnectivity agent refused: {refusal}");
+            Err(refusal.status())
+        }
+    }
+}
+
+/// What a client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// The subject, as shown in logs (`CN=system:node:node-a, O=system:nodes`).
+    pub subject: String,
+    /// Node names it carries: from a CN `system:node:NAME` and from SAN
+    /// DNS names.
+    pub names: Vec<String>,
+}
+
+impl Credential {
+    /// Reads the subject and node names of a DER certificate.
+    pub fn parse(der: &[u8]) -> Result<Credential, Refusal> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| Refusal::BadCertificate(e.to_string()))?;
+        let subject = cert.subject().to_string();
+        let mut names: Vec<String> = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .filter_map(|cn| cn.strip_prefix("system:node:"))
+            .map(str::to_string)
+            .collect();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let GeneralName::DNSName(dns) = name {
+                    names.push((*dns).to_string());
+                }
+            }
+        }
+        Ok(Credential { subject, names })
+    }
+
+    /// The one configured node this credential names.
+    pub fn node<'n>(&self, nodes: &'n [Node]) -> Result<&'n Node, Refusal> {
+        let mut named: Vec<&Node> = nodes
+            .iter()
+            .filter(|n| self.names.iter().any(|c| c.eq_ignore_ascii_case(&n.name)))
+            .collect();
+        named.dedup_by(|a, b| a.name == b.name);
+        match named.as_slice() {
+            [one] => Ok(one),
+            [] => Err(Refusal::UnknownNode {
+                subject: self.subject.clone(),
+                names: self.names.clone(),
+            }),
+            several => Err(Refusal::SeveralNodes {
+                subject: self.subject.clone(),
+                nodes: several.iter().map(|n| n.name.clone()).collect(),
+            }),
+        }
+    }
+}
+
+/// Whether everything `ids` claims agrees with `node`'s inventory.
+fn agrees(node: &Node, ids: &Identifiers) -> Result<(), Refusal> {
+    if let Some(h) = ids
+        .hosts
+        .iter()
+        .find(|h| !h.eq_ignore_ascii_case(&node.name))
+    {
+        return Err(Refusal::Host {
+            node: node.name.clone(),
+            claimed: h.clone(),
+        });
+    }
+    let address = canonical(node.address);
+    if let Some(a) = ids.addresses.iter().find(|a| canonical(**a) != address) {
+        return Err(Refusal::Address {
+            node: node.name.clone(),
+            claimed: *a,
+            address: node.address,
+        });
+    }
+    let inside = |c: &ipnet::IpNet| node.pod_cidrs.iter().any(|p| p.contains(c));
+    if let Some(c) = ids.cidrs.iter().find(|c| !inside(c)) {
+        return Err(Refusal::Cidr {
+            node: node.name.clone(),
+            claimed: *c,
+            pod_cidrs: node.pod_cidrs.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `::ffff:10.0.0.5` is the IPv4 address for comparison.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod tests;

@@ -1,0 +1,405 @@
+//! The handle to a node's session actor, and dialing streams through it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use russh::client::Handle;
+use russh::keys::PublicKeyOrCertificate;
+use russh::{ChannelMsg, ChannelOpenFailure};
+use sshbridge_config::{HostPort, Node};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::session::{self, lock, Client, HandshakeError};
+use super::stream::{pump, CreditSink, Incoming, PumpEnd, RecvBuffer, SshStream};
+use super::{Counters, HostIdentity, SshContext, TunnelState, TunnelStats};
+use sshbridge_core::path::{BoxStream, DialError};
+
+/// State shared by the actor, the handles and the streams of one node.
+pub(crate) struct Shared {
+    pub(crate) node: Node,
+    /// `ssh_address` as text, for messages.
+    pub(crate) addr: String,
+    ctx: Mutex<Arc<SshContext>>,
+    state: watch::Sender<TunnelState>,
+    session: Mutex<Option<Arc<Handle<Client>>>>,
+    counters: Arc<Counters>,
+    last_error: Mutex<Option<String>>,
+    up_since: Mutex<Option<SystemTime>>,
+    draining: AtomicBool,
+    /// `true` while parked: no session, no reconnects, dials refused.
+    parked: watch::Sender<bool>,
+    /// Open streams (plus dials in progress); drain waits for zero.
+    open: watch::Sender<usize>,
+    /// The actor's stop token; cancelling it closes the session.
+    stop: CancellationToken,
+    /// The host key the current session was accepted with.
+    host_key: Mutex<Option<PublicKeyOrCertificate>>,
+    /// Set (with why) when a new known_hosts no longer trusts that key;
+    /// the actor then closes the session and reconnects.
+    distrusted: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn context(&self) -> Arc<SshContext> {
+        lock(&self.ctx).clone()
+    }
+
+    pub(crate) fn identity(&self) -> HostIdentity {
+        HostIdentity {
+            node: self.node.name.clone(),
+            address: self.node.address.to_string(),
+            ssh: self.node.ssh_address.clone(),
+        }
+    }
+
+    /// Publish a state; while draining only `Stopped` replaces `Draining`.
+    pub(crate) fn set_state(&self, s: TunnelState) {
+        self.state.send_if_modified(|cur| {
+            let locked = *cur == TunnelState::Stopped
+                || (*cur == TunnelState::Draining && s != TunnelState::Stopped);
+            let change = !locked && *cur != s;
+            if change {
+                *cur = s;
+            }
+            change
+        });
+    }
+
+    pub(crate) fn session_up(
+        &self,
+        handle: Arc<Handle<Client>>,
+        host_key: Option<PublicKeyOrCertificate>,
+    ) {
+        *lock(&self.host_key) = host_key;
+        self.distrusted.send_replace(None);
+        // A reload may have swapped known_hosts during the handshake.
+        self.recheck_host_key(&self.context());
+        *lock(&self.session) = Some(handle);
+        *lock(&self.up_since) = Some(SystemTime::now());
+        self.set_state(TunnelState::Up);
+    }
+
+    /// Resolves (with why) once the current session's host key is no
+    /// longer trusted by the context's known_hosts.
+    pub(crate) async fn host_key_distrusted(&self) -> String {
+        let mut rx = self.distrusted.subscribe();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Checks the current session's host key against `ctx`'s known_hosts
+    /// (after a reload); a key it no longer trusts ends the session.
+    fn recheck_host_key(&self, ctx: &SshContext) {
+        let key = lock(&self.host_key);
+        let Some(key) = key.as_ref() else { return };
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Err(e) = ctx.known_hosts().verify(&self.identity(), key, now) {
+            self.distrusted.send_replace(Some(e.to_string()));
+        }
+    }
+
+    pub(crate) fn session_down(&self) {
+        lock(&self.host_key).take();
+        lock(&self.session).take();
+        lock(&self.up_since).take();
+    }
+
+    pub(crate) fn session_lost(&self, msg: String) {
+        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_error) = Some(msg);
+    }
+
+    pub(crate) fn attempt_failed(&self, e: &HandshakeError) {
+        self.counters.count_failure(e.kind());
+        *lock(&self.last_error) = Some(e.to_string());
+    }
+
+    pub(crate) fn is_parked(&self) -> bool {
+        *self.parked.borrow()
+    }
+
+    /// Resolves once the tunnel is parked and its last stream has ended.
+    pub(crate) async fn parked_and_idle(&self) {
+        let mut parked = self.parked.subscribe();
+        let _ = parked.wait_for(|p| *p).await;
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+
+    /// Resolves once the tunnel is no longer parked.
+    pub(crate) async fn unparked(&self) {
+        let mut parked = self.parked.subscribe();
+        let _ = parked.wait_for(|p| !*p).await;
+    }
+
+    fn unavailable(&self, reason: String) -> DialError {
+        DialError::Unavailable {
+            node: self.node.name.clone(),
+            path: "ssh",
+            reason,
+        }
+    }
+}
+
+/// Counts a stream (or a dial in progress) as open until dropped.
+struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: &Arc<Shared>) -> OpenGuard {
+        shared.open.send_modify(|n| *n += 1);
+        OpenGuard(shared.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Dropping the last handle drops this guard, which stops the actor.
+    _stop: DropGuard,
+}
+
+/// Handle to one node's session actor. Cheap to clone; dropping the last
+/// clone stops the actor (closing the session and its streams).
+#[derive(Clone)]
+pub struct Tunnel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sh = &self.inner.shared;
+        f.debug_struct("Tunnel")
+            .field("node", &sh.node.name)
+            .field("addr", &sh.addr)
+            .field("state", &*sh.state.borrow())
+            .finish()
+    }
+}
+
+impl Tunnel {
+    /// Start the session actor for `node` (on the current tokio runtime).
+    /// It stops when `shutdown` is cancelled, when drained, or when the
+    /// last handle is dropped.
+    pub fn spawn(node: Node, ctx: Arc<SshContext>, shutdown: CancellationToken) -> Tunnel {
+        let stop = shutdown.child_token();
+        let shared = Arc::new(Shared {
+            addr: node.ssh_address.to_string(),
+            node,
+            ctx: Mutex::new(ctx),
+            state: watch::Sender::new(TunnelState::Connecting),
+            session: Mutex::new(None),
+            counters: Arc::default(),
+            last_error: Mutex::new(None),
+            up_since: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            parked: watch::Sender::new(false),
+            open: watch::Sender::new(0),
+            stop: stop.clone(),
+            host_key: Mutex::new(None),
+            distrusted: watch::Sender::new(None),
+        });
+        tokio::spawn(session::run(shared.clone(), stop.clone()));
+        Tunnel {
+            inner: Arc::new(Inner {
+                shared,
+                _stop: stop.drop_guard(),
+            }),
+        }
+    }
+
+    /// Open one direct-tcpip channel to `host:port` as seen from the node.
+    /// Fails fast with [`DialError::Unavailable`] when the session is not
+    /// up. No timeout inside; the caller applies `dial_timeout`.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
+        let sh = &self.inner.shared;
+        let target = HostPort {
+            host: host.to_owned(),
+            port,
+        }
+        .to_string();
+        if sh.is_parked() {
+            return Err(sh.unavailable(format!(
+                "the SSH session with {} was closed when the migration was finalized; \
+                 the node is served over konnectivity (routing it back to ssh reconnects)",
+                sh.addr
+            )));
+        }
+        if sh.draining.load(Ordering::SeqCst) {
+            return Err(sh.unavailable(format!(
+                "the SSH tunnel to {} is draining and takes no new streams",
+                sh.addr
+            )));
+        }
+        let Some(handle) = lock(&sh.session).clone() else {
+            let reason = lock(&sh.last_error).clone().unwrap_or_else(|| {
+                format!(
+                    "no SSH session with {} yet (state {}); wait for it to come up",
+                    sh.addr,
+                    self.state().as_str()
+                )
+            });
+            return Err(sh.unavailable(reason));
+        };
+        let guard = OpenGuard::new(sh);
+        let channel = handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(|e| match e {
+                russh::Error::ChannelOpenFailure(f) => DialError::Refused {
+                    node: sh.node.name.clone(),
+                    target: target.clone(),
+                    reason: open_failure(&f),
+                },
+                other => sh.unavailable(format!(
+                    "SSH session with {} failed while opening a channel: {other}",
+                    sh.addr
+                )),
+            })?;
+        let (read_half, write_half) = channel.split();
+        let buf = Arc::new(RecvBuffer::new(sh.context().config().max_stream_chunks));
+        let gone = CancellationToken::new();
+        let stream = SshStream::new(
+            buf.clone(),
+            Box::pin(write_half.make_writer()),
+            sh.counters.clone(),
+            gone.clone(),
+        );
+        let limit = sh.context().config().max_stream_buffer;
+        let shared = sh.clone();
+        tokio::spawn(async move {
+            let events = Box::pin(futures::stream::unfold(read_half, |mut rx| async move {
+                loop {
+                    match rx.wait().await {
+                        Some(ChannelMsg::Data { data }) => return Some((Incoming::Data(data), rx)),
+                        Some(ChannelMsg::Eof) => return Some((Incoming::Eof, rx)),
+                        Some(ChannelMsg::Close) | None => return None,
+                        Some(_) => continue,
+                    }
+                }
+            }));
+            let mut sink = ChannelCredit(&write_half);
+            let end = pump(events, &buf, limit, &shared.counters, &gone, &mut sink).await;
+            match end {
+                PumpEnd::Reset { buffered } => {
+                    shared
+                        .counters
+                        .streams_reset
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %shared.node.name, addr = %shared.addr, target = %target, buffered, limit,
+                        "stream reset: the node sent past the stream's window (ssh.max_stream_buffer)");
+                    let _ = write_half.close().await;
+                }
+                PumpEnd::ReaderGone => {
+                    let _ = write_half.close().await;
+                }
+                PumpEnd::Closed => {}
+            }
+            drop(guard);
+        });
+        Ok(Box::new(stream))
+    }
+
+    /// The current state.
+    pub fn state(&self) -> TunnelState {
+        *self.inner.shared.state.borrow()
+    }
+
+    /// A watch of the state.
+    pub fn subscribe(&self) -> watch::Receiver<TunnelState> {
+        self.inner.shared.state.subscribe()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> TunnelStats {
+        let sh = &self.inner.shared;
+        let c = &sh.counters;
+        TunnelStats {
+            state: self.state(),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            handshake_failures: c.failures(),
+            open_streams: *sh.open.borrow(),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            streams_reset: c.streams_reset.load(Ordering::Relaxed),
+            stream_compactions: c.stream_compactions.load(Ordering::Relaxed),
+            last_error: lock(&sh.last_error).clone(),
+            up_since: *lock(&sh.up_since),
+        }
+    }
+
+    /// Use `ctx` (identity, known_hosts, settings) from the next handshake
+    /// on. The current session is kept, unless the new known_hosts no
+    /// longer trusts the host key it was accepted with (revoked, or the
+    /// node's key changed): then it is closed, its streams end, and the
+    /// tunnel reconnects under the new known_hosts.
+    pub fn set_context(&self, ctx: Arc<SshContext>) {
+        let sh = &self.inner.shared;
+        *lock(&sh.ctx) = ctx.clone();
+        sh.recheck_host_key(&ctx);
+    }
+
+    /// Parks the tunnel: no new dials; once the open streams have ended the
+    /// session is closed and not reconnected until [`Tunnel::unpark`].
+    /// Used when a migrated node no longer needs its SSH fallback.
+    pub fn park(&self) {
+        self.inner.shared.parked.send_replace(true);
+    }
+
+    /// Reconnects a parked tunnel (dials fail fast until it is up).
+    pub fn unpark(&self) {
+        self.inner.shared.parked.send_replace(false);
+    }
+
+    /// Stop taking new dials; resolve once open streams ended (the caller
+    /// bounds this with a timeout), then close the session.
+    pub async fn drain(&self) {
+        let sh = &self.inner.shared;
+        sh.draining.store(true, Ordering::SeqCst);
+        sh.set_state(TunnelState::Draining);
+        let mut open = sh.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+        sh.stop.cancel();
+    }
+}
+
+/// Returns window credit through russh's `window_on_consume` patch.
+struct ChannelCredit<'a>(&'a russh::ChannelWriteHalf<russh::client::Msg>);
+
+impl CreditSink for ChannelCredit<'_> {
+    async fn credit(&mut self, bytes: u32) {
+        // Fails only when the session is gone, which ends the pump anyway.
+        let _ = self.0.consumed(bytes).await;
+    }
+}
+
+fn open_failure(f: &ChannelOpenFailure) -> String {
+    match f {
+        ChannelOpenFailure::ConnectFailed => {
+            "sshd could not connect to the target (connection refused or unreachable)".into()
+        }
+        ChannelOpenFailure::AdministrativelyProhibited => {
+            "sshd forbids TCP forwarding for this user (AllowTcpForwarding / PermitOpen)".into()
+        }
+        ChannelOpenFailure::ResourceShortage => "sshd is out of resources".into(),
+        ChannelOpenFailure::UnknownChannelType => "sshd does not support direct-tcpip".into(),
+        ChannelOpenFailure::Other { code, reason } => format!("sshd refused ({code}): {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
