@@ -5,6 +5,7 @@ mod agent_cmd;
 mod config_cmd;
 #[cfg(feature = "demo")]
 mod demo;
+mod docs_cmd;
 mod manifests_cmd;
 mod migrate_cmd;
 mod report_cmd;
@@ -57,6 +58,20 @@ enum Command {
     /// Print ready-to-apply manifests from the config: egress-selector,
     /// konnectivity-agent, static-pod, systemd.
     Manifests(manifests_cmd::ManifestsArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, ...).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write it and one page per subcommand into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Directory for sshbridge.1, sshbridge-run.1, ...
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +141,8 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent_cmd::run(args).await,
         Command::Migrate(args) => migrate_cmd::run(args).await,
         Command::Manifests(args) => manifests_cmd::run(args),
+        Command::Completions { shell } => docs_cmd::completions(shell),
+        Command::Man { dir } => docs_cmd::man(dir.as_deref()),
     };
     match result {
         Ok(code) => code,

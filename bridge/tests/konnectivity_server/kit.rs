@@ -194,6 +194,18 @@ pub async fn connect_agent(
     cert: bool,
     answer: Answer,
 ) -> Result<TestAgent> {
+    connect_agent_with(bridge, agent_ids, identifiers, cert, &[], answer).await
+}
+
+/// [`connect_agent`] that also sends the metadata `extra` (key, value).
+pub async fn connect_agent_with(
+    bridge: &Bridge,
+    agent_ids: &[&str],
+    identifiers: &str,
+    cert: bool,
+    extra: &[(&'static str, &str)],
+    answer: Answer,
+) -> Result<TestAgent> {
     let identity = cert.then_some(&bridge.client);
     let tls = bridge.pki.client_config(identity)?;
     let channel = Endpoint::from_static("http://127.0.0.1:1")
@@ -211,6 +223,9 @@ pub async fn connect_agent(
     request
         .metadata_mut()
         .insert("agentidentifiers", identifiers.parse()?);
+    for (key, value) in extra {
+        request.metadata_mut().append(*key, value.parse()?);
+    }
     let response = AgentServiceClient::new(channel)
         .connect(request)
         .await
