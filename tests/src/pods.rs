@@ -24,6 +24,9 @@ pub enum Behavior {
     /// Writes `bye\n`, closes its write side at once, then reads to EOF and
     /// records the SHA-256 of what arrived (see [`PodServer::received`]).
     CloseFirst,
+    /// Answers each 64-byte request with a 200-byte head and then a
+    /// 1,000-byte body, in two writes with Nagle on, as HTTP servers do.
+    TwoWrites,
 }
 
 /// A running pod server. Stops when the cluster's shutdown token fires.
@@ -173,6 +176,15 @@ async fn serve(
                 h.update(&buf[..n]);
             }
             received.lock().expect("poisoned").push(hex(&h.finalize()));
+        }
+        Behavior::TwoWrites => {
+            let (head, body) = (vec![b'h'; 200], vec![b'b'; 1000]);
+            let mut req = [0u8; 64];
+            while s.read_exact(&mut req).await.is_ok() {
+                s.write_all(&head).await?;
+                s.write_all(&body).await?;
+                sent.fetch_add(1200, Ordering::Relaxed);
+            }
         }
     }
     Ok(())
