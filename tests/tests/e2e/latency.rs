@@ -3,7 +3,9 @@
 //! OpenSSH's sshd leaves Nagle on for sessions without a pty, so its
 //! second packet waits until the bridge acknowledges the first; Linux
 //! delays that ACK by 40 ms unless the bridge re-arms `TCP_QUICKACK`.
-//! The agent's socket to a target with Nagle on is the same case.
+//! The agent's socket to a target with Nagle on is the same case. (On
+//! the SSH path such a target would meet sshd's own delayed ACK, which no
+//! bridge can change; so the SSH test's target sets `TCP_NODELAY`.)
 
 use std::time::{Duration, Instant};
 
@@ -76,7 +78,12 @@ async fn two_write_answers_through_the_ssh_path_skip_the_delayed_ack() -> anyhow
         let (cluster, bridge) = cluster_and_bridge(1).await?;
         let stop = CancellationToken::new();
         let _stop = stop.clone().drop_guard();
-        let pod = PodServer::start(cluster.nodes[0].pod_ip, Behavior::TwoWrites, stop).await?;
+        let pod = PodServer::start(
+            cluster.nodes[0].pod_ip,
+            Behavior::TwoWrites { nagle: false },
+            stop,
+        )
+        .await?;
         check("ssh path", &two_write_exchanges(&bridge, &pod).await?)
     })
     .await
@@ -88,7 +95,12 @@ async fn two_write_answers_through_konnectivity_skip_the_delayed_ack() -> anyhow
         let s = konnectivity_setup(1, &[0], &[0], |_| {}).await?;
         let stop = CancellationToken::new();
         let _stop = stop.clone().drop_guard();
-        let pod = PodServer::start(s.cluster.nodes[0].pod_ip, Behavior::TwoWrites, stop).await?;
+        let pod = PodServer::start(
+            s.cluster.nodes[0].pod_ip,
+            Behavior::TwoWrites { nagle: true },
+            stop,
+        )
+        .await?;
         check(
             "konnectivity path",
             &two_write_exchanges(&s.bridge, &pod).await?,

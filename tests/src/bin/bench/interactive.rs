@@ -1,7 +1,7 @@
 //! The interactive rows: a 64-byte request answered with a 200-byte head
-//! and a 1,000-byte body in two writes (as HTTP servers answer), Nagle on
-//! at the target as at OpenSSH's sshd. The tail of this exchange is where
-//! Nagle on the sending side meets a delayed ACK on the receiving side.
+//! and a 1,000-byte body in two writes (as HTTP servers answer; the server
+//! sets `TCP_NODELAY` as Go's and nginx's do). On the SSH path OpenSSH's
+//! sshd leaves Nagle on, and meets the client's delayed ACK in the tail.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ pub async fn two_write_server(ip: IpAddr, stop: CancellationToken) -> anyhow::Re
                 a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
             };
             let stop = stop.clone();
+            let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let (head, body) = (vec![b'h'; 200], vec![b'b'; 1000]);
                 let mut req = [0u8; 64];
