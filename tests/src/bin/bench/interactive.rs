@@ -15,6 +15,11 @@ use crate::load::{Samples, Via};
 use crate::report::{Goal, On, Row};
 use crate::Mode;
 
+/// Between head and body (the time to compute the body): without it the
+/// node's sshd often reads both in one go and sends one packet, and the
+/// row would measure luck rather than the ACK path.
+const GAP: Duration = Duration::from_millis(1);
+
 /// Bound on one exchange; a delayed-ACK stall is 40 ms.
 const ROUND: Duration = Duration::from_secs(5);
 
@@ -36,6 +41,7 @@ pub async fn two_write_server(ip: IpAddr, stop: CancellationToken) -> anyhow::Re
                 let serve = async {
                     while s.read_exact(&mut req).await.is_ok() {
                         s.write_all(&head).await?;
+                        tokio::time::sleep(GAP).await;
                         s.write_all(&body).await?;
                     }
                     Ok::<_, std::io::Error>(())
@@ -89,7 +95,7 @@ pub fn rows(group: &str, bridge: &Samples, ssh: Option<&Samples>, direct: &Sampl
     for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
         let name = format!("two-write exchange {label}");
         let note = format!(
-            "64-byte request, 200-byte head + 1,000-byte body in two writes; {} exchanges",
+            "64-byte request, 200-byte head + 1,000-byte body in two writes 1 ms apart; {} exchanges",
             bridge.0.len()
         );
         if let Some(ssh) = ssh {
