@@ -6,7 +6,8 @@
 //! parser), reconnect delays ([`backoff`]), giving freed memory back
 //! ([`memory`]), TLS material from PEM files ([`tls`]) and the
 //! bound on concurrent TLS handshakes ([`handshake`]), the Prometheus
-//! registry ([`metrics`]) and a poison-tolerant mutex [`lock`].
+//! registry ([`metrics`]), a poison-tolerant mutex [`lock`] and
+//! prompt ACKs on latency-sensitive sockets ([`quickack`]).
 //!
 //! What is not: anything that talks SSH (`sshbridge-ssh`) or Konnectivity
 //! (`sshbridge-konnectivity`), the daemon (`sshbridge`). This crate stays
@@ -19,6 +20,7 @@ pub mod handshake;
 pub mod memory;
 pub mod metrics;
 pub mod path;
+pub mod quickack;
 mod sync;
 pub mod tls;
 

@@ -28,6 +28,7 @@ use super::identity::{self, AgentPeer};
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
 use super::proto::packet::Payload;
 use super::proto::Packet;
+use sshbridge_core::quickack::QuickAck;
 use sshbridge_core::tls::TlsError;
 
 /// Time an agent has to finish its TLS handshake.
@@ -186,7 +187,7 @@ async fn accept_loop(
         let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            if let Some(tls) = handshakes.accept(&acceptor, tcp, peer).await {
+            if let Some(tls) = handshakes.accept(&acceptor, QuickAck::new(tcp), peer).await {
                 let _ = tx.send(Ok(AgentConn { tls, peer })).await;
             }
         });
@@ -195,7 +196,7 @@ async fn accept_loop(
 
 /// An accepted TLS connection from an agent.
 struct AgentConn {
-    tls: TlsStream<TcpStream>,
+    tls: TlsStream<QuickAck<TcpStream>>,
     peer: SocketAddr,
 }
 

@@ -14,6 +14,7 @@ use super::known_hosts::HostIdentity;
 use super::tunnel::Shared;
 use super::{HandshakeFailureKind, HostKeyError, SshContext, TunnelState};
 use sshbridge_core::backoff::Backoff;
+use sshbridge_core::quickack::QuickAck;
 
 pub use super::tunnel::Tunnel;
 
@@ -294,6 +295,9 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
             },
         })?;
     let _ = tcp.set_nodelay(true);
+    // sshd leaves Nagle on for sessions without a pty: acknowledge what
+    // it sends at once, or its second small packet waits for our delayed
+    // ACK (up to 40 ms; see core's `quickack`).
 
     let target = shared.identity();
     let config = Arc::new(client_config(&ctx, &target));
@@ -309,7 +313,7 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
         accepted: accepted.clone(),
         _ended: ended_tx,
     };
-    let mut handle = match russh::client::connect_stream(config, tcp, client).await {
+    let mut handle = match russh::client::connect_stream(config, QuickAck::new(tcp), client).await {
         Ok(h) => h,
         Err(e) => {
             return Err(match lock(&verdict).take() {

@@ -24,6 +24,14 @@ pub enum Behavior {
     /// Writes `bye\n`, closes its write side at once, then reads to EOF and
     /// records the SHA-256 of what arrived (see [`PodServer::received`]).
     CloseFirst,
+    /// Answers each 64-byte request with a 200-byte head and then, 2 ms
+    /// later (the time to compute it), a 1,000-byte body, in two writes
+    /// as HTTP servers do; `nagle: false`
+    /// sets `TCP_NODELAY` (as Go's and nginx's servers do by default).
+    TwoWrites {
+        /// Leave Nagle's algorithm on.
+        nagle: bool,
+    },
 }
 
 /// A running pod server. Stops when the cluster's shutdown token fires.
@@ -183,6 +191,17 @@ async fn serve(
                 h.update(&buf[..n]);
             }
             received.lock().expect("poisoned").push(hex(&h.finalize()));
+        }
+        Behavior::TwoWrites { nagle } => {
+            s.set_nodelay(!nagle)?;
+            let (head, body) = (vec![b'h'; 200], vec![b'b'; 1000]);
+            let mut req = [0u8; 64];
+            while s.read_exact(&mut req).await.is_ok() {
+                s.write_all(&head).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                s.write_all(&body).await?;
+                sent.fetch_add(1200, Ordering::Relaxed);
+            }
         }
     }
     Ok(())

@@ -19,6 +19,8 @@ mod hostkeys;
 mod kit;
 #[path = "e2e/konnectivity.rs"]
 mod konnectivity;
+#[path = "e2e/latency.rs"]
+mod latency;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/manifests.rs"]

@@ -214,6 +214,9 @@ async fn serve(
                 // The target closed: upstream answers with CLOSE_RSP.
                 Ok(0) => return None,
                 Ok(n) => {
+                    // A target with Nagle on holds its next small write
+                    // for our ACK; send it now (see core's `quickack`).
+                    sshbridge_core::quickack::rearm(rd.as_ref());
                     bump(&counters.bytes_from, n as u64);
                     if !sess.send(Packet::data(id, buf[..n].to_vec())).await {
                         return None;

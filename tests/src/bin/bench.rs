@@ -10,6 +10,8 @@
 // A binary root finds its modules next to itself; these live in bench/.
 #[path = "bench/daemon.rs"]
 mod daemon;
+#[path = "bench/interactive.rs"]
+mod interactive;
 #[path = "bench/konn_path.rs"]
 mod konn_path;
 #[path = "bench/load.rs"]

@@ -14,6 +14,7 @@ use sshbridge_tests::{hostkeys, net, KonnectivityConfig, MigrationTuning, NodeEn
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::{metric_sum, Daemon};
+use crate::interactive;
 use crate::load::{self, Sink, Via};
 use crate::openssh::{Forward, Sshd};
 use crate::report::{Goal, On, Row};
@@ -272,6 +273,23 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Vec<Row>>
         rows.push(row);
     }
     rows.extend(dial_rows("dial konn", &via_konn, mode).await?);
+
+    let two = interactive::two_write_server(ip, stop.clone()).await?;
+    let two_fwd = Forward::start(&sshd, &identity, &kh, &user, two).await?;
+    let n = interactive::count(mode);
+    let direct = interactive::exchanges(&Via::Tcp(two), n).await?;
+    let ssh = interactive::exchanges(&Via::Tcp(two_fwd.local), n).await?;
+    let via_two = Via::Bridge {
+        uds: bridge.egress().to_path_buf(),
+        target: two.to_string(),
+    };
+    let through = interactive::exchanges(&via_two, n).await?;
+    rows.extend(interactive::rows(
+        "interactive konn",
+        &through,
+        Some(&ssh),
+        &direct,
+    ));
     bridge.stop().await;
     Ok(rows)
 }

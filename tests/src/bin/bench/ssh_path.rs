@@ -10,6 +10,7 @@ use sshbridge_tests::{hostkeys, net, BridgeConfig, NodeEntry};
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Daemon;
+use crate::interactive;
 use crate::load::{self, Sink, Via};
 use crate::openssh::{Forward, Sshd};
 use crate::report::{Goal, On, Row};
@@ -182,6 +183,23 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         target: nodes[0].sink.addr.to_string(),
     };
     rows.extend(dial_rows("dial ssh", &via, mode).await?);
+
+    let two = interactive::two_write_server(nodes[0].ip, stop.clone()).await?;
+    let two_fwd = Forward::start(&nodes[0].sshd, &identity, &kh, &user, two).await?;
+    let n = interactive::count(mode);
+    let direct = interactive::exchanges(&Via::Tcp(two), n).await?;
+    let ssh = interactive::exchanges(&Via::Tcp(two_fwd.local), n).await?;
+    let via_two = Via::Bridge {
+        uds: bridge.egress().to_path_buf(),
+        target: two.to_string(),
+    };
+    let through = interactive::exchanges(&via_two, n).await?;
+    rows.extend(interactive::rows(
+        "interactive ssh",
+        &through,
+        Some(&ssh),
+        &direct,
+    ));
 
     let tls = pki.client_config(None)?;
     let rate_window = match mode {

@@ -1,0 +1,116 @@
+//! The interactive rows: a 64-byte request answered with a 200-byte head
+//! and a 1,000-byte body in two writes (as HTTP servers answer; the server
+//! sets `TCP_NODELAY` as Go's and nginx's do). On the SSH path OpenSSH's
+//! sshd leaves Nagle on, and meets the client's delayed ACK in the tail.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::load::{Samples, Via};
+use crate::report::{Goal, On, Row};
+use crate::Mode;
+
+/// Between head and body (the time to compute the body): without it the
+/// node's sshd often reads both in one go and sends one packet, and the
+/// row would measure luck rather than the ACK path.
+const GAP: Duration = Duration::from_millis(1);
+
+/// Bound on one exchange; a delayed-ACK stall is 40 ms.
+const ROUND: Duration = Duration::from_secs(5);
+
+/// Starts the two-write server on `ip:0` until `stop`; returns its address.
+pub async fn two_write_server(ip: IpAddr, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let mut s = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
+            };
+            let stop = stop.clone();
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let (head, body) = (vec![b'h'; 200], vec![b'b'; 1000]);
+                let mut req = [0u8; 64];
+                let serve = async {
+                    while s.read_exact(&mut req).await.is_ok() {
+                        s.write_all(&head).await?;
+                        tokio::time::sleep(GAP).await;
+                        s.write_all(&body).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = serve => {}
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// How many exchanges a row takes (OpenSSH's client pays ~44 ms on each).
+pub fn count(mode: Mode) -> usize {
+    match mode {
+        Mode::Quick => 60,
+        Mode::Full => 400,
+    }
+}
+
+/// `n` exchanges over one stream opened through `via`, after 5 unmeasured.
+pub async fn exchanges(via: &Via, n: usize) -> anyhow::Result<Samples> {
+    let mut s = via.open().await?;
+    let mut answer = vec![0u8; 1200];
+    let mut all = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let t0 = Instant::now();
+        let round = async {
+            s.write_all(&[b'q'; 64]).await?;
+            s.read_exact(&mut answer).await?;
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::time::timeout(ROUND, round)
+            .await
+            .context("a two-write exchange timed out")?
+            .context("a two-write exchange failed")?;
+        if i >= 5 {
+            all.push(t0.elapsed());
+        }
+    }
+    all.sort();
+    Ok(Samples(all))
+}
+
+/// p50 and p99 rows of `group` for the bridge, each against `ssh -N -L`
+/// (when measured) and against direct TCP; p99 has the 1 ms target.
+pub fn rows(group: &str, bridge: &Samples, ssh: Option<&Samples>, direct: &Samples) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
+        let name = format!("two-write exchange {label}");
+        let note = format!(
+            "64-byte request, 200-byte head + 1,000-byte body in two writes 1 ms apart; {} exchanges",
+            bridge.0.len()
+        );
+        if let Some(ssh) = ssh {
+            let mut row = Row::new(group, &name, "ms", bridge.ms(p))
+                .vs("ssh -N -L", ssh.ms(p))
+                .note(&note);
+            if label == "p99" {
+                row = row.target(Goal::AtMost, On::Value, 1.0);
+            }
+            rows.push(row);
+        }
+        rows.push(
+            Row::new(group, &format!("{name} vs direct"), "ms", bridge.ms(p))
+                .vs("direct TCP", direct.ms(p)),
+        );
+    }
+    rows
+}
