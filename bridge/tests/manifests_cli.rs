@@ -296,6 +296,8 @@ fn static_pod_probes_tcp_admin_and_mounts_what_the_daemon_uses() {
         "{y}"
     );
     assert!(y.contains("terminationGracePeriodSeconds: 50\n"), "{y}");
+    // The image defaults to uid 65532; the host's keys are root-owned 0600.
+    assert!(y.contains("runAsUser: 0\n"), "{y}");
     assert!(y.contains("path: /livez\n        port: 8133"), "{y}");
     assert!(y.contains("path: /readyz\n        port: 8133"), "{y}");
     let dir = d.path().display().to_string();

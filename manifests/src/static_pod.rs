@@ -96,6 +96,10 @@ spec:
     image: {image}
     command: [{command}]
 {probes}    securityContext:
+      # The image runs as uid 65532 by default; the bridge reads the host's
+      # root-owned 0600 SSH key, TLS keys and migration store.
+      runAsUser: 0
+      runAsGroup: 0
       allowPrivilegeEscalation: false
       readOnlyRootFilesystem: true
       capabilities:
