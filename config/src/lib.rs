@@ -10,6 +10,8 @@
 //! What it does not: open sockets, read key material, or watch the file.
 //! The daemon calls [`load`] again on SIGHUP.
 
+#![warn(missing_docs)]
+
 mod diag;
 mod host_port;
 mod model;

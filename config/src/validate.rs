@@ -3,6 +3,7 @@
 //! Every problem is collected; nothing stops at the first.
 
 mod admin;
+mod konnectivity;
 mod nodes;
 mod sections;
 
@@ -29,7 +30,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
     let konnectivity = raw
         .konnectivity
         .as_ref()
-        .map(|k| sections::konnectivity(&mut cx, k));
+        .map(|k| konnectivity::konnectivity(&mut cx, k));
     let migration = sections::migration(&mut cx, &raw.migration);
     let nodes = nodes::nodes(&mut cx, &raw.node, ssh.port, konnectivity.is_some());
     if !cx.d.is_empty() {

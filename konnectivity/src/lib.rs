@@ -35,6 +35,8 @@
 //! one bounded queue per agent. The wire and every choice:
 //! docs/konnectivity.md.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "agent")]
 pub mod agent;
 pub mod flow;

@@ -10,6 +10,8 @@
 //! not render manifests or serve the admin API either; those are the
 //! daemon's and the CLI's.
 
+#![warn(missing_docs)]
+
 pub mod compare;
 pub mod controller;
 pub mod fleet;

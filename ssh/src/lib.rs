@@ -28,6 +28,8 @@
 //! keepalives never wait. A node that sends past the window breaks the
 //! protocol: that stream is reset and counted in `streams_reset`.
 
+#![warn(missing_docs)]
+
 pub mod known_hosts;
 mod session;
 mod stream;

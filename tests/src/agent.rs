@@ -7,6 +7,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::bridge::{bridge_bin, keep_log, KonnectivityConfig};
 
@@ -157,11 +159,8 @@ impl Agent {
             .as_ref()
             .and_then(|c| c.id())
             .context("the agent is not running")?;
-        // SAFETY: kill(2) on our own child's pid.
-        if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
-            bail!("kill({pid}, SIGTERM): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
+            .with_context(|| format!("kill({pid}, SIGTERM)"))
     }
 
     /// Waits for the agent to exit, at most `within`.

@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 pub use config::{
     AdminTcp, BridgeConfig, KonnectivityConfig, MigrationTuning, NodeEntry, TcpEgress,
@@ -170,21 +172,17 @@ impl Bridge {
 
     /// Sends SIGHUP (reload).
     pub fn sighup(&self) -> anyhow::Result<()> {
-        self.signal(libc::SIGHUP)
+        self.signal(Signal::SIGHUP)
     }
 
     /// Sends SIGTERM (drain and exit).
     pub fn sigterm(&self) -> anyhow::Result<()> {
-        self.signal(libc::SIGTERM)
+        self.signal(Signal::SIGTERM)
     }
 
-    fn signal(&self, sig: i32) -> anyhow::Result<()> {
+    fn signal(&self, sig: Signal) -> anyhow::Result<()> {
         let pid = self.child.id().context("the bridge already exited")?;
-        // SAFETY: kill(2) on our own child's pid.
-        if unsafe { libc::kill(pid as i32, sig) } != 0 {
-            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+        kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("kill({pid}, {sig})"))
     }
 
     /// SIGKILLs the daemon.

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use crate::hostkeys::{self, HostCa};
@@ -166,7 +168,7 @@ impl SshdNode {
     /// tunnels die as if the node had crashed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal_tree(child.id() as i32, libc::SIGKILL);
+            signal_tree(child.id() as i32, Signal::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -175,14 +177,14 @@ impl SshdNode {
     /// without closing anything (TCP stays up, nothing is read).
     pub fn freeze(&self) {
         if let Some(child) = &self.child {
-            signal_tree(child.id() as i32, libc::SIGSTOP);
+            signal_tree(child.id() as i32, Signal::SIGSTOP);
         }
     }
 
     /// Undoes [`SshdNode::freeze`].
     pub fn thaw(&self) {
         if let Some(child) = &self.child {
-            signal_tree(child.id() as i32, libc::SIGCONT);
+            signal_tree(child.id() as i32, Signal::SIGCONT);
         }
     }
 
@@ -249,7 +251,7 @@ impl SshdNode {
                 Ok(())
             }
             Err(e) => {
-                signal_tree(child.id() as i32, libc::SIGKILL);
+                signal_tree(child.id() as i32, Signal::SIGKILL);
                 let _ = child.wait();
                 Err(e.context(format!("sshd log:\n{}", self.log())))
             }
@@ -281,8 +283,7 @@ async fn banner(addr: SocketAddr) -> bool {
 /// `/run/sshd` is sshd's privilege-separation directory; it must exist
 /// when sshd starts as root.
 fn ensure_privsep_dir() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         std::fs::create_dir_all("/run/sshd").context("creating /run/sshd")?;
     }
     Ok(())
@@ -291,7 +292,7 @@ fn ensure_privsep_dir() -> anyhow::Result<()> {
 /// Sends `sig` to `pid` and all its descendants (sshd forks one process
 /// per connection, each in its own session, so a process group would not
 /// reach them).
-fn signal_tree(pid: i32, sig: i32) {
+fn signal_tree(pid: i32, sig: Signal) {
     let mut pids = vec![pid];
     let mut i = 0;
     let table = process_table();
@@ -306,8 +307,8 @@ fn signal_tree(pid: i32, sig: i32) {
         i += 1;
     }
     for p in pids {
-        // SAFETY: kill(2) with a pid we collected; worst case ESRCH.
-        unsafe { libc::kill(p, sig) };
+        // A pid we collected; worst case ESRCH.
+        let _ = kill(Pid::from_raw(p), sig);
     }
 }
 

@@ -45,6 +45,8 @@ mod trust;
 mod trust_admin;
 #[path = "e2e/upstream.rs"]
 mod upstream;
+#[path = "e2e/upstream_common.rs"]
+mod upstream_common;
 #[path = "e2e/upstream_scenarios.rs"]
 mod upstream_scenarios;
 #[path = "e2e/upstream_server.rs"]

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::session::{lock, ConnEntry, Session};
+use super::state::{lock, ConnEntry, Session};
 use super::{bump, AllowList};
 use crate::flow::{grant_batch, CreditGate, StallBudget};
 use crate::proto::{DialRequest, Packet};

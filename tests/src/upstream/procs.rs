@@ -7,6 +7,8 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::bridge::keep_log;
 
@@ -72,15 +74,11 @@ impl Upstream {
     }
 
     /// Sends `sig` to the process.
-    pub fn signal(&self, sig: i32) -> anyhow::Result<()> {
+    pub fn signal(&self, sig: Signal) -> anyhow::Result<()> {
         let pid = self
             .pid()
             .with_context(|| format!("{} is not running", self.name))?;
-        // SAFETY: kill(2) on our own child's pid.
-        if unsafe { libc::kill(pid as i32, sig) } != 0 {
-            bail!("kill({pid}, {sig}): {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+        kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("kill({pid}, {sig})"))
     }
 
     /// SIGKILLs the process and waits for it to be gone.

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use sshbridge::report::PathState;
 use sshbridge_config::Route;
 use sshbridge_tests::upstream::{self, Counts, Probe, UpstreamAgent};
@@ -18,34 +19,14 @@ use sshbridge_tests::{konnectivity_state, sha256_hex, Bridge, Cluster, GrpcEgres
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{kubelet_via_connect, within};
-pub use crate::upstream_scenarios::*;
+use crate::upstream_common::{anp, observed};
+use crate::upstream_scenarios::{
+    scenario_close_first, scenario_half_close, scenario_vanish, sha_echo,
+};
 
 /// Bound for a node's Konnectivity path to come up (agent connect + one
 /// probe) on a busy machine.
 const UP: Duration = Duration::from_secs(30);
-/// Bound for every connection of a finished scenario to be closed, on
-/// every process. Generous: it covers an idle-close of the other direction
-/// where the chosen behaviour waits for one.
-pub const CLOSED: Duration = Duration::from_secs(45);
-/// Bound for connections to close after one end went away entirely (a
-/// vanished client, a target that closed): well below the 30 s
-/// `stall_timeout`, so a close that waits for it fails.
-pub const PROMPT: Duration = Duration::from_secs(10);
-
-/// `$ANP_BIN`, or prints the skip line.
-pub fn anp() -> Option<PathBuf> {
-    let bin = upstream::anp_bin();
-    if bin.is_none() {
-        println!("skipped: ANP_BIN not set");
-    }
-    bin
-}
-
-/// Prints one observation (kept in the suite's output).
-pub fn observed(what: &str) {
-    println!("observed: {what}");
-}
-
 /// A one-node cluster whose bridge serves node-0 over Konnectivity through
 /// an upstream agent.
 struct Setup {
@@ -243,10 +224,10 @@ async fn a_restarted_upstream_agent_serves_its_node_again() -> anyhow::Result<()
         let echo = s.cluster.nodes[0].echo.addr().to_string();
         let p = &mut s.agent.process;
         let start = Instant::now();
-        p.signal(libc::SIGTERM)?;
+        p.signal(Signal::SIGTERM)?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let drained = p.is_running();
-        p.signal(libc::SIGTERM)?;
+        p.signal(Signal::SIGTERM)?;
         let status = p.wait_exit(Duration::from_secs(15)).await?;
         observed(&format!(
             "proxy-agent: first SIGTERM drains (still running 300 ms later: {drained}), second exits: {status} after {:.1?}",

@@ -9,7 +9,7 @@ use sshbridge_tests::upstream::Counts;
 use sshbridge_tests::{sha256_hex, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::upstream::{observed, CLOSED, PROMPT};
+use crate::upstream_common::{observed, CLOSED, PROMPT};
 
 /// Writes `len` random bytes to an echo stream while reading them back;
 /// the SHA-256 of what came back must equal what was sent.

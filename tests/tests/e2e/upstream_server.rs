@@ -14,8 +14,9 @@ use sshbridge_tests::{
 };
 
 use crate::support::within;
-use crate::upstream::{
-    anp, observed, scenario_close_first, scenario_half_close, scenario_vanish, sha_echo,
+use crate::upstream_common::{anp, observed};
+use crate::upstream_scenarios::{
+    scenario_close_first, scenario_half_close, scenario_vanish, sha_echo,
 };
 
 const UP: Duration = Duration::from_secs(30);
