@@ -29,6 +29,7 @@
 //! protocol: that stream is reset and counted in `streams_reset`.
 
 pub mod known_hosts;
+mod path;
 mod session;
 mod stream;
 mod tunnel;
