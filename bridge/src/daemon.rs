@@ -12,6 +12,7 @@ mod node;
 mod observe;
 mod reload;
 mod route;
+mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -28,11 +29,12 @@ use crate::health::{HealthSetupError, ProbeSettings};
 use crate::konnectivity::{self, Hub};
 use crate::metrics::BridgeMetrics;
 use crate::router::Table;
-use crate::ssh::{SshContext, SshSetupError, TunnelState, TunnelStats};
+use crate::ssh::{SshContext, SshSetupError};
 use crate::tasks::Tasks;
 
 pub use listen::{BindError, Listeners};
 use node::{NodeEntry, Spawn};
+pub use status::{AbortHandle, NodeStatus};
 
 /// A route change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,19 +97,6 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-}
-
-/// What a node looks like right now, for the demo.
-#[derive(Debug, Clone)]
-pub struct NodeStatus {
-    /// Node name.
-    pub name: String,
-    /// Active path.
-    pub route: Route,
-    /// SSH tunnel state.
-    pub state: TunnelState,
-    /// SSH tunnel counters.
-    pub stats: TunnelStats,
 }
 
 /// What a reload changed.
@@ -316,24 +305,6 @@ impl Daemon {
         })
     }
 
-    /// The nodes of the current configuration, in config order.
-    pub fn nodes(&self) -> Vec<NodeStatus> {
-        let snap = self.shared.snapshot();
-        snap.config
-            .nodes
-            .iter()
-            .map(|spec| {
-                let tunnel = &snap.nodes[&spec.name].tunnel;
-                NodeStatus {
-                    name: spec.name.clone(),
-                    route: snap.nodes[&spec.name].route(),
-                    state: tunnel.state(),
-                    stats: tunnel.stats(),
-                }
-            })
-            .collect()
-    }
-
     /// Switches the path that serves `node`'s new streams. Streams already
     /// open finish on the path they started on. The route survives reloads
     /// unless the config's `route` for the node changes. Returns the
@@ -390,35 +361,10 @@ impl Daemon {
             );
         }
     }
-
-    /// A handle that cuts everything at once (a second signal), usable
-    /// while [`Daemon::shutdown`] runs.
-    pub fn abort_handle(&self) -> AbortHandle {
-        AbortHandle {
-            tokens: [
-                self.life.stop_accepting.clone(),
-                self.life.abort.clone(),
-                self.root.clone(),
-            ],
-        }
-    }
 }
 
 /// Offset of node `i`'s first probe: nodes spread over one interval.
 fn phase(config: &Config, i: usize, count: usize) -> Duration {
     let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
     config.health.interval / count * u32::try_from(i).unwrap_or(0)
-}
-
-/// Cuts every stream and tunnel of a daemon at once.
-#[derive(Clone)]
-pub struct AbortHandle {
-    tokens: [CancellationToken; 3],
-}
-
-impl AbortHandle {
-    /// Stops accepting, cuts open streams and stops every tunnel.
-    pub fn abort(&self) {
-        self.tokens.iter().for_each(CancellationToken::cancel);
-    }
 }
