@@ -11,6 +11,8 @@ mod migration;
 mod node;
 mod observe;
 mod reload;
+mod route;
+mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -22,16 +24,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::egress::http_connect::{self, Lifecycle, Limits};
-use crate::egress::{Dial, Dialed, EgressError};
 use crate::handshake::HandshakeLimit;
 use crate::health::{HealthSetupError, ProbeSettings};
 use crate::konnectivity::{self, Hub};
 use crate::metrics::BridgeMetrics;
-use crate::router::{RouteError, Table};
-use crate::ssh::{SshContext, SshSetupError, TunnelState, TunnelStats};
+use crate::router::Table;
+use crate::ssh::{SshContext, SshSetupError};
+use crate::tasks::Tasks;
 
 pub use listen::{BindError, Listeners};
 use node::{NodeEntry, Spawn};
+pub use status::{AbortHandle, NodeStatus};
 
 /// A route change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,84 +97,6 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-
-    /// Parks the SSH sessions of `nodes` whose migration is finalized:
-    /// each closes once its open streams end, and reconnects only if the
-    /// node is routed back to ssh.
-    fn park_ssh(&self, nodes: &[String]) {
-        let snap = self.snapshot();
-        for name in nodes {
-            if let Some(node) = snap
-                .nodes
-                .get(name)
-                .filter(|n| n.route() == Route::Konnectivity)
-            {
-                info!(node = %name, "migration finalized: closing the node's SSH session");
-                node.tunnel.park();
-            }
-        }
-    }
-
-    fn set_route(&self, node: &str, route: Route) -> Result<Route, RouteChangeError> {
-        let snap = self.snapshot();
-        let entry = snap
-            .nodes
-            .get(node)
-            .ok_or_else(|| RouteChangeError::UnknownNode(node.to_string()))?;
-        if route == Route::Konnectivity && self.hub.is_none() {
-            return Err(RouteChangeError::NoKonnectivity(node.to_string()));
-        }
-        if route == Route::Ssh && entry.ssh_parked() {
-            info!(
-                node,
-                "routing back to ssh: reconnecting the parked SSH session"
-            );
-            entry.tunnel.unpark();
-        }
-        let previous = entry.route.send_replace(route);
-        if previous != route {
-            info!(node, from = %previous, to = %route, "route changed");
-        }
-        Ok(previous)
-    }
-}
-
-impl Dial for Shared {
-    async fn dial(&self, host: &str, port: u16) -> Result<Dialed, EgressError> {
-        let snap = self.snapshot();
-        let healthy = |name: &str| snap.nodes.get(name).is_some_and(NodeEntry::healthy);
-        let decision = snap.table.resolve(host, port, healthy).inspect_err(|e| {
-            if matches!(e, RouteError::Forbidden { .. }) {
-                self.metrics.dial_forbidden();
-            }
-        })?;
-        let node = &snap.nodes[&decision.node];
-        let stream = node
-            .dial(
-                &decision.host,
-                decision.port,
-                snap.config.egress.dial_timeout,
-            )
-            .await?;
-        let stream = crate::egress::idle::limit(stream, snap.config.egress.stream_idle_timeout);
-        Ok(Dialed {
-            stream,
-            node: decision.node,
-        })
-    }
-}
-
-/// What a node looks like right now, for the demo.
-#[derive(Debug, Clone)]
-pub struct NodeStatus {
-    /// Node name.
-    pub name: String,
-    /// Active path.
-    pub route: Route,
-    /// SSH tunnel state.
-    pub state: TunnelState,
-    /// SSH tunnel counters.
-    pub stats: TunnelStats,
 }
 
 /// What a reload changed.
@@ -193,6 +118,9 @@ pub struct Daemon {
     /// Cancelled at the very end: stops every tunnel, prober and the admin
     /// server.
     root: CancellationToken,
+    /// Every long-running task of the daemon (listeners, servers, probers),
+    /// waited for at the end of shutdown.
+    tasks: Tasks,
     life: Lifecycle,
     /// Drains of removed or replaced nodes' tunnels.
     drains: TaskTracker,
@@ -209,6 +137,7 @@ impl Daemon {
         drain_grace: Duration,
     ) -> Result<Daemon, StartError> {
         let root = CancellationToken::new();
+        let tasks = Tasks::new();
         let store = migration::open_store(&config)?;
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
@@ -263,6 +192,7 @@ impl Daemon {
                     probes: &probes,
                     metrics: &metrics,
                     hub: hub.as_ref(),
+                    tasks: &tasks,
                     dial_timeout: config.egress.dial_timeout,
                     phase,
                 };
@@ -302,38 +232,45 @@ impl Daemon {
             tracing::error!("{why}; nodes keep their configured routes");
         }
         let _ = shared.migration.set(controller);
-        tokio::spawn(migration::park_if_finalized(shared.clone()));
+        tasks.spawn(
+            "migration restart check",
+            migration::park_if_finalized(shared.clone()),
+        );
         if let Some(l) = listeners.http_connect_uds {
-            tokio::spawn(http_connect::serve_unix(
-                l,
-                shared.clone(),
-                limits,
-                life.clone(),
-            ));
+            tasks.spawn(
+                "egress listener (HTTP CONNECT, unix)",
+                http_connect::serve_unix(l, shared.clone(), limits, life.clone()),
+            );
         }
         if let Some((l, acceptor)) = listeners.http_connect_tcp {
-            tokio::spawn(http_connect::serve_tls(
-                l,
-                acceptor,
-                egress_handshakes,
-                shared.clone(),
-                limits,
-                life.clone(),
-            ));
+            tasks.spawn(
+                "egress listener (HTTP CONNECT, TLS)",
+                http_connect::serve_tls(
+                    l,
+                    acceptor,
+                    egress_handshakes,
+                    shared.clone(),
+                    limits,
+                    life.clone(),
+                ),
+            );
         }
         if let Some(l) = listeners.grpc_uds {
-            tokio::spawn(crate::egress::grpc::serve_unix_bounded(
-                l,
-                shared.clone(),
-                life.clone(),
-                grpc_streams,
-            ));
+            tasks.spawn(
+                "egress listener (gRPC, unix)",
+                crate::egress::grpc::serve_unix_bounded(
+                    l,
+                    shared.clone(),
+                    life.clone(),
+                    grpc_streams,
+                ),
+            );
         }
         if let (Some(hub), Some((l, tls)), Some(bounds)) =
             (hub, listeners.konnectivity, agent_bounds)
         {
             let stop = root.child_token();
-            tokio::spawn(async move {
+            tasks.spawn("Konnectivity agent server", async move {
                 if let Err(e) = konnectivity::server::serve_bounded(l, tls, hub, stop, bounds).await
                 {
                     tracing::error!(error = %e, "Konnectivity agent server stopped");
@@ -341,46 +278,31 @@ impl Daemon {
             });
         }
         let tracker = life.tracker.clone();
-        tokio::spawn(crate::memory::trim_after_streams_close(
-            move || tracker.len(),
-            crate::memory::trim,
-            root.child_token(),
-        ));
+        tasks.spawn(
+            "memory trim",
+            crate::memory::trim_after_streams_close(
+                move || tracker.len(),
+                crate::memory::trim,
+                root.child_token(),
+            ),
+        );
         if let Some(mut admin) = listeners.admin {
             if let crate::admin::AdminListener::Tcp(_, auth) = &mut admin {
                 auth.handshakes = Some(admin_handshakes);
             }
-            tokio::spawn(crate::admin::serve(
-                admin,
-                shared.clone(),
-                root.child_token(),
-            ));
+            tasks.spawn(
+                "admin server",
+                crate::admin::serve(admin, shared.clone(), root.child_token()),
+            );
         }
         Ok(Daemon {
             shared,
             root,
+            tasks,
             life,
             drains: TaskTracker::new(),
             drain_grace,
         })
-    }
-
-    /// The nodes of the current configuration, in config order.
-    pub fn nodes(&self) -> Vec<NodeStatus> {
-        let snap = self.shared.snapshot();
-        snap.config
-            .nodes
-            .iter()
-            .map(|spec| {
-                let tunnel = &snap.nodes[&spec.name].tunnel;
-                NodeStatus {
-                    name: spec.name.clone(),
-                    route: snap.nodes[&spec.name].route(),
-                    state: tunnel.state(),
-                    stats: tunnel.stats(),
-                }
-            })
-            .collect()
     }
 
     /// Switches the path that serves `node`'s new streams. Streams already
@@ -426,17 +348,17 @@ impl Daemon {
         self.drains.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.drains.wait()).await;
         self.root.cancel();
-    }
-
-    /// A handle that cuts everything at once (a second signal), usable
-    /// while [`Daemon::shutdown`] runs.
-    pub fn abort_handle(&self) -> AbortHandle {
-        AbortHandle {
-            tokens: [
-                self.life.stop_accepting.clone(),
-                self.life.abort.clone(),
-                self.root.clone(),
-            ],
+        let left = self.tasks.close_and_wait(self.drain_grace).await;
+        if left.is_empty() {
+            info!("every task stopped: 0 tasks left");
+        } else {
+            let names: Vec<String> = left.iter().map(|(n, c)| format!("{n} x{c}")).collect();
+            warn!(
+                "{} tasks left running at exit (did not stop within {:?}): {}",
+                left.values().sum::<usize>(),
+                self.drain_grace,
+                names.join(", ")
+            );
         }
     }
 }
@@ -445,17 +367,4 @@ impl Daemon {
 fn phase(config: &Config, i: usize, count: usize) -> Duration {
     let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
     config.health.interval / count * u32::try_from(i).unwrap_or(0)
-}
-
-/// Cuts every stream and tunnel of a daemon at once.
-#[derive(Clone)]
-pub struct AbortHandle {
-    tokens: [CancellationToken; 3],
-}
-
-impl AbortHandle {
-    /// Stops accepting, cuts open streams and stops every tunnel.
-    pub fn abort(&self) {
-        self.tokens.iter().for_each(CancellationToken::cancel);
-    }
 }

@@ -35,9 +35,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::PathMetrics;
-use crate::path::{BoxStream, DialError};
+use crate::path::{dial_within, BoxStream, DialError, Liveness, SharedPath};
+use crate::tasks::Tasks;
 use crate::tls::TlsError;
 use run::Run;
+use sshbridge_core::PathKind;
 
 pub use probe::{ProbeError, ProbeErrorKind, ProbeFailure};
 
@@ -47,7 +49,7 @@ pub use probe::{ProbeError, ProbeErrorKind, ProbeFailure};
 /// timeout. Returns the latency, or the failure naming node and path.
 pub async fn probe_now<D: ProbeDial>(
     node: &str,
-    path: &'static str,
+    path: PathKind,
     address: IpAddr,
     dialer: &D,
     settings: &ProbeSettings,
@@ -93,6 +95,24 @@ pub trait ProbeDial: Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = Result<BoxStream, DialError>> + Send;
+}
+
+/// A node's path dialed within `timeout`: how the daemon's probes reach
+/// the kubelet. Probes dial like any stream, but are not counted as
+/// egress dials.
+pub struct PathDial {
+    /// Node name, for errors.
+    pub node: String,
+    /// The path probed.
+    pub path: SharedPath,
+    /// Bound of each dial.
+    pub timeout: Duration,
+}
+
+impl ProbeDial for PathDial {
+    async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
+        dial_within(&*self.path, &self.node, host, port, self.timeout).await
+    }
 }
 
 pub use sshbridge_core::PathState;
@@ -170,7 +190,7 @@ pub struct PathHealth {
     /// Node name.
     pub node: String,
     /// `ssh` or `konnectivity`.
-    pub path: &'static str,
+    pub path: PathKind,
     /// Kubelet address probed.
     pub target: SocketAddr,
     /// Whether HTTPS probes run (false without `health.kubelet_ca`).
@@ -207,7 +227,7 @@ pub struct PathHealth {
 #[derive(Debug)]
 struct Shared {
     node: String,
-    path: &'static str,
+    path: PathKind,
     target: SocketAddr,
     probing: bool,
     tracker: Mutex<Tracker>,
@@ -270,17 +290,18 @@ impl Prober {
     /// staggers nodes with `phase = interval * i / n`). `liveness` is true
     /// while the path's transport is up; when it turns false the path is
     /// `down` at once, and when its sender is dropped the transport counts
-    /// as down for good. Runs until `shutdown` is cancelled.
+    /// as down for good. Runs in `tasks` until `shutdown` is cancelled.
     #[allow(clippy::too_many_arguments)] // the daemon's call site names each part
     pub fn spawn(
         node: String,
         address: IpAddr,
-        path: &'static str,
+        path: PathKind,
         dialer: impl ProbeDial,
-        liveness: watch::Receiver<bool>,
+        liveness: impl Into<Liveness>,
         settings: ProbeSettings,
         phase: Duration,
         shutdown: CancellationToken,
+        tasks: &Tasks,
     ) -> ProbeHandle {
         let shared = Arc::new(Shared {
             target: SocketAddr::new(address, settings.kubelet_port),
@@ -300,10 +321,11 @@ impl Prober {
         let run = Run {
             shared: shared.clone(),
             settings,
-            liveness,
+            liveness: liveness.into(),
             liveness_open: true,
         };
-        tokio::spawn(run.run(dialer, phase, shutdown));
+        let name = format!("prober {} {path}", shared.node);
+        tasks.spawn(name, run.run(dialer, phase, shutdown));
         ProbeHandle { shared }
     }
 }

@@ -35,7 +35,7 @@ pub mod metrics {
 pub mod router;
 
 // The crates split out of this one, under their old module names.
-pub use sshbridge_core::{backoff, handshake, memory, path, tls};
+pub use sshbridge_core::{backoff, handshake, memory, path, tasks, tls};
 pub use sshbridge_konnectivity as konnectivity;
 pub use sshbridge_konnectivity::agent;
 pub use sshbridge_manifests as manifests;

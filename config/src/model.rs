@@ -295,30 +295,38 @@ pub struct Migration {
     pub soak: Duration,
 }
 
-/// Which path serves a node's new streams. Serialized in lower case
-/// (`"ssh"`, `"konnectivity"`), as in the config file and reports.
+/// A node's path: its SSH tunnel or its Konnectivity agents. Also the
+/// value of a node's `route` (the path that serves its new streams).
+/// Serialized in lower case (`"ssh"`, `"konnectivity"`), as in the config
+/// file and reports.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum Route {
+pub enum PathKind {
     /// The node's SSH tunnel.
     Ssh,
     /// The node's Konnectivity agents.
     Konnectivity,
 }
 
-impl Route {
-    /// The name used in config files, reports and tables.
+/// The path that serves a node's new streams (a node's `route`).
+pub type Route = PathKind;
+
+impl PathKind {
+    /// Every kind, in report order.
+    pub const ALL: [PathKind; 2] = [PathKind::Ssh, PathKind::Konnectivity];
+
+    /// The name used in config files, reports, metrics labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {
-            Route::Ssh => "ssh",
-            Route::Konnectivity => "konnectivity",
+            PathKind::Ssh => "ssh",
+            PathKind::Konnectivity => "konnectivity",
         }
     }
 }
 
-impl std::fmt::Display for Route {
+impl std::fmt::Display for PathKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

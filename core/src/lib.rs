@@ -1,7 +1,7 @@
 //! sshbridge-core: the small types every part of sshbridge shares.
 //!
-//! What is here: the dialed byte stream and its classified errors
-//! ([`path`]), the state of a path ([`PathState`]), `host:port`
+//! What is here: the dialed byte stream and its classified errors, and
+//! the [`Path`] seam every path implements ([`path`], [`PathKind`]), the state of a path ([`PathState`]), `host:port`
 //! ([`HostPort`], re-exported from `sshbridge-config` with its one
 //! parser), reconnect delays ([`backoff`]), giving freed memory back
 //! ([`memory`]), TLS material from PEM files ([`tls`]) and the
@@ -22,8 +22,9 @@ pub mod metrics;
 pub mod path;
 pub mod quickack;
 mod sync;
+pub mod tasks;
 pub mod tls;
 
-pub use path::{BoxStream, DialError, PathState, Stream};
-pub use sshbridge_config::{HostPort, HostPortError};
+pub use path::{BoxStream, DialError, Path, PathState, PathStats, Stream};
+pub use sshbridge_config::{HostPort, HostPortError, PathKind};
 pub use sync::lock;

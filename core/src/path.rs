@@ -1,10 +1,16 @@
 //! What every path (SSH tunnel, Konnectivity agent) offers the frontends:
 //! dial a target on a node, get a byte stream or a classified error that
-//! maps onto an egress status; and the health state of a path.
+//! maps onto an egress status; the [`Path`] seam every path implements;
+//! and the health state of a path.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::PathKind;
+
+mod seam;
+pub use seam::{dial_within, DialFuture, Liveness, Path, PathStats, SharedPath};
 
 /// A dialed byte stream to a target behind a node. Shutting down its write
 /// half sends EOF to the target; dropping it closes the stream.
@@ -23,8 +29,8 @@ pub enum DialError {
     Unavailable {
         /// Node name.
         node: String,
-        /// `ssh` or `konnectivity`.
-        path: &'static str,
+        /// The path that is down.
+        path: PathKind,
         /// What is wrong and what to do.
         reason: String,
     },

@@ -168,7 +168,7 @@ impl Hub {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(DialError::Unavailable {
                 node: node.into(),
-                path: "konnectivity",
+                path: sshbridge_core::PathKind::Konnectivity,
                 reason: format!(
                     "agent {} has {} connections open, the limit ([konnectivity] max_connections_per_agent); \
                      close some streams or raise the limit",
@@ -232,7 +232,7 @@ impl Hub {
                 failed(&stats.dials_unavailable);
                 Err(DialError::Unavailable {
                     node: node.into(),
-                    path: "konnectivity",
+                    path: sshbridge_core::PathKind::Konnectivity,
                     reason: format!(
                         "agent {} disconnected before answering the dial of {target}; retry, and check the agent's logs",
                         agent.id
@@ -429,7 +429,7 @@ impl Hub {
             };
             return Err(DialError::Unavailable {
                 node: node.into(),
-                path: "konnectivity",
+                path: sshbridge_core::PathKind::Konnectivity,
                 reason,
             });
         }

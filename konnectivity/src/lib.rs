@@ -47,6 +47,8 @@ pub mod identifiers;
 #[cfg(feature = "server")]
 pub mod identity;
 #[cfg(feature = "server")]
+mod node_path;
+#[cfg(feature = "server")]
 mod peer;
 pub mod proto;
 #[cfg(feature = "server")]
@@ -59,5 +61,7 @@ mod stream;
 pub use flow::Extensions;
 #[cfg(feature = "server")]
 pub use hub::{AgentInfo, Flow, Hub, Options};
+#[cfg(feature = "server")]
+pub use node_path::NodePath;
 #[cfg(feature = "server")]
 pub use stats::Stats;

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod known_hosts;
+mod path;
 mod session;
 mod stream;
 mod tunnel;

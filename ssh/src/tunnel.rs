@@ -145,7 +145,7 @@ impl Shared {
     fn unavailable(&self, reason: String) -> DialError {
         DialError::Unavailable {
             node: self.node.name.clone(),
-            path: "ssh",
+            path: sshbridge_core::PathKind::Ssh,
             reason,
         }
     }

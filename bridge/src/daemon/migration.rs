@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 
 use serde::Deserialize;
 use sshbridge_config::Route;
+use sshbridge_core::PathKind;
 use sshbridge_migrate::{
     ApplyOptions, Controller, ControllerError, FileStore, Fleet, LiveCounters, NodeView,
     ProbeSample, RollbackTarget, RouteError, Settings, StoreError,
@@ -38,20 +39,16 @@ impl Fleet for DaemonFleet {
             .iter()
             .map(|spec| {
                 let node = &snap.nodes[&spec.name];
-                let (connected, healthy) =
-                    node.konnectivity.as_ref().map_or((0, 0), |(hub, watch)| {
-                        let agents = hub.agents(&spec.name);
-                        let serving = agents.iter().filter(|a| !a.draining).count();
-                        let healthy = if watch.prober.state() == PathState::Up {
-                            serving
-                        } else {
-                            0
-                        };
-                        (agents.len(), healthy)
-                    });
+                let konnectivity_up = node.path_state(PathKind::Konnectivity) == PathState::Up;
+                let (connected, healthy) = node.hub.as_ref().map_or((0, 0), |hub| {
+                    let agents = hub.agents(&spec.name);
+                    let serving = agents.iter().filter(|a| !a.draining).count();
+                    let healthy = if konnectivity_up { serving } else { 0 };
+                    (agents.len(), healthy)
+                });
                 NodeView {
                     name: spec.name.clone(),
-                    ssh_up: node.ssh.prober.state() == PathState::Up,
+                    ssh_up: node.path_state(PathKind::Ssh) == PathState::Up,
                     agents_connected: u32::try_from(connected).unwrap_or(u32::MAX),
                     agents_healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
                     route: node.route(),

@@ -1,43 +1,64 @@
-//! One node as the daemon runs it: its SSH tunnel, its Konnectivity path
-//! (when the bridge has an agent server), a prober per path, and metrics.
+//! One node as the daemon runs it: its paths keyed by [`PathKind`] (the SSH
+//! tunnel; the Konnectivity agents when the bridge has an agent server), a
+//! prober per path, and metrics.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sshbridge_config::{Node, Route};
+use sshbridge_core::PathKind;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{PathState, ProbeDial, ProbeHandle, ProbeSettings, Prober};
-use crate::konnectivity::Hub;
+use crate::health::{PathDial, PathState, ProbeHandle, ProbeSettings, Prober};
+use crate::konnectivity::{Hub, NodePath};
 use crate::metrics::{BridgeMetrics, NodeMetrics, PathMetrics};
-use crate::path::{BoxStream, DialError};
-use crate::report::{rfc3339, DialStats, NodeReport, PathReport, Paths, ProbeStats};
-use crate::ssh::{SshContext, Tunnel, TunnelState};
+use crate::path::{dial_within, BoxStream, DialError, SharedPath};
+use crate::ssh::{SshContext, Tunnel};
+use crate::tasks::Tasks;
 
 mod paths;
-use paths::{agents_liveness, dial_within, observed, ssh_liveness, ProbeDialer, Via};
-use sshbridge_migrate::{LiveCounters, ProbeSample};
+mod report;
+use paths::observed;
+use sshbridge_migrate::ProbeSample;
 
-/// One path of a node as observed: its prober and its metrics.
+/// One path of a node as the daemon runs it: the path, its prober and its
+/// metrics.
 #[derive(Clone)]
-pub(super) struct PathWatch {
+pub(super) struct PathEntry {
+    pub(super) path: SharedPath,
     pub(super) prober: ProbeHandle,
     pub(super) metrics: PathMetrics,
+}
+
+impl PathEntry {
+    /// The observed state: `Parked` for a path closed on purpose (its
+    /// prober then only sees a closed transport), else the prober's.
+    pub(super) fn state(&self) -> PathState {
+        if self.path.parked() {
+            PathState::Parked
+        } else {
+            self.prober.state()
+        }
+    }
 }
 
 /// A node's paths, probers and metrics. Cloning shares them.
 #[derive(Clone)]
 pub(super) struct NodeEntry {
     pub(super) spec: Node,
+    /// The SSH path's own controls (park, drain, new context); also
+    /// `paths[Ssh]`.
     pub(super) tunnel: Tunnel,
-    pub(super) ssh: PathWatch,
-    /// The Konnectivity path: the bridge's agent hub and this node's watch
-    /// of it; `None` without a `[konnectivity]` section.
-    pub(super) konnectivity: Option<(Hub, PathWatch)>,
+    /// The bridge's agent hub (for its per-node limits in metrics); its
+    /// view of this node is `paths[Konnectivity]`.
+    pub(super) hub: Option<Hub>,
+    /// Every path the node has, keyed by kind.
+    pub(super) paths: BTreeMap<PathKind, PathEntry>,
     pub(super) metrics: NodeMetrics,
-    /// Cancelled when the node leaves the config: stops its probers and
-    /// liveness watches. The tunnel has its own token and drains first.
+    /// Cancelled when the node leaves the config: stops its probers. The
+    /// tunnel has its own token and drains first.
     pub(super) watchers: CancellationToken,
     /// The path that serves the node's new streams. Starts as the config's
     /// `route`; the migration changes it at run time. Shared by the
@@ -52,6 +73,8 @@ pub(super) struct Spawn<'a> {
     pub(super) probes: &'a ProbeSettings,
     pub(super) metrics: &'a BridgeMetrics,
     pub(super) hub: Option<&'a Hub>,
+    /// Where the node's probers run.
+    pub(super) tasks: &'a Tasks,
     pub(super) dial_timeout: Duration,
     /// Offset of this node's first probe, so nodes do not probe in a burst.
     pub(super) phase: Duration,
@@ -68,36 +91,19 @@ impl NodeEntry {
     /// probe settings keeps the session).
     pub(super) fn around(spec: &Node, tunnel: Tunnel, s: Spawn<'_>) -> NodeEntry {
         let watchers = s.root.child_token();
-        let ssh_dial = ProbeDialer {
-            node: spec.name.clone(),
-            via: Via::Ssh(tunnel.clone()),
-            timeout: s.dial_timeout,
-        };
-        let ssh = watch_path(
-            spec,
-            "ssh",
-            ssh_dial,
-            ssh_liveness(&tunnel, watchers.clone()),
-            &s,
-            &watchers,
-        );
-        let konnectivity = s.hub.map(|hub| {
-            let dial = ProbeDialer {
-                node: spec.name.clone(),
-                via: Via::Konnectivity(hub.clone()),
-                timeout: s.dial_timeout,
-            };
-            let liveness = agents_liveness(hub.subscribe(&spec.name), watchers.clone());
-            (
-                hub.clone(),
-                watch_path(spec, "konnectivity", dial, liveness, &s, &watchers),
-            )
-        });
+        let mut paths: Vec<SharedPath> = vec![Arc::new(tunnel.clone())];
+        if let Some(hub) = s.hub {
+            paths.push(Arc::new(NodePath::new(hub.clone(), spec.name.clone())));
+        }
+        let paths = paths
+            .into_iter()
+            .map(|path| (path.kind(), watch_path(spec, path, &s, &watchers)))
+            .collect();
         NodeEntry {
             spec: spec.clone(),
             tunnel,
-            ssh,
-            konnectivity,
+            hub: s.hub.cloned(),
+            paths,
             metrics: s.metrics.node(&spec.name),
             watchers,
             route: Arc::new(watch::channel(spec.route).0),
@@ -116,34 +122,24 @@ impl NodeEntry {
     }
 
     /// The observed state of a path (`Unknown` for a path the bridge has not).
-    pub(super) fn path_state(&self, path: Route) -> PathState {
-        match path {
-            Route::Ssh if self.ssh_parked() => PathState::Parked,
-            Route::Ssh => self.ssh.prober.state(),
-            Route::Konnectivity => self
-                .konnectivity
-                .as_ref()
-                .map_or(PathState::Unknown, |(_, w)| w.prober.state()),
-        }
+    pub(super) fn path_state(&self, kind: PathKind) -> PathState {
+        self.paths
+            .get(&kind)
+            .map_or(PathState::Unknown, PathEntry::state)
     }
 
     /// Whether the SSH session was parked (the node's migration was
     /// finalized); its prober then only sees a closed transport.
     pub(super) fn ssh_parked(&self) -> bool {
-        self.tunnel.state() == TunnelState::Parked
+        self.path_state(PathKind::Ssh) == PathState::Parked
     }
 
     /// Whether the node's active path may take streams for service
     /// addresses: transport up and probes not failing.
     pub(super) fn healthy(&self) -> bool {
-        let transport_up = match self.route() {
-            Route::Ssh => self.tunnel.state() == TunnelState::Up,
-            Route::Konnectivity => self
-                .konnectivity
-                .as_ref()
-                .is_some_and(|(hub, _)| *hub.subscribe(&self.spec.name).borrow() > 0),
-        };
-        transport_up && self.path_state(self.route()) != PathState::Down
+        self.paths
+            .get(&self.route())
+            .is_some_and(|p| p.path.is_up() && p.state() != PathState::Down)
     }
 
     /// Dials through the node's active path within `timeout`, recording
@@ -155,193 +151,71 @@ impl NodeEntry {
         timeout: Duration,
     ) -> Result<BoxStream, DialError> {
         let name = &self.spec.name;
-        match (self.route(), &self.konnectivity) {
-            (Route::Ssh, _) => {
-                observed(
-                    &self.ssh.metrics,
-                    dial_within(name, host, port, timeout, self.tunnel.dial(host, port)),
-                )
-                .await
-            }
-            (Route::Konnectivity, Some((hub, watch))) => {
-                observed(
-                    &watch.metrics,
-                    dial_within(name, host, port, timeout, hub.dial(name, host, port)),
-                )
-                .await
-            }
-            (Route::Konnectivity, None) => Err(DialError::Unavailable {
+        let kind = self.route();
+        let Some(p) = self.paths.get(&kind) else {
+            return Err(DialError::Unavailable {
                 node: name.clone(),
-                path: "konnectivity",
-                reason: "the node is routed to konnectivity, but the bridge has no [konnectivity] \
-                         agent server; add the section and restart, or route the node to ssh"
-                    .into(),
-            }),
-        }
+                path: kind,
+                reason: format!(
+                    "the node is routed to {kind}, but the bridge has no [{kind}] agent \
+                     server; add the section and restart, or route the node to ssh"
+                ),
+            });
+        };
+        observed(&p.metrics, dial_within(&*p.path, name, host, port, timeout)).await
     }
 
-    /// One probe of `path` now (the migration's shadow and soak checks).
-    pub(super) async fn probe_now(&self, path: Route, settings: &ProbeSettings) -> ProbeSample {
+    /// One probe of `kind` now (the migration's shadow and soak checks).
+    pub(super) async fn probe_now(&self, kind: PathKind, settings: &ProbeSettings) -> ProbeSample {
         let started = Instant::now();
         let name = self.spec.name.clone();
-        let outcome = match (path, &self.konnectivity) {
-            (Route::Ssh, _) => {
-                let dial = ProbeDialer {
-                    node: name.clone(),
-                    via: Via::Ssh(self.tunnel.clone()),
-                    timeout: settings.timeout,
-                };
-                crate::health::probe_now(&name, "ssh", self.spec.address, &dial, settings).await
-            }
-            (Route::Konnectivity, Some((hub, _))) => {
-                let dial = ProbeDialer {
-                    node: name.clone(),
-                    via: Via::Konnectivity(hub.clone()),
-                    timeout: settings.timeout,
-                };
-                crate::health::probe_now(&name, "konnectivity", self.spec.address, &dial, settings)
-                    .await
-            }
-            (Route::Konnectivity, None) => {
-                return ProbeSample::failed(
-                    started.elapsed(),
-                    "the bridge has no [konnectivity] agent server",
-                )
-            }
+        let Some(p) = self.paths.get(&kind) else {
+            return ProbeSample::failed(
+                started.elapsed(),
+                format!("the bridge has no [{kind}] agent server"),
+            );
         };
-        match outcome {
+        let dial = PathDial {
+            node: name.clone(),
+            path: p.path.clone(),
+            timeout: settings.timeout,
+        };
+        match crate::health::probe_now(&name, kind, self.spec.address, &dial, settings).await {
             Ok(latency) => ProbeSample::ok(latency),
             Err(failure) => ProbeSample::failed(started.elapsed(), failure.to_string()),
         }
     }
-
-    /// Live counters of a path for the migration's soak watch.
-    pub(super) fn live(&self, path: Route) -> LiveCounters {
-        let watch = match path {
-            Route::Ssh => Some(&self.ssh),
-            Route::Konnectivity => self.konnectivity.as_ref().map(|(_, w)| w),
-        };
-        let Some(watch) = watch else {
-            return LiveCounters::default();
-        };
-        let (dials_ok, failed) = watch.metrics.dial_counts();
-        let health = watch.prober.snapshot();
-        LiveCounters {
-            dials_ok,
-            dials_failed: failed.iter().map(|(_, n)| n).sum(),
-            probes_ok: health.probes_ok,
-            probes_failed: health.probes_failed,
-            last_error: health.last_error,
-        }
-    }
-
-    /// Brings the node's metrics up to date with its paths' counters.
-    pub(super) fn refresh_metrics(&self) {
-        let stats = self.tunnel.stats();
-        self.metrics.update_from_tunnel(&stats);
-        self.ssh.metrics.update_from_tunnel(&stats);
-        if self.ssh_parked() {
-            self.ssh.metrics.set_state(PathState::Parked);
-        }
-        if let Some((hub, watch)) = &self.konnectivity {
-            let s = hub.stats(&self.spec.name);
-            self.metrics.update_konnectivity_limits(&s);
-            let up = *hub.subscribe(&self.spec.name).borrow() > 0;
-            watch
-                .metrics
-                .update_flow(up, s.open_streams, s.bytes_to_node, s.bytes_from_node);
-        }
-    }
-
-    /// The node's part of `/report`.
-    pub(super) fn report(&self) -> NodeReport {
-        let stats = self.tunnel.stats();
-        let mut ssh = path_report(&self.ssh);
-        // While the session is down, the tunnel's own error (refused, host
-        // key, timeout...) says more than "transport not up".
-        ssh.last_error = if stats.state == TunnelState::Up {
-            ssh.last_error.or(stats.last_error)
-        } else {
-            stats.last_error.or(ssh.last_error)
-        };
-        if self.ssh_parked() {
-            ssh.state = PathState::Parked;
-            ssh.last_error = None;
-        }
-        ssh.reconnects = stats.reconnects;
-        ssh.open_streams = stats.open_streams as u64;
-        ssh.bytes_sent = stats.bytes_sent;
-        ssh.bytes_received = stats.bytes_received;
-        let konnectivity = self.konnectivity.as_ref().map(|(hub, watch)| {
-            let s = hub.stats(&self.spec.name);
-            PathReport {
-                open_streams: s.open_streams,
-                bytes_sent: s.bytes_to_node,
-                bytes_received: s.bytes_from_node,
-                flow_control: hub.flow_control(&self.spec.name).map(str::to_string),
-                ..path_report(watch)
-            }
-        });
-        NodeReport {
-            name: self.spec.name.clone(),
-            address: self.spec.address.to_string(),
-            route: self.route(),
-            paths: Paths { ssh, konnectivity },
-        }
-    }
 }
 
-/// Probe-derived part of a path's report; the caller adds flow counters.
-fn path_report(watch: &PathWatch) -> PathReport {
-    let health = watch.prober.snapshot();
-    let (ok, failed) = watch.metrics.dial_counts();
-    let window = health.window_size;
-    PathReport {
-        state: health.state,
-        since: Some(rfc3339(health.since)),
-        last_error: health.last_error,
-        probe: ProbeStats {
-            p50_ms: health.latency_p50_ms,
-            p99_ms: health.latency_p99_ms,
-            window,
-            failures_in_window: health.window_failures,
-            failure_ratio: if window == 0 {
-                0.0
-            } else {
-                f64::from(health.window_failures) / f64::from(window)
-            },
-        },
-        consecutive_failures: health.consecutive_failures,
-        dials: DialStats {
-            ok,
-            failed: failed
-                .into_iter()
-                .map(|(reason, n)| (reason.to_string(), n))
-                .collect(),
-        },
-        ..PathReport::default()
-    }
-}
-
+/// A path's prober and metrics, started under `watchers`.
 fn watch_path(
     spec: &Node,
-    path: &'static str,
-    dialer: impl ProbeDial,
-    liveness: watch::Receiver<bool>,
+    path: SharedPath,
     s: &Spawn<'_>,
     watchers: &CancellationToken,
-) -> PathWatch {
-    let metrics = s.metrics.path(&spec.name, path);
+) -> PathEntry {
+    let kind = path.kind();
+    let metrics = s.metrics.path(&spec.name, kind.as_str());
     let settings = s.probes.clone().with_metrics(metrics.clone());
+    let dialer = PathDial {
+        node: spec.name.clone(),
+        path: path.clone(),
+        timeout: s.dial_timeout,
+    };
     let prober = Prober::spawn(
         spec.name.clone(),
         spec.address,
-        path,
+        kind,
         dialer,
-        liveness,
+        path.liveness(),
         settings,
         s.phase,
         watchers.clone(),
+        s.tasks,
     );
-    PathWatch { prober, metrics }
+    PathEntry {
+        path,
+        prober,
+        metrics,
+    }
 }

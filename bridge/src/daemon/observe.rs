@@ -42,10 +42,7 @@ impl AdminState for Shared {
         for spec in &snap.config.nodes {
             let node = &snap.nodes[&spec.name];
             // A parked SSH session is closed on purpose, neither up nor failing.
-            let ssh = Some(&node.ssh).filter(|_| !node.ssh_parked());
-            let paths = ssh
-                .into_iter()
-                .chain(node.konnectivity.as_ref().map(|(_, w)| w));
+            let paths = node.paths.values().filter(|p| !p.path.parked());
             for watch in paths {
                 let health = watch.prober.snapshot();
                 if health.state == PathState::Up {

@@ -44,6 +44,7 @@ impl Daemon {
                 probes: &probes,
                 metrics: &self.shared.metrics,
                 hub: self.shared.hub.as_ref(),
+                tasks: &self.tasks,
                 dial_timeout: config.egress.dial_timeout,
                 phase: phase(&config, i, count),
             };

@@ -104,8 +104,8 @@ pub struct ProbeFailure {
     pub node: String,
     /// Kubelet address probed.
     pub target: SocketAddr,
-    /// `ssh` or `konnectivity`.
-    pub path: &'static str,
+    /// The path probed.
+    pub path: sshbridge_core::PathKind,
     /// What went wrong.
     #[source]
     pub error: ProbeError,

@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::probe::{self, ProbeError, ProbeFailure};
 use super::state::Tracker;
 use super::{PathState, ProbeDial, ProbeSettings, Shared};
+use crate::path::Liveness;
+use sshbridge_core::PathKind;
 
 /// The prober task's own state.
 pub(super) struct Run {
     pub(super) shared: Arc<Shared>,
     pub(super) settings: ProbeSettings,
-    pub(super) liveness: watch::Receiver<bool>,
+    pub(super) liveness: Liveness,
     /// False once the liveness sender is gone (then `changed()` would
     /// return at once forever, so it is no longer polled).
     pub(super) liveness_open: bool,
@@ -35,8 +36,8 @@ impl Run {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                changed = self.liveness.changed(), if self.liveness_open => {
-                    self.on_liveness(changed.is_ok());
+                open = self.liveness.changed(), if self.liveness_open => {
+                    self.on_liveness(open);
                 }
                 _ = ticker.tick() => {
                     if !self.tick(&dialer, &shutdown).await {
@@ -48,7 +49,7 @@ impl Run {
     }
 
     fn transport_up(&self) -> bool {
-        self.liveness_open && *self.liveness.borrow()
+        self.liveness_open && self.liveness.is_up()
     }
 
     /// Applies a liveness change (`open == false`: the sender is gone).
@@ -90,8 +91,8 @@ impl Run {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return false,
-                changed = self.liveness.changed(), if self.liveness_open => {
-                    self.on_liveness(changed.is_ok());
+                open = self.liveness.changed(), if self.liveness_open => {
+                    self.on_liveness(open);
                     if !self.transport_up() {
                         // The transport's loss already set `down`; this
                         // probe's outcome would say nothing new.
@@ -122,7 +123,7 @@ impl Run {
             }
         });
         if let Some(f) = &failure {
-            tracing::debug!(node = %f.node, path = f.path, error = %f, "health probe failed");
+            tracing::debug!(node = %f.node, path = %f.path, error = %f, "health probe failed");
         }
         self.update(move |t, _| match failure {
             None => t.tracker.success(elapsed, SystemTime::now()),
@@ -135,11 +136,10 @@ impl Run {
         let s = &self.shared;
         let reason = || {
             let why = match s.path {
-                "konnectivity" => {
+                PathKind::Konnectivity => {
                     "no Konnectivity agent is connected for the node (is its agent running?)"
                 }
-                "ssh" => "its SSH session is not up (the tunnel's last error says why)",
-                _ => "its transport is not up",
+                PathKind::Ssh => "its SSH session is not up (the tunnel's last error says why)",
             };
             format!(
                 "node {} ({}): path {} is down: {why}",
@@ -155,7 +155,7 @@ impl Run {
             f(&mut locked, &reason)
         };
         if let Some(state) = changed {
-            tracing::info!(node = %s.node, path = s.path, %state, "path health changed");
+            tracing::info!(node = %s.node, path = %s.path, %state, "path health changed");
             if let Some(m) = &self.settings.metrics {
                 m.set_state(state);
             }

@@ -125,12 +125,13 @@ impl Fixture {
         Prober::spawn(
             "node-a".into(),
             NODE_IP,
-            "ssh",
+            sshbridge_core::PathKind::Ssh,
             self.dial.clone(),
             self.live.subscribe(),
             self.settings.clone(),
             phase,
             self.shutdown.clone(),
+            &crate::tasks::Tasks::new(),
         )
     }
 }
@@ -226,12 +227,13 @@ async fn a_dropped_liveness_sender_means_down() {
     let h = Prober::spawn(
         "node-a".into(),
         NODE_IP,
-        "ssh",
+        sshbridge_core::PathKind::Ssh,
         dial,
         live.subscribe(),
         settings,
         Duration::ZERO,
         shutdown.clone(),
+        &crate::tasks::Tasks::new(),
     );
     reach(&h, PathState::Up).await;
     drop(live);

@@ -72,12 +72,13 @@ async fn probe_real(issuer: &Pki, trusted: &Pki, sans: &[IpAddr], want: PathStat
     let h = Prober::spawn(
         "node-a".into(),
         loopback,
-        "ssh",
+        sshbridge_core::PathKind::Ssh,
         dial,
         live.subscribe(),
         settings,
         Duration::ZERO,
         shutdown.clone(),
+        &crate::tasks::Tasks::new(),
     );
     let mut rx = h.subscribe();
     tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|s| *s == want))

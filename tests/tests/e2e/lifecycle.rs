@@ -127,6 +127,13 @@ async fn sigterm_drains_an_open_stream_then_exits_zero() -> anyhow::Result<()> {
             "exit after drain: {status}\n{}",
             bridge.log_tail(40)
         );
+        // Every tracked task (listeners, servers, probers) ended before exit.
+        let log = bridge.log();
+        assert!(
+            log.contains("every task stopped: 0 tasks left") && !log.contains("tasks left running"),
+            "tasks were left running at exit:\n{}",
+            bridge.log_tail(40)
+        );
         Ok(())
     })
     .await

@@ -1,0 +1,128 @@
+//! Named, tracked tasks: every task a daemon spawns is in one
+//! [`TaskTracker`], so shutdown can wait for them and say, by name, which
+//! did not stop in time.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use crate::lock;
+
+/// A set of running tasks, each with a name. Cloning shares the set.
+#[derive(Clone, Default)]
+pub struct Tasks {
+    tracker: TaskTracker,
+    names: Arc<Names>,
+}
+
+#[derive(Default)]
+struct Names {
+    next: AtomicU64,
+    live: Mutex<BTreeMap<u64, String>>,
+}
+
+/// Removes a task's name when the task ends (or is dropped unpolled).
+struct Running {
+    names: Arc<Names>,
+    id: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        lock(&self.names.live).remove(&self.id);
+    }
+}
+
+impl Tasks {
+    /// An empty set.
+    pub fn new() -> Tasks {
+        Tasks::default()
+    }
+
+    /// Spawns `task` on the current runtime under `name`.
+    pub fn spawn<F>(&self, name: impl Into<String>, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let id = self.names.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.names.live).insert(id, name.into());
+        let running = Running {
+            names: self.names.clone(),
+            id,
+        };
+        self.tracker.spawn(async move {
+            let _running = running;
+            task.await;
+        });
+    }
+
+    /// Tasks running now.
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Whether no task runs.
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
+    /// Names of the tasks running now, with how many run under each.
+    pub fn running(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for name in lock(&self.names.live).values() {
+            *out.entry(name.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Takes no more tasks and waits up to `grace` for the running ones.
+    /// Returns the names of those still running after it (empty when all
+    /// ended).
+    pub async fn close_and_wait(&self, grace: Duration) -> BTreeMap<String, usize> {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return BTreeMap::new();
+        }
+        self.running()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test(start_paused = true)]
+    async fn names_what_outlives_the_grace() {
+        let tasks = Tasks::new();
+        let stop = CancellationToken::new();
+        for name in ["prober", "prober", "listener"] {
+            let stop = stop.clone();
+            tasks.spawn(name, async move { stop.cancelled().await });
+        }
+        tasks.spawn("stubborn", std::future::pending::<()>());
+        assert_eq!(tasks.len(), 4);
+        stop.cancel();
+        let left = tasks.close_and_wait(Duration::from_secs(5)).await;
+        assert_eq!(left, BTreeMap::from([("stubborn".to_string(), 1)]));
+        assert_eq!(tasks.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn empty_once_every_task_ended() {
+        let tasks = Tasks::new();
+        tasks.spawn("sleeper", tokio::time::sleep(Duration::from_secs(3)));
+        let left = tasks.close_and_wait(Duration::from_secs(5)).await;
+        assert!(left.is_empty());
+        assert!(tasks.is_empty());
+        assert!(tasks.running().is_empty());
+    }
+}
