@@ -28,6 +28,7 @@
 //! keepalives never wait. A node that sends past the window breaks the
 //! protocol: that stream is reset and counted in `streams_reset`.
 
+mod events;
 pub mod known_hosts;
 mod session;
 mod stream;
@@ -41,6 +42,7 @@ use std::time::SystemTime;
 use russh::keys::PrivateKey;
 use tokio::sync::Semaphore;
 
+pub use events::TunnelEvents;
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
 pub use session::{HandshakeError, Tunnel};
 
@@ -227,6 +229,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     streams_reset: AtomicU64,
     pub(crate) stream_compactions: AtomicU64,
+    /// Who hears of handshakes, sessions and compactions as they happen.
+    events: Option<std::sync::Arc<dyn TunnelEvents>>,
 }
 
 impl Counters {

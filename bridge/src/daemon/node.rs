@@ -60,7 +60,9 @@ pub(super) struct Spawn<'a> {
 impl NodeEntry {
     /// Starts a node's tunnel and probers.
     pub(super) fn spawn(spec: &Node, s: Spawn<'_>) -> NodeEntry {
-        let tunnel = Tunnel::spawn(spec.clone(), s.ctx.clone(), s.root.child_token());
+        let events = Arc::new(s.metrics.node(&spec.name));
+        let tunnel =
+            Tunnel::spawn_with_events(spec.clone(), s.ctx.clone(), s.root.child_token(), events);
         Self::around(spec, tunnel, s)
     }
 
@@ -237,9 +239,9 @@ impl NodeEntry {
 
     /// Brings the node's metrics up to date with its paths' counters.
     pub(super) fn refresh_metrics(&self) {
-        let stats = self.tunnel.stats();
-        self.metrics.update_from_tunnel(&stats);
-        self.ssh.metrics.update_from_tunnel(&stats);
+        self.ssh
+            .metrics
+            .set_transport_up(self.tunnel.state() == TunnelState::Up);
         if self.ssh_parked() {
             self.ssh.metrics.set_state(PathState::Parked);
         }
@@ -247,9 +249,7 @@ impl NodeEntry {
             let s = hub.stats(&self.spec.name);
             self.metrics.update_konnectivity_limits(&s);
             let up = *hub.subscribe(&self.spec.name).borrow() > 0;
-            watch
-                .metrics
-                .update_flow(up, s.open_streams, s.bytes_to_node, s.bytes_from_node);
+            watch.metrics.set_transport_up(up);
         }
     }
 
@@ -332,7 +332,7 @@ fn watch_path(
     watchers: &CancellationToken,
 ) -> PathWatch {
     let metrics = s.metrics.path(&spec.name, path);
-    let settings = s.probes.clone().with_metrics(metrics.clone());
+    let settings = s.probes.clone().with_events(Arc::new(metrics.clone()));
     let prober = Prober::spawn(
         spec.name.clone(),
         spec.address,

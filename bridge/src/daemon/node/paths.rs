@@ -23,7 +23,7 @@ pub(super) async fn observed(
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(DialFailure::from),
     );
-    result
+    result.map(|stream| metrics.meter(stream))
 }
 
 /// `dial` bounded by `timeout`; an expired dial is dropped (for an agent,
