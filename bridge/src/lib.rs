@@ -25,14 +25,16 @@ pub mod metrics {
     //! changes through [`crate::health::HealthEvents`], SSH sessions
     //! through [`crate::ssh::TunnelEvents`].
 
+    mod families;
     mod handles;
     mod labels;
     mod metered;
     mod set;
 
+    pub use families::{DIAL_BUCKETS, PROBE_BUCKETS};
     pub use handles::{NodeMetrics, PathMetrics};
     pub use labels::{DialFailure, Listener, PathLabel};
-    pub use set::{BridgeMetrics, DIAL_BUCKETS, PROBE_BUCKETS};
+    pub use set::BridgeMetrics;
     pub use sshbridge_core::metrics::*;
 
     #[cfg(test)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use sshbridge_core::metrics::{Counter, Gauge, Histogram};
 
+use super::families::{raise_to, Families};
 use super::labels::*;
 use super::metered::Metered;
-use super::set::{raise_to, Families};
 use crate::health::{HealthEvents, PathState, ProbeErrorKind};
 use crate::path::BoxStream;
 use crate::ssh::{HandshakeFailureKind, TunnelEvents};
