@@ -27,7 +27,7 @@ use crate::egress::http_connect::{self, Lifecycle, Limits};
 use crate::handshake::HandshakeLimit;
 use crate::health::{HealthSetupError, ProbeSettings};
 use crate::konnectivity::{self, Hub};
-use crate::metrics::BridgeMetrics;
+use crate::metrics::{BridgeMetrics, Listener};
 use crate::router::Table;
 use crate::ssh::{SshContext, SshSetupError};
 use crate::tasks::Tasks;
@@ -146,13 +146,13 @@ impl Daemon {
             "egress",
             config.egress.max_tls_handshakes,
             config.egress.tls_handshake_timeout,
-            metrics.tls_handshake_counters("egress"),
+            metrics.tls_handshake_counters(Listener::Egress),
         );
         let admin_handshakes = HandshakeLimit::new(
             "admin",
             config.admin.max_tls_handshakes,
             config.admin.tls_handshake_timeout,
-            metrics.tls_handshake_counters("admin"),
+            metrics.tls_handshake_counters(Listener::Admin),
         );
         let grpc_streams = config.egress.grpc_max_concurrent_streams;
         let agent_bounds =
@@ -164,7 +164,7 @@ impl Daemon {
                         "agent",
                         k.max_tls_handshakes,
                         k.tls_handshake_timeout,
-                        metrics.tls_handshake_counters("agent"),
+                        metrics.tls_handshake_counters(Listener::Agent),
                     ),
                     max_concurrent_streams: k.max_concurrent_streams,
                 });

@@ -34,7 +34,6 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::PathMetrics;
 use crate::path::{dial_within, BoxStream, DialError, Liveness, SharedPath};
 use crate::tasks::Tasks;
 use crate::tls::TlsError;
@@ -146,8 +145,18 @@ pub struct ProbeSettings {
     pub down_after: u32,
     /// Consecutive successes before `up`.
     pub up_after: u32,
-    /// Where probe durations, results and the state are recorded.
-    pub metrics: Option<PathMetrics>,
+    /// Where probe durations, results and state changes are published
+    /// (the daemon wires the path's metrics here).
+    pub events: Option<Arc<dyn HealthEvents>>,
+}
+
+/// What a prober publishes as it happens: each probe and each change of
+/// the path's state. Health knows nothing of who listens.
+pub trait HealthEvents: std::fmt::Debug + Send + Sync + 'static {
+    /// One probe ended after `elapsed`, passing or failing with a kind.
+    fn probed(&self, elapsed: Duration, outcome: Result<(), ProbeErrorKind>);
+    /// The path's state is now `state` (also sent once at start).
+    fn state_changed(&self, state: PathState);
 }
 
 impl ProbeSettings {
@@ -173,13 +182,13 @@ impl ProbeSettings {
             tls,
             down_after: cfg.down_after,
             up_after: cfg.up_after,
-            metrics: None,
+            events: None,
         })
     }
 
-    /// The same settings, recording into `metrics` (one node's path).
-    pub fn with_metrics(mut self, metrics: PathMetrics) -> Self {
-        self.metrics = Some(metrics);
+    /// The same settings, publishing to `events` (one node's path).
+    pub fn with_events(mut self, events: Arc<dyn HealthEvents>) -> Self {
+        self.events = Some(events);
         self
     }
 }
@@ -315,8 +324,8 @@ impl Prober {
             )),
             state: watch::Sender::new(PathState::Unknown),
         });
-        if let Some(m) = &settings.metrics {
-            m.set_state(PathState::Unknown);
+        if let Some(e) = &settings.events {
+            e.state_changed(PathState::Unknown);
         }
         let run = Run {
             shared: shared.clone(),

@@ -19,14 +19,22 @@ pub mod egress;
 pub mod health;
 pub mod metrics {
     //! The bridge's metric set ([`BridgeMetrics`]) on the registry of
-    //! [`sshbridge_core::metrics`], re-exported here so the daemon names one
-    //! module for both.
+    //! [`sshbridge_core::metrics`] (`prometheus-client`), re-exported here
+    //! so the daemon names one module for both. Series are counted where
+    //! events happen: dials and streams by the daemon, probes and health
+    //! changes through [`crate::health::HealthEvents`], SSH sessions
+    //! through [`crate::ssh::TunnelEvents`].
 
-    mod bridge;
+    mod families;
+    mod handles;
+    mod labels;
+    mod metered;
+    mod set;
 
-    pub use bridge::{
-        BridgeMetrics, DialFailure, NodeMetrics, PathMetrics, DIAL_BUCKETS, PROBE_BUCKETS,
-    };
+    pub use families::{DIAL_BUCKETS, PROBE_BUCKETS};
+    pub use handles::{NodeMetrics, PathMetrics};
+    pub use labels::{DialFailure, Listener, PathLabel};
+    pub use set::BridgeMetrics;
     pub use sshbridge_core::metrics::*;
 
     #[cfg(test)]

@@ -25,7 +25,7 @@ use sshbridge_config::{AgentIdentity, Node};
 use x509_parser::extensions::GeneralName;
 
 use super::identifiers::Identifiers;
-use sshbridge_core::metrics::{Counter, Desc, Registry};
+use sshbridge_core::metrics::{Counter, EncodeLabelSet, Family, Registry};
 
 /// What tonic hands the agent service about the connection a stream came
 /// on: the peer address and the client certificate chain that rustls
@@ -138,24 +138,33 @@ impl Refusal {
     }
 }
 
-const REFUSED: Desc<1> = Desc {
-    name: "sshbridge_konnectivity_agents_refused_total",
-    help: "Konnectivity agent streams refused because their credential or claims did not agree with a node, by reason.",
-    labels: ["reason"],
-};
+/// The label set of `sshbridge_konnectivity_agents_refused_total`; its
+/// values come from [`Refusal::reason`], a closed set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusedL {
+    reason: &'static str,
+}
 
 /// The identity policy of the agent server and its refusal counters.
 /// Cheap to clone; clones share the counters.
 #[derive(Debug, Clone)]
 pub struct Guard {
     mode: AgentIdentity,
-    refused: Arc<[Arc<Counter>; Refusal::REASONS.len()]>,
+    refused: Arc<[Counter; Refusal::REASONS.len()]>,
 }
 
 impl Guard {
     /// A guard enforcing `mode`, counting refusals in `registry`.
     pub fn new(mode: AgentIdentity, registry: &Registry) -> Guard {
-        let refused = Refusal::REASONS.map(|r| registry.counter(&REFUSED, [r]));
+        let family = Family::<RefusedL, Counter>::default();
+        registry.register(
+            "sshbridge_konnectivity_agents_refused",
+            "Konnectivity agent streams refused because their credential or claims did not agree \
+             with a node, by reason.",
+            family.clone(),
+        );
+        let refused =
+            Refusal::REASONS.map(|reason| family.get_or_create(&RefusedL { reason }).clone());
         Guard {
             mode,
             refused: Arc::new(refused),

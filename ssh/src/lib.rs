@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod events;
 pub mod known_hosts;
 mod path;
 mod session;
@@ -44,6 +45,7 @@ use std::time::SystemTime;
 use russh::keys::PrivateKey;
 use tokio::sync::Semaphore;
 
+pub use events::TunnelEvents;
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
 pub use session::{HandshakeError, Tunnel};
 
@@ -230,6 +232,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     streams_reset: AtomicU64,
     pub(crate) stream_compactions: AtomicU64,
+    /// Who hears of handshakes, sessions and compactions as they happen.
+    events: Option<std::sync::Arc<dyn TunnelEvents>>,
 }
 
 impl Counters {

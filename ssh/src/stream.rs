@@ -228,7 +228,7 @@ where
                 match buf.push(data, limit) {
                     Ok(Pushed::Queued) => {}
                     Ok(Pushed::Compacted) => {
-                        counters.stream_compactions.fetch_add(1, Ordering::Relaxed);
+                        counters.compacted();
                     }
                     Err(buffered) => return PumpEnd::Reset { buffered },
                 }

@@ -78,6 +78,7 @@ impl Shared {
         self.recheck_host_key(&self.context());
         *lock(&self.session) = Some(handle);
         *lock(&self.up_since) = Some(SystemTime::now());
+        self.counters.session_up();
         self.set_state(TunnelState::Up);
     }
 
@@ -104,6 +105,7 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if let Err(e) = ctx.known_hosts().verify(&self.identity(), key, now) {
+            self.counters.host_key_refused(&e);
             self.distrusted.send_replace(Some(e.to_string()));
         }
     }
@@ -115,12 +117,12 @@ impl Shared {
     }
 
     pub(crate) fn session_lost(&self, msg: String) {
-        self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.counters.session_lost();
         *lock(&self.last_error) = Some(msg);
     }
 
     pub(crate) fn attempt_failed(&self, e: &HandshakeError) {
-        self.counters.count_failure(e.kind());
+        self.counters.attempt_failed(e);
         *lock(&self.last_error) = Some(e.to_string());
     }
 
@@ -196,6 +198,15 @@ impl Tunnel {
     /// It stops when `shutdown` is cancelled, when drained, or when the
     /// last handle is dropped.
     pub fn spawn(node: Node, ctx: Arc<SshContext>, shutdown: CancellationToken) -> Tunnel {
+        Tunnel::spawn_with(node, ctx, shutdown, Counters::default())
+    }
+
+    pub(crate) fn spawn_with(
+        node: Node,
+        ctx: Arc<SshContext>,
+        shutdown: CancellationToken,
+        counters: Counters,
+    ) -> Tunnel {
         let stop = shutdown.child_token();
         let shared = Arc::new(Shared {
             addr: node.ssh_address.to_string(),
@@ -203,7 +214,7 @@ impl Tunnel {
             ctx: Mutex::new(ctx),
             state: watch::Sender::new(TunnelState::Connecting),
             session: Mutex::new(None),
-            counters: Arc::default(),
+            counters: Arc::new(counters),
             last_error: Mutex::new(None),
             up_since: Mutex::new(None),
             draining: AtomicBool::new(false),

@@ -83,7 +83,9 @@ pub(super) struct Spawn<'a> {
 impl NodeEntry {
     /// Starts a node's tunnel and probers.
     pub(super) fn spawn(spec: &Node, s: Spawn<'_>) -> NodeEntry {
-        let tunnel = Tunnel::spawn(spec.clone(), s.ctx.clone(), s.root.child_token());
+        let events = Arc::new(s.metrics.node(&spec.name));
+        let tunnel =
+            Tunnel::spawn_with_events(spec.clone(), s.ctx.clone(), s.root.child_token(), events);
         Self::around(spec, tunnel, s)
     }
 
@@ -196,7 +198,7 @@ fn watch_path(
 ) -> PathEntry {
     let kind = path.kind();
     let metrics = s.metrics.path(&spec.name, kind.as_str());
-    let settings = s.probes.clone().with_metrics(metrics.clone());
+    let settings = s.probes.clone().with_events(Arc::new(metrics.clone()));
     let dialer = PathDial {
         node: spec.name.clone(),
         path: path.clone(),

@@ -107,8 +107,8 @@ impl Run {
     }
 
     fn record(&mut self, elapsed: Duration, result: Result<(), ProbeError>) {
-        if let Some(m) = &self.settings.metrics {
-            m.observe_probe(
+        if let Some(e) = &self.settings.events {
+            e.probed(
                 elapsed,
                 result.as_ref().map(|_| ()).map_err(ProbeError::kind),
             );
@@ -156,8 +156,8 @@ impl Run {
         };
         if let Some(state) = changed {
             tracing::info!(node = %s.node, path = %s.path, %state, "path health changed");
-            if let Some(m) = &self.settings.metrics {
-                m.set_state(state);
+            if let Some(e) = &self.settings.events {
+                e.state_changed(state);
             }
             s.state.send_replace(state);
         }

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::*;
-use crate::metrics::BridgeMetrics;
 use sshbridge_sim::pki::Pki;
 
 /// Bound on every wait; on paused time it is virtual.
@@ -109,7 +108,7 @@ fn fixture(up_after: u32, down_after: u32) -> Fixture {
         tls: Some(pki.client_config(None).unwrap()),
         down_after,
         up_after,
-        metrics: None,
+        events: None,
     };
     Fixture {
         dial,
@@ -281,11 +280,24 @@ async fn without_kubelet_ca_the_state_follows_the_transport() {
     f.shutdown.cancel();
 }
 
+/// What a prober published, in order.
+#[derive(Debug, Default)]
+struct Recorded(StdMutex<Vec<(Option<Result<(), ProbeErrorKind>>, Option<PathState>)>>);
+
+impl HealthEvents for Recorded {
+    fn probed(&self, _elapsed: Duration, outcome: Result<(), ProbeErrorKind>) {
+        self.0.lock().unwrap().push((Some(outcome), None));
+    }
+    fn state_changed(&self, state: PathState) {
+        self.0.lock().unwrap().push((None, Some(state)));
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_stuck_kubelet_times_out_and_counts_in_metrics() {
+async fn a_stuck_kubelet_times_out_and_is_published_as_events() {
     let mut f = fixture(1, 1);
-    let metrics = BridgeMetrics::new("test");
-    f.settings.metrics = Some(metrics.path("node-a", "ssh"));
+    let events = Arc::new(Recorded::default());
+    f.settings.events = Some(events.clone());
     f.dial.set(Mode::Hang);
     let h = f.spawn(Duration::ZERO);
     assert_eq!(reach(&h, PathState::Down).await, Duration::from_secs(5));
@@ -306,15 +318,16 @@ async fn a_stuck_kubelet_times_out_and_counts_in_metrics() {
         "{err}"
     );
 
-    let text = metrics.render();
-    for line in [
-        "sshbridge_probes_total{node=\"node-a\",path=\"ssh\",result=\"timeout\"} 1",
-        "sshbridge_probes_total{node=\"node-a\",path=\"ssh\",result=\"http_error\"} 1",
-        "sshbridge_path_state{node=\"node-a\",path=\"ssh\",state=\"down\"} 1",
-        "sshbridge_path_state{node=\"node-a\",path=\"ssh\",state=\"up\"} 0",
-        "sshbridge_probe_duration_seconds_count{node=\"node-a\",path=\"ssh\"} 2",
-    ] {
-        assert!(text.contains(line), "missing {line:?} in\n{text}");
-    }
+    let got = events.0.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![
+            (None, Some(PathState::Unknown)),
+            (Some(Err(ProbeErrorKind::Timeout)), None),
+            (None, Some(PathState::Down)),
+            (Some(Err(ProbeErrorKind::Http)), None),
+        ],
+        "each probe and each state change is published once, as it happens"
+    );
     f.shutdown.cancel();
 }

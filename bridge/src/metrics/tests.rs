@@ -1,5 +1,5 @@
-//! Registry and bridge metric set: rendering, cumulativity, and the real
-//! `promtool check metrics` on a populated registry.
+//! The bridge metric set: what the daemon's events record, removal of a
+//! node's series, and the real `promtool check metrics` on a populated set.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -7,84 +7,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::health::{PathState, ProbeErrorKind};
-use crate::ssh::{HandshakeFailures, TunnelState, TunnelStats};
-
-const LAT: Desc<1> = Desc {
-    name: "test_latency_seconds",
-    help: "Test latency.",
-    labels: ["node"],
-};
-
-#[test]
-fn histogram_buckets_are_cumulative_and_inf_equals_count() {
-    static BOUNDS: &[f64] = &[0.1, 0.5, 1.0];
-    let h = Histogram::new(BOUNDS);
-    for v in [0.05, 0.1, 0.3, 0.7, 0.9, 2.0, 30.0] {
-        h.observe(v);
-    }
-    let s = h.snapshot();
-    assert_eq!(
-        s.buckets,
-        vec![(0.1, 2), (0.5, 3), (1.0, 5), (f64::INFINITY, 7)],
-        "a value equal to a bound belongs to that bucket; every bucket includes the ones below"
-    );
-    assert_eq!(s.count, 7);
-    assert!((s.sum - 34.05).abs() < 1e-9, "{}", s.sum);
-}
-
-#[test]
-fn render_sorts_families_and_series_and_escapes_values() {
-    let r = Registry::new();
-    static BOUNDS: &[f64] = &[0.5];
-    r.histogram(&LAT, BOUNDS, ["b\"\\\n"]).observe(0.25);
-    let g = Desc {
-        name: "test_a",
-        help: "First \\ family\nsecond line.",
-        labels: ["node"],
-    };
-    r.gauge(&g, ["z"]).set(2.5);
-    r.gauge(&g, ["a"]).set(-1.0);
-    let text = r.render();
-    let want = "# HELP test_a First \\\\ family\\nsecond line.\n# TYPE test_a gauge\n\
-                test_a{node=\"a\"} -1\ntest_a{node=\"z\"} 2.5\n\
-                # HELP test_latency_seconds Test latency.\n# TYPE test_latency_seconds histogram\n\
-                test_latency_seconds_bucket{node=\"b\\\"\\\\\\n\",le=\"0.5\"} 1\n\
-                test_latency_seconds_bucket{node=\"b\\\"\\\\\\n\",le=\"+Inf\"} 1\n\
-                test_latency_seconds_sum{node=\"b\\\"\\\\\\n\"} 0.25\n\
-                test_latency_seconds_count{node=\"b\\\"\\\\\\n\"} 1\n";
-    assert_eq!(text, want);
-}
-
-#[test]
-fn counters_mirroring_snapshots_never_go_backwards() {
-    let c = Counter::default();
-    c.set_at_least(10);
-    c.set_at_least(4);
-    c.inc();
-    assert_eq!(c.get(), 11);
-}
-
-fn stats(state: TunnelState) -> TunnelStats {
-    TunnelStats {
-        state,
-        reconnects: 2,
-        handshake_failures: HandshakeFailures {
-            auth: 1,
-            host_key: 3,
-            ..Default::default()
-        },
-        open_streams: 4,
-        bytes_sent: 1000,
-        bytes_received: 5000,
-        streams_reset: 0,
-        stream_compactions: 0,
-        last_error: None,
-        up_since: None,
-    }
-}
+use crate::ssh::{HandshakeFailureKind, TunnelEvents, TunnelState};
 
 /// A registry populated the way the daemon does it: two nodes, both
-/// paths, dials, probes, tunnel stats.
+/// paths, dials, streams, probes, tunnel events.
 fn populated() -> BridgeMetrics {
     let m = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
     m.set_tunnel_states([TunnelState::Up, TunnelState::Up, TunnelState::Backoff]);
@@ -92,7 +18,16 @@ fn populated() -> BridgeMetrics {
     m.set_agents_cut_for_control_backlog(2);
     for node in ["node-a", "node-\"b\""] {
         let n = m.node(node);
-        n.update_from_tunnel(&stats(TunnelState::Up));
+        // 2 lost sessions and the current one; 1 auth and 3 host key failures.
+        for _ in 0..3 {
+            n.session_up();
+        }
+        n.session_lost();
+        n.session_lost();
+        n.handshake_failed(HandshakeFailureKind::Auth);
+        for _ in 0..3 {
+            n.handshake_failed(HandshakeFailureKind::HostKey);
+        }
         n.host_key_mismatch();
         n.update_konnectivity_limits(&crate::konnectivity::Stats {
             overflow_closes: 2,
@@ -103,12 +38,20 @@ fn populated() -> BridgeMetrics {
         });
         for path in ["ssh", "konnectivity"] {
             let p = m.path(node, path);
-            p.update_from_tunnel(&stats(TunnelState::Up));
+            p.set_transport_up(true);
+            // Two streams stay open, one closed: 2 active.
+            let (mut near, far) = tokio::io::duplex(64);
+            let kept = p.meter(Box::new(tokio::io::empty()));
+            drop(p.meter(Box::new(tokio::io::empty())));
+            let mut stream = p.meter(Box::new(far));
+            pump_bytes(&mut stream, &mut near);
+            std::mem::forget((kept, stream, near));
             p.observe_dial(Duration::from_millis(3), Ok(()));
             p.observe_dial(Duration::from_secs(10), Err(DialFailure::Timeout));
-            p.observe_probe(Duration::from_millis(12), Ok(()));
-            p.observe_probe(Duration::from_secs(5), Err(ProbeErrorKind::Timeout));
-            p.set_state(PathState::Degraded);
+            let events: &dyn crate::health::HealthEvents = &p;
+            events.probed(Duration::from_millis(12), Ok(()));
+            events.probed(Duration::from_secs(5), Err(ProbeErrorKind::Timeout));
+            events.state_changed(PathState::Degraded);
         }
     }
     m
@@ -131,8 +74,11 @@ fn bridge_metrics_reflect_what_the_daemon_recorded() {
         "sshbridge_handshake_failures_total{node=\"node-a\",reason=\"host_key\"} 3".into(),
         // 2 lost sessions + the current one + 4 failed attempts.
         "sshbridge_handshakes_total{node=\"node-a\"} 7".into(),
-        "sshbridge_streams_active{node=\"node-a\",path=\"ssh\"} 4".into(),
-        "sshbridge_bytes_received_total{node=\"node-a\",path=\"ssh\"} 5000".into(),
+        "sshbridge_streams_active{node=\"node-a\",path=\"ssh\"} 2".into(),
+        "sshbridge_bytes_sent_total{node=\"node-a\",path=\"ssh\"} 10".into(),
+        "sshbridge_bytes_received_total{node=\"node-a\",path=\"ssh\"} 7".into(),
+        "sshbridge_host_key_mismatches_total{node=\"node-a\"} 1".into(),
+        "sshbridge_reconnects_total{node=\"node-a\"} 2".into(),
         "sshbridge_dial_duration_seconds_bucket{node=\"node-a\",path=\"ssh\",le=\"0.005\"} 1"
             .into(),
         "sshbridge_dial_duration_seconds_bucket{node=\"node-a\",path=\"ssh\",le=\"+Inf\"} 2".into(),
@@ -151,6 +97,8 @@ fn bridge_metrics_reflect_what_the_daemon_recorded() {
     ] {
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
     }
+    let p = m.path("node-a", "ssh");
+    assert_eq!(p.dial_counts(), (1, vec![("timeout", 1)]));
     m.remove_node("node-a");
     let text = m.render();
     assert!(
@@ -215,4 +163,21 @@ fn every_tunnel_state_is_counted_stopped_included() {
         let line = format!("sshbridge_tunnels{{state=\"{state}\"}} {n}");
         assert!(text.contains(&line), "{line} missing:\n{text}");
     }
+}
+
+/// Writes 10 bytes through `stream` and reads 7 back from `near`, polling
+/// by hand (the metered stream counts as bytes pass, not on a runtime).
+fn pump_bytes(stream: &mut crate::path::BoxStream, near: &mut tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        stream.write_all(&[1; 10]).await.unwrap();
+        near.write_all(&[2; 7]).await.unwrap();
+        let mut got = [0; 7];
+        stream.read_exact(&mut got).await.unwrap();
+        let mut sent = [0; 10];
+        near.read_exact(&mut sent).await.unwrap();
+    });
 }

@@ -103,6 +103,21 @@ async fn mismatched_and_unknown_host_keys_are_refused_while_other_nodes_work() -
             }
         }
         assert_eq!(failures(&good.name, "host_key"), 0.0);
+        // Only the node whose sshd presents another key than known_hosts
+        // lists counts as a mismatch; an unknown key is not one.
+        let mismatches = |node: &Node| {
+            let labels = [("node", node.name.as_str())];
+            metric(&metrics, "sshbridge_host_key_mismatches_total", &labels)
+                .unwrap_or_else(|| panic!("no host key mismatch series for {labels:?}"))
+        };
+        let wrong_count = mismatches(wrong);
+        assert!(
+            wrong_count >= 2.0 && wrong_count <= failures(&wrong.name, "host_key"),
+            "{} presented a mismatching key on every attempt, counted {wrong_count}",
+            wrong.name
+        );
+        assert_eq!(mismatches(unknown), 0.0, "an unknown key is not a mismatch");
+        assert_eq!(mismatches(good), 0.0);
         let log = bridge.log();
         assert!(
             log.contains(&wrong.name),

@@ -17,5 +17,5 @@ pub(super) async fn observed(
         started.elapsed(),
         result.as_ref().map(|_| ()).map_err(DialFailure::from),
     );
-    result
+    result.map(|stream| metrics.meter(stream))
 }

@@ -27,10 +27,8 @@ impl NodeEntry {
 
     /// Brings the node's metrics up to date with its paths' counters.
     pub(in crate::daemon) fn refresh_metrics(&self) {
-        let stats = self.tunnel.stats();
-        self.metrics.update_from_tunnel(&stats);
         if let Some(ssh) = self.paths.get(&PathKind::Ssh) {
-            ssh.metrics.update_from_tunnel(&stats);
+            ssh.metrics.set_transport_up(ssh.path.is_up());
             if ssh.path.parked() {
                 ssh.metrics.set_state(PathState::Parked);
             }
@@ -38,12 +36,7 @@ impl NodeEntry {
         if let (Some(hub), Some(p)) = (&self.hub, self.paths.get(&PathKind::Konnectivity)) {
             let s = hub.stats(&self.spec.name);
             self.metrics.update_konnectivity_limits(&s);
-            p.metrics.update_flow(
-                p.path.is_up(),
-                s.open_streams,
-                s.bytes_to_node,
-                s.bytes_from_node,
-            );
+            p.metrics.set_transport_up(p.path.is_up());
         }
     }
 
