@@ -1,29 +1,37 @@
 //! The admin HTTP server: `/livez`, `/readyz`, `/healthz`, `/metrics`,
 //! `/report`, `/migration`, on a unix socket (mode 0600) or a TCP address.
 //!
-//! HTTP/1.1, one request per connection. The server knows nothing of
-//! tunnels: it asks an [`AdminState`] for each answer.
+//! An `axum` [`Router`](axum::Router) served by hyper's HTTP/1.1 connection
+//! builder, one request per connection, over the unix socket, plain TCP or
+//! TLS. The server knows nothing of tunnels: it asks an [`AdminState`] for
+//! each answer.
 //!
 //! Who may call: on the unix socket, whoever may open it. On TCP, every
 //! endpoint but `/livez` and `/readyz` answers 401 unless the caller
 //! presented a client certificate from `[admin] client_ca` or the bearer
-//! token of `[admin] token_file` (see [`auth`]). Any request with an
-//! `Origin` header is refused with 403 on both: browsers send one, and no
-//! web page has business with this API.
+//! token of `[admin] token_file` (see [`auth`] and [`guard`]). Any request
+//! with an `Origin` header is refused with 403 on both: browsers send one,
+//! and no web page has business with this API.
 
 pub mod auth;
+pub mod guard;
+mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use tracing::{debug, info};
 
 pub use auth::TcpAuth;
+pub use guard::Caller;
 
 /// One named check of `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,14 +50,9 @@ pub trait AdminState: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// The report document, JSON.
     fn report(&self) -> impl Future<Output = String> + Send;
-    /// The migration API (`/migration`, `/migration/ACTION`): status and
-    /// JSON body of the answer.
-    fn migration(
-        &self,
-        method: &str,
-        path: &str,
-        body: &[u8],
-    ) -> impl Future<Output = (u16, String)> + Send;
+    /// The routes of the migration API (`/migration`, `/migration/ACTION`),
+    /// merged into the admin router.
+    fn migration_routes(self: &Arc<Self>) -> axum::Router;
 }
 
 /// A listener of the admin server.
@@ -60,12 +63,15 @@ pub enum AdminListener {
     Tcp(TcpListener, TcpAuth),
 }
 
-/// Longest request head read.
-const MAX_HEAD: usize = 8 * 1024;
 /// Largest request body (migration commands are small JSON documents).
-const MAX_BODY: usize = 64 * 1024;
-/// Time a client has to send its request.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest request head hyper buffers.
+const MAX_HEAD: usize = 8 * 1024;
+/// Time a client has to send its request head (and the TLS handshake,
+/// when no handshake limit is given).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one request may take, body and answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves until `shutdown` is cancelled.
 pub async fn serve<S: AdminState>(
@@ -73,6 +79,7 @@ pub async fn serve<S: AdminState>(
     state: Arc<S>,
     shutdown: CancellationToken,
 ) {
+    let router = routes::router(state);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -85,33 +92,43 @@ pub async fn serve<S: AdminState>(
                 }
             },
         };
-        let state = state.clone();
+        let router = router.clone();
         tokio::spawn(async move {
             let Some((conn, caller)) = establish(accepted).await else {
                 return;
             };
-            handle(conn, caller, state.as_ref()).await
+            serve_connection(conn, caller, router).await
         });
     }
 }
 
-trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
+trait Conn: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn for T {}
+
+/// One HTTP/1.1 exchange on `conn`; the [`Caller`] rides in the request's
+/// extensions for the [`guard`].
+async fn serve_connection(conn: Box<dyn Conn>, caller: Caller, router: axum::Router) {
+    let peer = caller.peer.clone();
+    let service = router.map_request(move |mut req: axum::extract::Request<_>| {
+        req.extensions_mut().insert(caller.clone());
+        req
+    });
+    let served = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD.max(8192))
+        .serve_connection(TokioIo::new(conn), TowerToHyperService::new(service))
+        .await;
+    if let Err(e) = served {
+        debug!(%peer, error = %e, "admin connection ended with an error");
+    }
+}
 
 /// A connection as accepted, before any TLS handshake.
 enum Accepted {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream, SocketAddr, TcpAuth),
-}
-
-/// What the server knows of a caller before reading its request.
-struct Caller {
-    /// Where it came from, for logs.
-    peer: String,
-    /// Credentials are needed (TCP), and how they may be given.
-    auth: Option<TcpAuth>,
-    /// It presented a client certificate that `client_ca` verified.
-    certified: bool,
 }
 
 async fn accept(listener: &AdminListener) -> std::io::Result<Accepted> {
@@ -166,181 +183,5 @@ async fn establish(accepted: Accepted) -> Option<(Box<dyn Conn>, Caller)> {
             };
             Some((Box::new(tls), caller))
         }
-    }
-}
-
-async fn handle<S: AdminState>(mut conn: Box<dyn Conn>, caller: Caller, state: &S) {
-    let request = tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut conn)).await;
-    let Ok(Some(req)) = request else {
-        return;
-    };
-    let Request {
-        method,
-        target,
-        body,
-        authorization,
-        origin,
-    } = req;
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let verbose = query
-        .split('&')
-        .any(|q| q == "verbose" || q.starts_with("verbose="));
-    let (status, ctype, body) = if origin {
-        info!(peer = %caller.peer, %method, path, "admin request with an Origin header refused");
-        (
-            403,
-            "application/json",
-            error_json("requests with an Origin header (from a web browser) are refused; use the sshbridge CLI or curl"),
-        )
-    } else if !authorized(&caller, path, authorization.as_deref()) {
-        info!(peer = %caller.peer, %method, path, "admin request without valid credentials refused");
-        (
-            401,
-            "application/json",
-            error_json("authentication required: present a client certificate from [admin] client_ca (--admin-cert/--admin-key) or the bearer token of [admin] token_file (--token-file)"),
-        )
-    } else {
-        match (method.as_str(), path) {
-            (_, p) if p == "/migration" || p.starts_with("/migration/") => {
-                let (status, json) = state.migration(&method, p, &body).await;
-                (status, "application/json", json)
-            }
-            ("GET", _) => route(state, path, verbose).await,
-            _ => (405, "text/plain", "only GET is served here\n".to_string()),
-        }
-    };
-    let challenge = if status == 401 {
-        "WWW-Authenticate: Bearer realm=\"sshbridge\"\r\n"
-    } else {
-        ""
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{challenge}Connection: close\r\n\r\n",
-        reason(status),
-        body.len()
-    );
-    let _ = conn.write_all(head.as_bytes()).await;
-    let _ = conn.write_all(body.as_bytes()).await;
-    let _ = conn.shutdown().await;
-}
-
-/// Whether `caller` may have `path`: always on the unix socket, for the
-/// open probes, and on TCP with a verified certificate or the token.
-fn authorized(caller: &Caller, path: &str, authorization: Option<&str>) -> bool {
-    let Some(auth) = &caller.auth else {
-        return true;
-    };
-    if auth::OPEN_PATHS.contains(&path) || caller.certified {
-        return true;
-    }
-    match (&auth.token, authorization.and_then(auth::bearer)) {
-        (Some(token), Some(presented)) => token.matches(presented.as_bytes()),
-        _ => false,
-    }
-}
-
-fn error_json(message: &str) -> String {
-    serde_json::json!({ "error": message }).to_string()
-}
-
-/// A request as read.
-struct Request {
-    method: String,
-    target: String,
-    body: Vec<u8>,
-    /// The `Authorization` header's value.
-    authorization: Option<String>,
-    /// An `Origin` header was present.
-    origin: bool,
-}
-
-/// Method, target, body (up to [`MAX_BODY`], by Content-Length) and the
-/// headers that decide who is calling.
-async fn read_request(conn: &mut Box<dyn Conn>) -> Option<Request> {
-    let (head, mut body) = crate::egress::head::read_raw(conn, MAX_HEAD).await.ok()?;
-    let mut lines = head.lines();
-    let mut parts = lines.next()?.split(' ');
-    let (method, target) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let headers: Vec<(&str, &str)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim(), v.trim()))
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    };
-    let length = header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let authorization = header("authorization").map(str::to_string);
-    let origin = header("origin").is_some();
-    if length > MAX_BODY {
-        return None;
-    }
-    if body.len() < length {
-        let mut more = vec![0u8; length - body.len()];
-        conn.read_exact(&mut more).await.ok()?;
-        body.extend_from_slice(&more);
-    }
-    body.truncate(length);
-    Some(Request {
-        method,
-        target,
-        body,
-        authorization,
-        origin,
-    })
-}
-
-async fn route<S: AdminState>(state: &S, path: &str, verbose: bool) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    match path {
-        "/livez" => (200, TEXT, "ok\n".into()),
-        "/readyz" | "/healthz" => {
-            let checks = state.readiness();
-            let ok = checks.iter().all(|c| c.result.is_ok());
-            let mut body = String::new();
-            if verbose || !ok {
-                for c in &checks {
-                    match &c.result {
-                        Ok(()) => body.push_str(&format!("[+]{} ok\n", c.name)),
-                        Err(why) => body.push_str(&format!("[-]{} failed: {why}\n", c.name)),
-                    }
-                }
-            }
-            if ok {
-                body.push_str("ok\n");
-            } else {
-                body.push_str(&format!("{} check failed\n", path.trim_start_matches('/')));
-            }
-            (if ok { 200 } else { 503 }, TEXT, body)
-        }
-        "/metrics" => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics(),
-        ),
-        "/report" => (200, "application/json", state.report().await),
-        _ => (
-            404,
-            TEXT,
-            format!("no such endpoint {path}; try /livez /readyz /healthz /metrics /report\n"),
-        ),
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Error",
     }
 }

@@ -1,15 +1,18 @@
-//! A tiny HTTP/1.1 client for the admin API (`unix:/path` or `host:port`):
-//! `GET` and `POST` with a JSON body, one request per connection,
-//! `Connection: close`, bodies delimited by `Content-Length`, chunked
-//! encoding or the close. An error answer's `{"error": "..."}` body is shown
-//! as its message.
+//! The admin API's client (`unix:/path` or `host:port`, plain or TLS):
+//! hyper's HTTP/1.1 connection, `GET` and `POST` with a JSON body, one
+//! request per connection, `Connection: close`. An error answer's
+//! `{"error": "..."}` body is shown as its message.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use sshbridge_report::{Report, ReportError};
 
@@ -18,7 +21,7 @@ pub mod credentials;
 pub use credentials::Credentials;
 
 /// Largest response accepted; a report of thousands of nodes fits easily.
-const MAX_RESPONSE: u64 = 64 << 20;
+const MAX_RESPONSE: usize = 64 << 20;
 
 /// Where the admin API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,53 +244,67 @@ struct Request<'a> {
     method: &'a str,
     path: &'a str,
     body: Option<&'a str>,
-    /// `Authorization: ...\r\n`, when a token is to be sent.
+    /// The `Authorization` header's value, when a token is to be sent.
     authorization: Option<&'a str>,
 }
 
-async fn exchange<S>(mut s: S, req: &Request<'_>) -> Result<Vec<u8>, ClientError>
+async fn exchange<S>(s: S, req: &Request<'_>) -> Result<Vec<u8>, ClientError>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (addr, path) = (req.addr, req.path);
-    let io = |error| ClientError::Io {
+    let malformed = |e: &dyn std::fmt::Display| ClientError::Malformed {
         addr: addr.to_string(),
-        error,
+        reason: e.to_string(),
+    };
+    let failed = |e: hyper::Error| match std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+    {
+        Some(io) => ClientError::Io {
+            addr: addr.to_string(),
+            error: std::io::Error::new(io.kind(), io.to_string()),
+        },
+        None => malformed(&e),
     };
     let host = match addr.strip_prefix("unix:") {
         Some(_) => "localhost",
         None => addr,
     };
-    let mut request = format!(
-        "{} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sshbridge/{}\r\n\
-         Accept: application/json\r\nConnection: close\r\n",
-        req.method,
-        env!("CARGO_PKG_VERSION")
-    );
-    if let Some(line) = req.authorization {
-        request.push_str(line);
+    let mut request = hyper::Request::builder()
+        .method(req.method)
+        .uri(path)
+        .header(HOST, host)
+        .header(USER_AGENT, concat!("sshbridge/", env!("CARGO_PKG_VERSION")))
+        .header(ACCEPT, "application/json")
+        .header(CONNECTION, "close");
+    if let Some(value) = req.authorization {
+        request = request.header(hyper::header::AUTHORIZATION, value);
     }
-    match req.body {
-        Some(body) => request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )),
-        None if req.method == "GET" => request.push_str("\r\n"),
-        None => request.push_str("Content-Length: 0\r\n\r\n"),
+    if req.body.is_some() {
+        request = request.header(CONTENT_TYPE, "application/json");
     }
-    s.write_all(request.as_bytes()).await.map_err(io)?;
-    s.flush().await.map_err(io)?;
-    let mut raw = Vec::new();
-    (&mut s)
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
+    let body = Full::new(Bytes::from(req.body.unwrap_or_default().to_owned()));
+    let request = request.body(body).map_err(|e| malformed(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(s))
         .await
-        .map_err(io)?;
-    let malformed = |reason: String| ClientError::Malformed {
-        addr: addr.to_string(),
-        reason,
+        .map_err(failed)?;
+    let work = async move {
+        let response = sender.send_request(request).await.map_err(failed)?;
+        drop(sender);
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| malformed(&format!("body: {e}")))?
+            .to_bytes();
+        Ok::<_, ClientError>((status, body))
     };
-    let (status, body) = parse_response(&raw).map_err(malformed)?;
+    // The connection ends with the answer (`Connection: close`); its own
+    // error, if any, is the request's too.
+    let (answer, _) = tokio::join!(work, conn);
+    let (status, body) = answer?;
     if status != 200 {
         let text = String::from_utf8_lossy(&body);
         // The admin API's own one-line errors are shown whole; anything
@@ -303,82 +320,13 @@ where
             body,
         });
     }
-    Ok(body)
+    Ok(body.to_vec())
 }
 
 /// The `error` of a `{"error": "..."}` body, the admin API's error shape.
 fn error_message(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     Some(v.get("error")?.as_str()?.trim().to_string())
-}
-
-/// Splits a complete response (read until close) into status and body.
-fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("no end of headers in {} bytes", raw.len()))?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8".to_string())?;
-    let rest = &raw[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status = parts.next().and_then(|c| c.parse::<u16>().ok());
-    let status = match (version.starts_with("HTTP/1."), status) {
-        (true, Some(code)) => code,
-        _ => return Err(format!("bad status line {status_line:?}")),
-    };
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("bad header line {line:?}"));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = value
-                .parse::<usize>()
-                .map_err(|_| format!("bad Content-Length {value:?}"))?;
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        }
-    }
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        if rest.len() < n {
-            return Err(format!("body ended after {} of {n} bytes", rest.len()));
-        }
-        rest[..n].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("chunked body ended early")?;
-        let size_text = std::str::from_utf8(&data[..eol]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        if data.len() < size + 2 {
-            return Err("chunked body ended early".into());
-        }
-        body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 fn connect_error(addr: &str, error: std::io::Error) -> ClientError {

@@ -8,6 +8,7 @@
 
 pub mod listen;
 mod migration;
+mod migration_api;
 mod node;
 mod observe;
 mod reload;
@@ -87,7 +88,7 @@ struct Shared {
     migration_routes: std::sync::Mutex<HashMap<String, Route>>,
     /// The migration controller, or why it is unavailable. Set once,
     /// right after start.
-    migration: OnceLock<Result<sshbridge_migrate::Controller, String>>,
+    migration: OnceLock<Result<sshbridge_migrate::Controller, migration::Unavailable>>,
 }
 
 impl Shared {

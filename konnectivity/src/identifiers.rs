@@ -30,11 +30,9 @@ impl Identifiers {
     /// values are skipped.
     pub fn parse(query: &str) -> Identifiers {
         let mut ids = Identifiers::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
-            match key {
-                "host" if !value.is_empty() => ids.hosts.push(value),
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "host" if !value.is_empty() => ids.hosts.push(value.into_owned()),
                 "ipv4" | "ipv6" => {
                     if let Ok(ip) = value.parse::<IpAddr>() {
                         ids.addresses.push(canonical(ip));
@@ -94,43 +92,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Decodes `%XX` escapes and `+` (as a space); invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,8 +127,9 @@ mod tests {
         assert_eq!(Identifiers::parse(""), Identifiers::default());
         let ids = Identifiers::parse("&&host=&%zz=1&ipv4=%");
         assert_eq!(ids, Identifiers::default());
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("a+b%41"), "a bA");
+        // `+` is a space, `%XX` a byte, and a bad escape stays as it is.
+        let ids = Identifiers::parse("host=a+b%41&host=c%2");
+        assert_eq!(ids.hosts, ["a bA", "c%2"]);
     }
 
     #[test]

@@ -93,11 +93,9 @@ impl Credentials {
         })
     }
 
-    /// The `Authorization` header line, when there is a token.
+    /// The `Authorization` header's value, when there is a token.
     pub(crate) fn authorization(&self) -> Option<String> {
-        self.token
-            .as_ref()
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
     }
 
     /// The TLS client config, when TLS is asked for.

@@ -196,8 +196,14 @@ fn addresses_parse_and_display() {
     }
 }
 
-#[test]
-fn short_content_length_body_is_malformed() {
-    let err = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
-    assert!(err.contains("3 of 10"), "{err}");
+#[tokio::test]
+async fn short_content_length_body_is_malformed() {
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec();
+    let (_dir, addr, _) = serve_once(Some(response));
+    let err = timeout(LIMIT, get(&addr, "/report", LIMIT))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Malformed { .. }), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }

@@ -9,15 +9,14 @@
 
 use std::sync::{Arc, Weak};
 
-use serde::Deserialize;
 use sshbridge_config::Route;
 use sshbridge_core::PathKind;
 use sshbridge_migrate::{
-    ApplyOptions, Controller, ControllerError, FileStore, Fleet, LiveCounters, NodeView,
-    ProbeSample, RollbackTarget, RouteError, Settings, StoreError,
+    Controller, ControllerError, FileStore, Fleet, LiveCounters, NodeView, ProbeSample, RouteError,
+    Settings, StoreError,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::info;
 
 use super::Shared;
 use crate::health::PathState;
@@ -107,12 +106,33 @@ impl Fleet for DaemonFleet {
     }
 }
 
+/// Why the migration API is unavailable while the daemon runs on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unavailable {
+    /// The store's directory could not be created.
+    #[error("migration.store = {spec:?}: cannot create {}: {source}", .dir.display())]
+    StoreDir {
+        /// `migration.store` as configured.
+        spec: String,
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The controller could not start on it (corrupt or newer state).
+    #[error("migration unavailable: {0}")]
+    Start(ControllerError),
+}
+
 /// Opens (and locks) the configured store. A store held by another
 /// daemon refuses the start (two daemons would overwrite each other's
 /// state); any other problem only leaves the migration unavailable.
 pub(super) fn open_store(
     config: &sshbridge_config::Config,
-) -> Result<Result<FileStore, String>, super::StartError> {
+) -> Result<Result<FileStore, Unavailable>, super::StartError> {
     let spec = &config.migration.store;
     if let Some(dir) = spec
         .strip_prefix("file:")
@@ -121,26 +141,27 @@ pub(super) fn open_store(
     {
         if !dir.as_os_str().is_empty() {
             if let Err(e) = std::fs::create_dir_all(dir) {
-                return Ok(Err(format!(
-                    "migration.store = {spec:?}: cannot create {}: {e}",
-                    dir.display()
-                )));
+                return Ok(Err(Unavailable::StoreDir {
+                    spec: spec.clone(),
+                    dir: dir.into(),
+                    source: e,
+                }));
             }
         }
     }
     match sshbridge_migrate::open_store(spec) {
         Ok(store) => Ok(Ok(store)),
         Err(e @ StoreError::Locked { .. }) => Err(super::StartError::StoreInUse(e)),
-        Err(e) => Ok(Err(e.to_string())),
+        Err(e) => Ok(Err(Unavailable::Store(e))),
     }
 }
 
 /// Starts the controller on the opened store, or says why it cannot.
 pub(super) fn start(
     shared: &Arc<Shared>,
-    store: Result<FileStore, String>,
+    store: Result<FileStore, Unavailable>,
     stop: CancellationToken,
-) -> Result<Controller, String> {
+) -> Result<Controller, Unavailable> {
     let config = shared.snapshot().config.clone();
     let store = store?;
     let fleet = Arc::new(DaemonFleet {
@@ -148,7 +169,7 @@ pub(super) fn start(
     });
     let controller =
         Controller::start(fleet, store, Settings::from_config(&config.migration), stop)
-            .map_err(|e| format!("migration unavailable: {e}"))?;
+            .map_err(Unavailable::Start)?;
     info!(store = %config.migration.store, "migration controller started");
     Ok(controller)
 }
@@ -171,104 +192,4 @@ pub(super) async fn park_if_finalized(shared: Arc<Shared>) {
             .collect();
         shared.park_ssh(&done);
     }
-}
-
-/// Body of `POST /migration/rollback`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackBody {
-    #[serde(default)]
-    nodes: Vec<String>,
-    #[serde(default)]
-    all: bool,
-}
-
-/// Serves `/migration` and `/migration/ACTION`.
-pub(super) async fn handle(
-    shared: &Shared,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> (u16, String) {
-    let controller = match shared.migration.get() {
-        Some(Ok(c)) => c,
-        Some(Err(why)) => return error_body(503, why),
-        None => return error_body(503, "the migration controller is starting"),
-    };
-    let action = path
-        .strip_prefix("/migration")
-        .unwrap_or_default()
-        .trim_start_matches('/');
-    let result = match (method, action) {
-        ("GET", "") => controller.status().await.map(|s| json(&s)),
-        ("POST", "plan") => match options(body) {
-            Ok(o) => controller.plan(o).await.map(|p| json(&p)),
-            Err(e) => return e,
-        },
-        ("POST", "apply") => match options(body) {
-            Ok(o) => controller.apply(o).await.map(|p| json(&p)),
-            Err(e) => return e,
-        },
-        ("POST", "pause") => match controller.pause().await {
-            Ok(()) => controller.status().await.map(|s| json(&s)),
-            Err(e) => Err(e),
-        },
-        ("POST", "resume") => match controller.resume().await {
-            Ok(()) => controller.status().await.map(|s| json(&s)),
-            Err(e) => Err(e),
-        },
-        ("POST", "rollback") => {
-            let target = match serde_json::from_slice::<RollbackBody>(body) {
-                Ok(b) if b.all => RollbackTarget::All,
-                Ok(b) if !b.nodes.is_empty() => RollbackTarget::Nodes(b.nodes),
-                Ok(_) => {
-                    return error_body(400, "name the nodes to roll back, or send {\"all\": true}")
-                }
-                Err(e) => return error_body(400, &format!("bad rollback body: {e}")),
-            };
-            controller
-                .rollback(target)
-                .await
-                .map(|nodes| serde_json::json!({ "rolled_back": nodes }).to_string())
-        }
-        ("POST", "finalize") => controller.finalize().await.map(|f| {
-            shared.park_ssh(&f.nodes);
-            json(&f)
-        }),
-        (_, "" | "plan" | "apply" | "pause" | "resume" | "rollback" | "finalize") => {
-            return error_body(405, &format!("{method} is not allowed on {path}"))
-        }
-        _ => return error_body(404, &format!("no such migration endpoint {path}")),
-    };
-    match result {
-        Ok(body) => (200, body),
-        Err(e) => {
-            let status = match e {
-                ControllerError::Stopped => 503,
-                ControllerError::Store(_) => 500,
-                _ => 409,
-            };
-            if status == 500 {
-                error!(error = %e, "migration store failed");
-            }
-            error_body(status, &e.to_string())
-        }
-    }
-}
-
-fn options(body: &[u8]) -> Result<ApplyOptions, (u16, String)> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ApplyOptions::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| error_body(400, &format!("bad migration options: {e}")))
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value)
-        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode: {e}\"}}"))
-}
-
-fn error_body(status: u16, message: &str) -> (u16, String) {
-    (status, serde_json::json!({ "error": message }).to_string())
 }

@@ -95,7 +95,7 @@ impl AdminState for Shared {
         Shared::report(self).to_json()
     }
 
-    async fn migration(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        super::migration::handle(self, method, path, body).await
+    fn migration_routes(self: &std::sync::Arc<Self>) -> axum::Router {
+        super::migration_api::routes(self.clone())
     }
 }

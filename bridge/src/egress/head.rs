@@ -1,5 +1,6 @@
-//! The CONNECT request head: read it with a size and time limit, parse the
-//! request line and the authority.
+//! The CONNECT request head: read it with a size and time limit (by hand:
+//! the bytes after the head are the tunnel's and must not be lost), parse
+//! the request line and headers with `httparse`, then the authority.
 //!
 //! kube-apiserver writes exactly `CONNECT host:port HTTP/1.1\r\nHost:
 //! 127.0.0.1\r\n\r\n` and nothing more until it has read the response, but
@@ -62,19 +63,6 @@ pub async fn read<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> Result<Co
     }
 }
 
-/// Reads any HTTP/1 request head of at most `max` bytes as text (for the
-/// admin server), and the bytes read past it (the start of a body). The
-/// caller bounds the time.
-pub async fn read_raw<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> Result<(String, Vec<u8>), HeadError> {
-    match read_until_end(reader, max).await? {
-        Raw::Head { head, rest } => Ok((String::from_utf8_lossy(&head).into_owned(), rest)),
-        Raw::TooLarge(_) => Err(too_large(max)),
-    }
-}
-
 enum Raw {
     /// The head (ending in `\r\n\r\n`) and what followed it.
     Head { head: Vec<u8>, rest: Vec<u8> },
@@ -128,26 +116,44 @@ fn method_of(buf: &[u8]) -> Option<&str> {
     (!m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase())).then_some(m)
 }
 
-/// Parses the head (ending in `\r\n\r\n`) into host and port.
+/// Most headers a CONNECT head may carry (kube-apiserver sends one).
+const MAX_HEADERS: usize = 64;
+
+/// Parses the head (ending in `\r\n\r\n`) with `httparse` into host and
+/// port: HTTP/1.0 or 1.1, method CONNECT, an authority-form target.
 fn parse(head: &[u8]) -> Result<(String, u16), HeadError> {
-    let text = std::str::from_utf8(head)
-        .map_err(|_| HeadError::Malformed("request head is not valid UTF-8".into()))?;
-    let line = text.split("\r\n").next().unwrap_or_default();
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(HeadError::Malformed(format!(
-            "malformed request line {:?}; expected CONNECT host:port HTTP/1.1",
-            truncate(line)
-        )));
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let line = || {
+        let end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());
+        truncate(&String::from_utf8_lossy(&head[..end]))
     };
-    if !matches!(version, "HTTP/1.1" | "HTTP/1.0") {
-        return Err(HeadError::Malformed(format!(
-            "unsupported protocol {:?}",
-            truncate(version)
-        )));
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("incomplete request head".into()))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed(format!(
+                "unsupported protocol in {:?}; expected HTTP/1.1",
+                line()
+            )))
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Malformed(format!(
+                "more than {MAX_HEADERS} headers in the request head"
+            )))
+        }
+        Err(e) => {
+            return Err(HeadError::Malformed(format!(
+                "malformed request head ({e}) at {:?}; expected CONNECT host:port HTTP/1.1",
+                line()
+            )))
+        }
     }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Err(HeadError::Malformed("incomplete request line".into()));
+    };
     if method != "CONNECT" {
         return Err(HeadError::NotConnect(truncate(method)));
     }

@@ -6,16 +6,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::CertificateError;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_rustls::TlsConnector;
 
 use super::ProbeDial;
 use crate::path::DialError;
 
-/// Longest status line read from the kubelet.
-const MAX_STATUS_LINE: u64 = 1024;
+/// Largest answer head buffered from the kubelet (hyper's minimum).
+const MAX_HEAD: usize = 8192;
 
 /// What kind of failure a probe had; the `result` label of
 /// `sshbridge_probes_total`.
@@ -147,7 +151,9 @@ fn classify(e: io::Error) -> ProbeError {
     ProbeError::Io(e)
 }
 
-/// Runs one probe (without a timeout; the caller bounds it).
+/// Runs one probe (without a timeout; the caller bounds it): one
+/// `GET kubelet_path` on hyper's HTTP/1.1 connection over the path's
+/// stream, TLS with the kubelet CA; only the status is read.
 pub(crate) async fn probe_once<D: ProbeDial>(
     dialer: &D,
     address: IpAddr,
@@ -160,45 +166,79 @@ pub(crate) async fn probe_once<D: ProbeDial>(
         .await
         .map_err(ProbeError::Dial)?;
     let name = ServerName::IpAddress(address.into());
-    let mut tls = TlsConnector::from(tls)
+    let tls = TlsConnector::from(tls)
         .connect(name, stream)
         .await
         .map_err(classify)?;
-    let host = SocketAddr::new(address, port);
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sshbridge-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    tls.write_all(request.as_bytes()).await.map_err(classify)?;
-    tls.flush().await.map_err(classify)?;
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(tls).take(MAX_STATUS_LINE);
-    reader
-        .read_until(b'\n', &mut line)
+    let host = SocketAddr::new(address, port).to_string();
+    let request = hyper::Request::get(path)
+        .header(HOST, host)
+        .header(USER_AGENT, "sshbridge-probe")
+        .header(ACCEPT, "*/*")
+        .header(CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ProbeError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake(TokioIo::new(tls))
         .await
-        .map_err(classify)?;
-    let line = String::from_utf8_lossy(&line).trim_end().to_string();
-    let mut parts = line.splitn(3, ' ');
-    let (version, code) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let code: u16 = match (version.starts_with("HTTP/1."), code.parse()) {
-        (true, Ok(code)) => code,
-        _ => {
-            let what = if line.is_empty() {
-                "connection closed before a response".to_string()
-            } else {
-                format!("not an HTTP response: {line:?}")
-            };
-            return Err(ProbeError::Io(io::Error::new(
-                io::ErrorKind::InvalidData,
-                what,
-            )));
+        .map_err(from_hyper)?;
+    let exchange = async move {
+        let response = sender.send_request(request).await.map_err(from_hyper)?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            return Err(ProbeError::Status {
+                code: status.as_u16(),
+                status_line: status_line(&response),
+                path: path.to_string(),
+            });
         }
+        Ok(())
     };
-    if code != 200 {
-        return Err(ProbeError::Status {
-            code,
-            status_line: line,
-            path: path.to_string(),
-        });
+    // The answer's status is all a probe needs: the connection is dropped
+    // with the exchange, body unread. A connection that ends first may
+    // still have delivered the answer.
+    tokio::pin!(exchange);
+    tokio::select! {
+        biased;
+        result = &mut exchange => result,
+        ended = conn => match (ended, exchange.await) {
+            // The connection's own error says more than "closed".
+            (Err(e), Err(ProbeError::Io(_))) => Err(from_hyper(e)),
+            (_, result) => result,
+        },
     }
-    Ok(())
+}
+
+/// The answer's status line as the kubelet sent it (hyper keeps a
+/// non-canonical reason phrase; a canonical one it leaves implied).
+fn status_line<B>(response: &hyper::Response<B>) -> String {
+    let status = response.status();
+    let reason = match response.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(r) => String::from_utf8_lossy(r.as_bytes()).into_owned(),
+        None => status.canonical_reason().unwrap_or_default().to_string(),
+    };
+    format!("{:?} {} {reason}", response.version(), status.as_u16())
+}
+
+/// Maps a hyper error: I/O (and TLS inside it) by [`classify`], anything
+/// else (not an HTTP response) as invalid data.
+fn from_hyper(e: hyper::Error) -> ProbeError {
+    let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>());
+    match io {
+        Some(inner) => {
+            let tls = inner
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .cloned();
+            match tls {
+                Some(tls) => ProbeError::Tls(tls),
+                None => ProbeError::Io(io::Error::new(inner.kind(), inner.to_string())),
+            }
+        }
+        None => ProbeError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not an HTTP response: {e}"),
+        )),
+    }
 }

@@ -14,7 +14,7 @@ use super::Command;
 use crate::compare::compare;
 use crate::fleet::Fleet;
 use crate::settings::Settings;
-use crate::state::{MigrationState, NodePhase, RunPhase};
+use crate::state::{MigrationState, NodePhase, RunPhase, TransitionError};
 use crate::store::Store;
 
 /// A running watcher of one node. Dropping it does not stop the watcher;
@@ -141,12 +141,12 @@ impl<F: Fleet, S: Store> Engine<F, S> {
     /// that was not recorded first.
     pub(super) fn forward(
         &mut self,
-        change: impl FnOnce(&mut MigrationState) -> Result<(), String>,
+        change: impl FnOnce(&mut MigrationState) -> Result<(), TransitionError>,
     ) -> bool {
         let before = self.state.clone();
         if let Err(e) = change(&mut self.state) {
             tracing::error!(error = %e, "migration: refused transition");
-            self.last_error = Some(e);
+            self.last_error = Some(e.to_string());
             return false;
         }
         if self.commit() {
@@ -272,8 +272,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             let i = run.current_batch + 1;
             let ok = self.forward(|s| {
                 for n in &fresh {
-                    s.transition(n, NodePhase::Shadow, format!("rollout batch {i}"))
-                        .map_err(|e| e.to_string())?;
+                    s.transition(n, NodePhase::Shadow, format!("rollout batch {i}"))?;
                     s.run.as_mut().expect("run").started.insert(n.clone());
                 }
                 Ok(())
@@ -302,10 +301,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
     /// and watched. A route that cannot flip is a breach.
     fn cut_over(&mut self, node: &str) {
         if self.state.phase_of(node) == NodePhase::Shadow
-            && !self.forward(|s| {
-                s.transition(node, NodePhase::Cutover, "shadow comparison passed")
-                    .map_err(|e| e.to_string())
-            })
+            && !self.forward(|s| s.transition(node, NodePhase::Cutover, "shadow comparison passed"))
         {
             return;
         }
@@ -321,10 +317,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         // Watched either way: a node serving over konnectivity is never
         // left alone. Unsaved, it stays `cutover` (on konnectivity, as the
         // store says) and a clean soak records both steps at once.
-        self.forward(|s| {
-            s.transition(node, NodePhase::Soak, why)
-                .map_err(|e| e.to_string())
-        });
+        self.forward(|s| s.transition(node, NodePhase::Soak, why));
         self.spawn_worker(node, Some(workers::later(Instant::now(), soak)));
     }
 
@@ -453,11 +446,9 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 let done = self.forward(|s| {
                     if s.phase_of(&node) == NodePhase::Cutover {
                         // Its `soak` write had failed; record both steps.
-                        s.transition(&node, NodePhase::Soak, "soak watched while unsaved")
-                            .map_err(|e| e.to_string())?;
+                        s.transition(&node, NodePhase::Soak, "soak watched while unsaved")?;
                     }
                     s.transition(&node, NodePhase::Done, why)
-                        .map_err(|e| e.to_string())
                 });
                 if !done {
                     // Unsaved: the node is still watched, and the step retried.

@@ -187,7 +187,11 @@ pub(super) async fn soak<F: Fleet>(
         let live = fleet.live(&node, Route::Konnectivity);
         let verdict = judge(&base, &live, &tally, s.max_failure_ratio);
         let event = match verdict {
-            Err(reason) => Event::SoakBreach { node, gen, reason },
+            Err(breach) => Event::SoakBreach {
+                node,
+                gen,
+                reason: breach.to_string(),
+            },
             Ok(summary) if Instant::now() >= deadline => Event::SoakClean { node, gen, summary },
             Ok(_) => continue,
         };
@@ -196,14 +200,29 @@ pub(super) async fn soak<F: Fleet>(
     }
 }
 
-/// `Ok(summary)` while the path is within the failure ratio, `Err(reason)`
+/// A soak's failure ratio over the limit; the reason a rollout pauses or
+/// aborts.
+#[derive(Debug, thiserror::Error)]
+#[error("konnectivity {what} failed during soak: {failed} of {total} (limit {limit}%){last}")]
+struct Breach {
+    /// `dials` or `probes`.
+    what: &'static str,
+    failed: u64,
+    total: u64,
+    /// The limit, in percent.
+    limit: f64,
+    /// `; last error: ...`, or nothing.
+    last: String,
+}
+
+/// `Ok(summary)` while the path is within the failure ratio, a [`Breach`]
 /// once dials or probes (ours plus the daemon's) fail more often than that.
 fn judge(
     base: &LiveCounters,
     live: &LiveCounters,
     tally: &Tally,
     max_ratio: f64,
-) -> Result<String, String> {
+) -> Result<String, Breach> {
     let dials_failed = live.dials_failed.saturating_sub(base.dials_failed);
     let dials = dials_failed + live.dials_ok.saturating_sub(base.dials_ok);
     let probes_failed = tally.probes_failed + live.probes_failed.saturating_sub(base.probes_failed);
@@ -218,16 +237,18 @@ fn judge(
         .or(tally.last_error.as_ref())
         .map(|e| format!("; last error: {e}"))
         .unwrap_or_default();
-    let limit = max_ratio * 100.0;
+    let breach = |what, failed, total| Breach {
+        what,
+        failed,
+        total,
+        limit: max_ratio * 100.0,
+        last: last.clone(),
+    };
     if over(dials_failed, dials) {
-        return Err(format!(
-            "konnectivity dials failed during soak: {dials_failed} of {dials} (limit {limit}%){last}"
-        ));
+        return Err(breach("dials", dials_failed, dials));
     }
     if over(probes_failed, probes) {
-        return Err(format!(
-            "konnectivity probes failed during soak: {probes_failed} of {probes} (limit {limit}%){last}"
-        ));
+        return Err(breach("probes", probes_failed, probes));
     }
     Ok(format!(
         "{probes} probes, {probes_failed} failed; {dials} dials, {dials_failed} failed"
