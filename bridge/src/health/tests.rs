@@ -281,8 +281,11 @@ async fn without_kubelet_ca_the_state_follows_the_transport() {
 }
 
 /// What a prober published, in order.
+/// One published event: a probe's outcome or a state change.
+type Event = (Option<Result<(), ProbeErrorKind>>, Option<PathState>);
+
 #[derive(Debug, Default)]
-struct Recorded(StdMutex<Vec<(Option<Result<(), ProbeErrorKind>>, Option<PathState>)>>);
+struct Recorded(StdMutex<Vec<Event>>);
 
 impl HealthEvents for Recorded {
     fn probed(&self, _elapsed: Duration, outcome: Result<(), ProbeErrorKind>) {
