@@ -18,8 +18,7 @@ fn render_is_text_format_0_0_4_with_escaped_label_values() {
     let r = Registry::new();
     let hits = Family::<ByNode, Counter>::default();
     r.register("test_hits", "Hits \\ by node\nsecond line.", hits.clone());
-    let lat =
-        Family::<ByNode, Histogram, _>::new_with_constructor(|| Histogram::new([0.5]));
+    let lat = Family::<ByNode, Histogram, _>::new_with_constructor(|| Histogram::new([0.5]));
     r.register("test_latency_seconds", "Test latency.", lat.clone());
     hits.get_or_create(&ByNode {
         node: "b\"\\\n".into(),
