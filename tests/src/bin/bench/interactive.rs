@@ -57,6 +57,26 @@ pub async fn two_write_server(ip: IpAddr, stop: CancellationToken) -> anyhow::Re
 }
 
 /// How many exchanges a row takes (OpenSSH's client pays ~44 ms on each).
+/// The group's rows: exchanges direct to `two`, through OpenSSH's forward
+/// at `ssh_local`, and through the bridge's egress socket `uds`.
+pub async fn measure(
+    group: &str,
+    two: SocketAddr,
+    ssh_local: SocketAddr,
+    uds: &std::path::Path,
+    mode: Mode,
+) -> anyhow::Result<Vec<Row>> {
+    let n = count(mode);
+    let direct = exchanges(&Via::Tcp(two), n).await?;
+    let ssh = exchanges(&Via::Tcp(ssh_local), n).await?;
+    let via_bridge = Via::Bridge {
+        uds: uds.to_path_buf(),
+        target: two.to_string(),
+    };
+    let through = exchanges(&via_bridge, n).await?;
+    Ok(rows(group, &through, Some(&ssh), &direct))
+}
+
 pub fn count(mode: Mode) -> usize {
     match mode {
         Mode::Quick => 60,

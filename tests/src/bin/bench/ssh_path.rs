@@ -186,20 +186,9 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
 
     let two = interactive::two_write_server(nodes[0].ip, stop.clone()).await?;
     let two_fwd = Forward::start(&nodes[0].sshd, &identity, &kh, &user, two).await?;
-    let n = interactive::count(mode);
-    let direct = interactive::exchanges(&Via::Tcp(two), n).await?;
-    let ssh = interactive::exchanges(&Via::Tcp(two_fwd.local), n).await?;
-    let via_two = Via::Bridge {
-        uds: bridge.egress().to_path_buf(),
-        target: two.to_string(),
-    };
-    let through = interactive::exchanges(&via_two, n).await?;
-    rows.extend(interactive::rows(
-        "interactive ssh",
-        &through,
-        Some(&ssh),
-        &direct,
-    ));
+    rows.extend(
+        interactive::measure("interactive ssh", two, two_fwd.local, bridge.egress(), mode).await?,
+    );
 
     let tls = pki.client_config(None)?;
     let rate_window = match mode {
