@@ -30,10 +30,13 @@
 
 #![warn(missing_docs)]
 
+mod client;
+mod error;
 mod events;
 pub mod known_hosts;
 mod path;
 mod session;
+mod shared;
 mod stream;
 mod tunnel;
 
@@ -45,9 +48,10 @@ use std::time::SystemTime;
 use russh::keys::PrivateKey;
 use tokio::sync::Semaphore;
 
+pub use error::HandshakeError;
 pub use events::TunnelEvents;
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
-pub use session::{HandshakeError, Tunnel};
+pub use tunnel::Tunnel;
 
 /// Why the `[ssh]` settings could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -2,179 +2,22 @@
 //! back off and reconnect.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use russh::client::{DisconnectReason, Handle};
+use russh::client::Handle;
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::client::Client;
+use super::error::HandshakeError;
 use super::known_hosts::HostIdentity;
-use super::tunnel::Shared;
-use super::{HandshakeFailureKind, HostKeyError, SshContext, TunnelState};
+use super::shared::Shared;
+use super::{SshContext, TunnelState};
 use sshbridge_core::backoff::Backoff;
+use sshbridge_core::lock;
 use sshbridge_core::quickack::QuickAck;
-
-pub use super::tunnel::Tunnel;
-
-/// Why one connection attempt to a node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    /// TCP connection refused.
-    #[error(
-        "node {node}: TCP connection to {addr} refused; check that sshd runs and listens there"
-    )]
-    Refused {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-    },
-    /// `connect_timeout` expired.
-    #[error("node {node}: no SSH session with {addr} within {after:?} (ssh.connect_timeout); check the network path and that sshd answers")]
-    Timeout {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The host key was refused.
-    #[error(transparent)]
-    HostKey(#[from] HostKeyError),
-    /// sshd refused the identity.
-    #[error("node {node}: sshd at {addr} refused public key {fingerprint} for user {user}; add it to that user's authorized_keys on the node")]
-    Auth {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// Remote user.
-        user: String,
-        /// SHA256 fingerprint of the identity's public key.
-        fingerprint: String,
-    },
-    /// Resolution or TCP failure other than a refusal.
-    #[error(
-        "node {node}: cannot connect to {addr}: {reason}; check the address and the network path"
-    )]
-    Connect {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// The OS error.
-        reason: String,
-    },
-    /// The SSH protocol failed (version, algorithms, disconnect...).
-    #[error("node {node}: SSH handshake with {addr} failed: {reason}; check that sshd there is OpenSSH and accepts our algorithms")]
-    Protocol {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// russh's description.
-        reason: String,
-    },
-}
-
-impl HandshakeError {
-    /// The counter this failure goes to.
-    pub fn kind(&self) -> HandshakeFailureKind {
-        match self {
-            HandshakeError::Refused { .. } => HandshakeFailureKind::Refused,
-            HandshakeError::Timeout { .. } => HandshakeFailureKind::Timeout,
-            HandshakeError::HostKey(_) => HandshakeFailureKind::HostKey,
-            HandshakeError::Auth { .. } => HandshakeFailureKind::Auth,
-            HandshakeError::Connect { .. } | HandshakeError::Protocol { .. } => {
-                HandshakeFailureKind::Other
-            }
-        }
-    }
-}
-
-/// russh's callbacks for one connection.
-pub(crate) struct Client {
-    ctx: Arc<SshContext>,
-    target: HostIdentity,
-    /// Set when the host key was refused, so the failure is classified by
-    /// our own verdict rather than by russh's error text.
-    verdict: Arc<Mutex<Option<HostKeyError>>>,
-    /// Why the session ended, for the log and `last_error`.
-    end_reason: Arc<Mutex<Option<String>>>,
-    /// The host key (or certificate) this session was accepted with, so a
-    /// reload can check it against the new known_hosts.
-    accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
-    /// Dropped with the handler when russh's session task ends: the
-    /// actor's signal that the session is gone.
-    _ended: oneshot::Sender<()>,
-}
-
-impl russh::client::Handler for Client {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match self.ctx.known_hosts().verify(&self.target, key, now) {
-            Ok(()) => {
-                *lock(&self.accepted) = Some(copy_key(key));
-                Ok(true)
-            }
-            Err(e) => {
-                *lock(&self.verdict) = Some(e);
-                Ok(false)
-            }
-        }
-    }
-
-    async fn disconnected(
-        &mut self,
-        reason: DisconnectReason<Self::Error>,
-    ) -> Result<(), Self::Error> {
-        let text = match &reason {
-            DisconnectReason::ReceivedDisconnect(info) => {
-                format!(
-                    "sshd disconnected ({:?}): {}",
-                    info.reason_code, info.message
-                )
-            }
-            DisconnectReason::Error(russh::Error::KeepaliveTimeout) => {
-                let cfg = self.ctx.config();
-                format!(
-                    "no answer to {} keepalives (every {:?}); the node or the path to it is down",
-                    cfg.keepalive_max, cfg.keepalive_interval
-                )
-            }
-            DisconnectReason::Error(russh::Error::HUP) => "connection closed by the node".into(),
-            DisconnectReason::Error(e) => e.to_string(),
-        };
-        *lock(&self.end_reason) = Some(text);
-        match reason {
-            DisconnectReason::ReceivedDisconnect(_) => Ok(()),
-            DisconnectReason::Error(e) => Err(e),
-        }
-    }
-}
-
-/// A copy of a presented host key (russh's type is not `Clone`).
-pub(crate) fn copy_key(key: &PublicKeyOrCertificate) -> PublicKeyOrCertificate {
-    match key {
-        PublicKeyOrCertificate::PublicKey { key, hash_alg } => PublicKeyOrCertificate::PublicKey {
-            key: key.clone(),
-            hash_alg: *hash_alg,
-        },
-        PublicKeyOrCertificate::Certificate(c) => PublicKeyOrCertificate::Certificate(c.clone()),
-    }
-}
-
-pub(crate) use sshbridge_core::lock;
 
 /// A session that is up.
 struct Established {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::SshSetupError;
+use sshbridge_core::tasks::Tasks;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -72,7 +73,7 @@ async fn refused_sshd_makes_dials_fail_fast_with_the_reason() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new());
+    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new(), &Tasks::new());
     let mut rx = tunnel.subscribe();
     reach(&mut rx, TunnelState::Backoff).await;
     let stats = tunnel.stats();
@@ -106,7 +107,7 @@ async fn silent_sshd_is_a_timeout_after_connect_timeout() {
     let port = silent.local_addr().expect("addr").port();
     tokio::time::pause();
     let start = tokio::time::Instant::now();
-    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new());
+    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new(), &Tasks::new());
     let mut rx = tunnel.subscribe();
     reach(&mut rx, TunnelState::Backoff).await;
     assert!(
@@ -127,7 +128,7 @@ async fn drain_refuses_new_dials_and_stops_the_actor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = context(dir.path());
     let shutdown = CancellationToken::new();
-    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone());
+    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone(), &Tasks::new());
     let mut rx = tunnel.subscribe();
     tokio::time::timeout(T, tunnel.drain())
         .await
@@ -141,14 +142,23 @@ async fn drain_refuses_new_dials_and_stops_the_actor() {
 }
 
 #[tokio::test]
-async fn shutdown_token_stops_the_actor() {
+async fn shutdown_token_stops_the_actor_and_its_task_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = context(dir.path());
     let shutdown = CancellationToken::new();
-    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone());
+    let tasks = Tasks::new();
+    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone(), &tasks);
     let mut rx = tunnel.subscribe();
+    assert_eq!(
+        tasks.running().get("ssh session node-a"),
+        Some(&1),
+        "{:?}",
+        tasks.running()
+    );
     shutdown.cancel();
     reach(&mut rx, TunnelState::Stopped).await;
+    let left = tasks.close_and_wait(T).await;
+    assert!(left.is_empty(), "still running after shutdown: {left:?}");
 }
 
 #[test]
