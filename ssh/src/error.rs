@@ -30,7 +30,7 @@ pub enum HandshakeError {
     /// The host key was refused.
     #[error(transparent)]
     HostKey(#[from] HostKeyError),
-    /// sshd refused the identity.
+    /// sshd refused the identity's plain public key.
     #[error("node {node}: sshd at {addr} refused public key {fingerprint} for user {user}; add it to that user's authorized_keys on the node")]
     Auth {
         /// Node name.
@@ -41,6 +41,20 @@ pub enum HandshakeError {
         user: String,
         /// SHA256 fingerprint of the identity's public key.
         fingerprint: String,
+    },
+    /// sshd refused the user certificate.
+    #[error("node {node}: sshd at {addr} refused {certificate} with principals [{principals}] for user {user}; the node's sshd must trust that CA (TrustedUserCAKeys) and accept one of those principals for {user} (AuthorizedPrincipalsFile, or the user name itself)")]
+    CertificateAuth {
+        /// Node name.
+        node: String,
+        /// sshd address.
+        addr: String,
+        /// Remote user.
+        user: String,
+        /// The certificate: file, key id, serial, CA fingerprint.
+        certificate: String,
+        /// Its principals, comma-separated.
+        principals: String,
     },
     /// Resolution or TCP failure other than a refusal.
     #[error(
@@ -73,7 +87,9 @@ impl HandshakeError {
             HandshakeError::Refused { .. } => HandshakeFailureKind::Refused,
             HandshakeError::Timeout { .. } => HandshakeFailureKind::Timeout,
             HandshakeError::HostKey(_) => HandshakeFailureKind::HostKey,
-            HandshakeError::Auth { .. } => HandshakeFailureKind::Auth,
+            HandshakeError::Auth { .. } | HandshakeError::CertificateAuth { .. } => {
+                HandshakeFailureKind::Auth
+            }
             HandshakeError::Connect { .. } | HandshakeError::Protocol { .. } => {
                 HandshakeFailureKind::Other
             }

@@ -166,7 +166,45 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
         }
     };
 
+    authenticate(&mut handle, &ctx, &name, &addr).await?;
+    Ok(Established {
+        handle,
+        ended,
+        end_reason,
+        accepted,
+    })
+}
+
+/// Authenticates with the context's certificate, or with the plain key.
+async fn authenticate(
+    handle: &mut Handle<Client>,
+    ctx: &SshContext,
+    node: &str,
+    addr: &str,
+) -> Result<(), HandshakeError> {
+    let protocol = |e: russh::Error| HandshakeError::Protocol {
+        node: node.to_owned(),
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    };
     let identity = ctx.identity.clone();
+    let user = ctx.config().user.clone();
+    if let Some(cert) = ctx.certificate() {
+        let res = handle
+            .authenticate_openssh_cert(user.clone(), identity, cert.cert.clone())
+            .await
+            .map_err(protocol)?;
+        if res.success() {
+            return Ok(());
+        }
+        return Err(HandshakeError::CertificateAuth {
+            node: node.to_owned(),
+            addr: addr.to_owned(),
+            user,
+            certificate: cert.describe(),
+            principals: cert.principals.join(","),
+        });
+    }
     let hash = if identity.algorithm().is_rsa() {
         // `None`: the server announced no signature algorithms; every
         // OpenSSH since 7.2 takes rsa-sha2-256.
@@ -178,30 +216,18 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
     } else {
         None
     };
-    let user = ctx.config().user.clone();
     let res = handle
-        .authenticate_publickey(
-            user.clone(),
-            PrivateKeyWithHashAlg::new(identity.clone(), hash),
-        )
+        .authenticate_publickey(user.clone(), PrivateKeyWithHashAlg::new(identity, hash))
         .await
         .map_err(protocol)?;
-    if !res.success() {
-        return Err(HandshakeError::Auth {
-            node: name,
-            addr,
-            user,
-            fingerprint: identity
-                .public_key()
-                .fingerprint(HashAlg::Sha256)
-                .to_string(),
-        });
+    if res.success() {
+        return Ok(());
     }
-    Ok(Established {
-        handle,
-        ended,
-        end_reason,
-        accepted,
+    Err(HandshakeError::Auth {
+        node: node.to_owned(),
+        addr: addr.to_owned(),
+        user,
+        fingerprint: ctx.identity_fingerprint(),
     })
 }
 

@@ -17,6 +17,8 @@ fn ssh_cfg(dir: &Path) -> sshbridge_config::Ssh {
     sshbridge_config::Ssh {
         user: "sshbridge".into(),
         identity: dir.join("id"),
+        certificate: None,
+        certificate_warn_before: Duration::from_secs(7 * 24 * 3600),
         known_hosts: dir.join("known_hosts"),
         port: 22,
         connect_timeout: Duration::from_secs(3),
