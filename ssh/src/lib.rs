@@ -35,6 +35,7 @@ mod client;
 mod error;
 mod events;
 pub mod known_hosts;
+mod login;
 mod path;
 mod session;
 mod shared;
@@ -53,6 +54,7 @@ pub use certificate::{CertificateError, CertificateInfo};
 pub use error::HandshakeError;
 pub use events::TunnelEvents;
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
+pub use login::{login, Login};
 pub use tunnel::Tunnel;
 
 /// Why the `[ssh]` settings could not be loaded.

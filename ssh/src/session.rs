@@ -15,16 +15,19 @@ use super::error::HandshakeError;
 use super::known_hosts::HostIdentity;
 use super::shared::Shared;
 use super::{SshContext, TunnelState};
+use sshbridge_config::Node;
 use sshbridge_core::backoff::Backoff;
 use sshbridge_core::lock;
 use sshbridge_core::quickack::QuickAck;
 
 /// A session that is up.
-struct Established {
-    handle: Handle<Client>,
-    ended: oneshot::Receiver<()>,
-    end_reason: Arc<Mutex<Option<String>>>,
-    accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
+pub(crate) struct Established {
+    pub(crate) handle: Handle<Client>,
+    /// Resolves when russh's session task ends.
+    pub(crate) ended: oneshot::Receiver<()>,
+    pub(crate) end_reason: Arc<Mutex<Option<String>>>,
+    /// The host key (or certificate) the node presented.
+    pub(crate) accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
 }
 
 /// The actor: runs until `stop` is cancelled.
@@ -43,7 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         shared.set_state(TunnelState::Connecting);
         let ctx = shared.context();
         let attempt = tokio::select! {
-            r = establish(&shared, ctx) => r,
+            r = establish(&shared.node, ctx) => r,
             _ = stop.cancelled() => break,
         };
         match attempt {
@@ -102,23 +105,25 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// One attempt: a handshake slot, then TCP + handshake + auth within
 /// `connect_timeout`.
-async fn establish(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established, HandshakeError> {
+pub(crate) async fn establish(
+    node: &Node,
+    ctx: Arc<SshContext>,
+) -> Result<Established, HandshakeError> {
     let after = ctx.config().connect_timeout;
     // The semaphore is never closed, so acquiring cannot fail.
     let _permit = ctx.handshakes.clone().acquire_owned().await.ok();
-    match tokio::time::timeout(after, handshake(shared, ctx)).await {
+    match tokio::time::timeout(after, handshake(node, ctx)).await {
         Ok(r) => r,
         Err(_) => Err(HandshakeError::Timeout {
-            node: shared.node.name.clone(),
-            addr: shared.addr.clone(),
+            node: node.name.clone(),
+            addr: node.ssh_address.to_string(),
             after,
         }),
     }
 }
 
-async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established, HandshakeError> {
-    let node = &shared.node;
-    let (name, addr) = (node.name.clone(), shared.addr.clone());
+async fn handshake(node: &Node, ctx: Arc<SshContext>) -> Result<Established, HandshakeError> {
+    let (name, addr) = (node.name.clone(), node.ssh_address.to_string());
     let protocol = |e: russh::Error| HandshakeError::Protocol {
         node: name.clone(),
         addr: addr.clone(),
@@ -142,7 +147,11 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
     // it sends at once, or its second small packet waits for our delayed
     // ACK (up to 40 ms; see core's `quickack`).
 
-    let target = shared.identity();
+    let target = HostIdentity {
+        node: node.name.clone(),
+        address: node.address.to_string(),
+        ssh: node.ssh_address.clone(),
+    };
     let config = Arc::new(client_config(&ctx, &target));
     let verdict = Arc::new(Mutex::new(None));
     let end_reason = Arc::new(Mutex::new(None));

@@ -256,7 +256,7 @@ impl CreditSink for ChannelCredit<'_> {
     }
 }
 
-fn open_failure(f: &ChannelOpenFailure) -> String {
+pub(crate) fn open_failure(f: &ChannelOpenFailure) -> String {
     match f {
         ChannelOpenFailure::ConnectFailed => {
             "sshd could not connect to the target (connection refused or unreachable)".into()
