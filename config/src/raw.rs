@@ -71,6 +71,8 @@ pub(crate) struct RawTlsListener {
 pub(crate) struct RawSsh {
     pub user: Option<Str>,
     pub identity: Option<Str>,
+    pub certificate: Option<Str>,
+    pub certificate_warn_before: Option<Str>,
     pub known_hosts: Option<Str>,
     pub port: Option<Spanned<i64>>,
     pub connect_timeout: Option<Str>,
