@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+mod kubernetes;
+pub use kubernetes::*;
+
 /// The whole, validated configuration of one bridge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -26,6 +29,8 @@ pub struct Config {
     pub konnectivity: Option<Konnectivity>,
     /// `[migration]`
     pub migration: Migration,
+    /// `[kubernetes]`, absent when the section is absent.
+    pub kubernetes: Option<Kubernetes>,
     /// `[[node]]`, in file order. Names and addresses are unique.
     pub nodes: Vec<Node>,
 }

@@ -26,8 +26,17 @@ pub(crate) struct RawConfig {
     pub konnectivity: Option<RawKonnectivity>,
     #[serde(default)]
     pub migration: RawMigration,
+    pub kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     pub node: Vec<RawNode>,
+}
+
+/// `[kubernetes]`: how the bridge reaches the Kubernetes API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKubernetes {
+    pub kubeconfig: Option<Str>,
+    pub context: Option<Str>,
 }
 
 /// `[bridge]`
