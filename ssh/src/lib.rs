@@ -30,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+pub mod diagnose;
 mod events;
 pub mod known_hosts;
 mod path;
