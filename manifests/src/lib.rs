@@ -16,6 +16,7 @@ mod agent;
 mod egress;
 mod mounts;
 mod node_sshd;
+mod node_sshd_opts;
 mod node_sshd_text;
 mod static_pod;
 mod systemd;
@@ -32,9 +33,9 @@ pub use agent::{konnectivity_agent, AgentOptions, AgentStyle};
 pub use egress::{
     egress_selector, egress_selector_yaml, resolve_egress, EgressOptions, EgressProtocol,
 };
-pub use node_sshd::{
-    node_sshd, permits, NodeSshdError, NodeSshdForm, NodeSshdOptions, PermitScope,
-    MAX_PERMIT_ENTRIES, WAIT_COMMAND,
+pub use node_sshd::{node_sshd, permits};
+pub use node_sshd_opts::{
+    NodeSshdError, NodeSshdForm, NodeSshdOptions, PermitScope, MAX_PERMIT_ENTRIES, WAIT_COMMAND,
 };
 pub use static_pod::{static_pod, StaticPodOptions};
 pub use systemd::{systemd_unit, SystemdOptions};

@@ -4,7 +4,7 @@
 
 use sshbridge_config::Config;
 
-use super::node_sshd::{NodeSshdError, NodeSshdForm, NodeSshdOptions, WAIT_COMMAND};
+use super::node_sshd_opts::{NodeSshdError, NodeSshdForm, NodeSshdOptions, WAIT_COMMAND};
 
 /// Comment lines before the first node: where the text goes, how to check
 /// it, and which OpenSSH release each directive needs.
