@@ -3,9 +3,12 @@
 use std::path::PathBuf;
 
 /// The command sshd runs instead of anything a client asks for: it only
-/// waits, so an `ssh -L` session without `-N` (an operator debugging by
-/// hand) keeps its forwards, and no client-chosen program ever runs.
-pub const WAIT_COMMAND: &str = "/bin/sleep infinity";
+/// waits for the client to close the session, discarding its input. No
+/// client-chosen program ever runs; a forwarding session opened by hand
+/// without `-N` stays up; and unlike `sleep infinity` it ends with the
+/// connection (sshd does not kill a session's command when the client
+/// goes away without a pty), so nothing is left running.
+pub const WAIT_COMMAND: &str = "/bin/cat >/dev/null";
 
 /// Most `PermitOpen` entries `--scope node` writes for one node (pod
 /// CIDRs are listed address by address; PermitOpen has no CIDR syntax).

@@ -39,8 +39,9 @@ pub(crate) fn preamble(cfg: &Config, opts: &NodeSshdOptions) -> String {
         ),
     };
     out.push_str(&format!(
-        "# The forced command only waits ({WAIT_COMMAND}): nothing a client asks for runs,\n\
-         # and a forwarding session opened by hand without -N stays up.\n"
+        "# The forced command only waits for the client to hang up ({WAIT_COMMAND}):\n\
+         # nothing a client asks for runs, a forwarding session opened by hand without -N\n\
+         # stays up, and the command ends with the connection.\n"
     ));
     if let Some((ca, _)) = &opts.user_ca {
         out.push_str(&format!(

@@ -47,7 +47,7 @@ fn the_match_block_permits_only_the_kubelet_and_refuses_everything_else() {
         "    X11Forwarding no\n",
         "    PermitTunnel no\n",
         "    PermitTTY no\n",
-        "    ForceCommand /bin/sleep infinity\n",
+        "    ForceCommand /bin/cat >/dev/null\n",
         "# ---- node node-a (10.0.0.5) ----\n",
         "# Not permitted here: pod CIDR 10.244.1.0/24",
         "# Not permitted here: service CIDR 10.96.0.0/12",
@@ -112,7 +112,7 @@ fn the_authorized_keys_line_restricts_the_key() {
     let text = node_sshd(&cfg, &o).unwrap();
     assert!(
         text.contains(
-            "\nrestrict,port-forwarding,permitopen=\"10.0.0.5:10250\",command=\"/bin/sleep infinity\" ssh-ed25519 AAAAC3Nza bridge\n"
+            "\nrestrict,port-forwarding,permitopen=\"10.0.0.5:10250\",command=\"/bin/cat >/dev/null\" ssh-ed25519 AAAAC3Nza bridge\n"
         ),
         "{text}"
     );
@@ -155,7 +155,7 @@ fn certificate_mode_trusts_the_user_ca_for_one_principal() {
     };
     let text = node_sshd(&cfg, &ak).unwrap();
     assert!(
-        text.contains("\ncert-authority,principals=\"sshbridge-cp-1\",restrict,port-forwarding,permitopen=\"10.0.0.5:10250\",command=\"/bin/sleep infinity\" ssh-ed25519 AAAAca user-ca\n"),
+        text.contains("\ncert-authority,principals=\"sshbridge-cp-1\",restrict,port-forwarding,permitopen=\"10.0.0.5:10250\",command=\"/bin/cat >/dev/null\" ssh-ed25519 AAAAca user-ca\n"),
         "{text}"
     );
 }
