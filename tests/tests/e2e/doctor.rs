@@ -38,7 +38,7 @@ async fn doctor_names_what_is_wrong_with_each_broken_node() -> anyhow::Result<()
                 &lab.dir.path().join(name),
                 lab.node(name).ssh_addr,
                 &text,
-                &[lab.client_key.public.clone()],
+                std::slice::from_ref(&lab.client_key.public),
             )
             .await?;
             let key = if name == "wrong-host-key" {
