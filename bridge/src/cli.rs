@@ -6,6 +6,7 @@ mod config_cmd;
 #[cfg(feature = "demo")]
 mod demo;
 mod docs_cmd;
+mod doctor;
 mod manifests_cmd;
 mod migrate_cmd;
 mod report_cmd;
@@ -55,8 +56,13 @@ enum Command {
     /// Move nodes from SSH to Konnectivity in batches, through the daemon's
     /// admin API: plan, apply, status, pause, resume, rollback, finalize.
     Migrate(migrate_cmd::MigrateArgs),
+    /// Check each node from the bridge's point of view: sshd reachable,
+    /// host key, authentication, a forward to the kubelet, the kubelet's
+    /// certificate, the Konnectivity agent. Exit 0 all ok, 1 a check
+    /// failed, 3 warnings only.
+    Doctor(doctor::DoctorArgs),
     /// Print ready-to-apply manifests from the config: egress-selector,
-    /// konnectivity-agent, static-pod, systemd.
+    /// konnectivity-agent, static-pod, systemd, node-sshd.
     Manifests(manifests_cmd::ManifestsArgs),
     /// Print the completion script for a shell (bash, zsh, fish, ...).
     #[command(hide = true)]
@@ -141,6 +147,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent_cmd::run(args).await,
         Command::Migrate(args) => migrate_cmd::run(args).await,
         Command::Manifests(args) => manifests_cmd::run(args),
+        Command::Doctor(args) => doctor::run(args).await,
         Command::Completions { shell } => docs_cmd::completions(shell),
         Command::Man { dir } => docs_cmd::man(dir.as_deref()),
     };

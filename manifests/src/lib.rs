@@ -1,7 +1,7 @@
 //! sshbridge-manifests: ready-to-apply manifests built from an operator's config: kube-apiserver's
 //! EgressSelectorConfiguration, the Konnectivity agent DaemonSet, a static
 //! Pod running the bridge on a control-plane host, and a hardened systemd
-//! unit.
+//! unit, and the node-side sshd setup (`node-sshd`).
 //!
 //! Rendering only: every function here is pure (a validated
 //! [`sshbridge_config::Config`] and flags in, text out). Loading the config
@@ -15,18 +15,27 @@
 mod agent;
 mod egress;
 mod mounts;
+mod node_sshd;
+mod node_sshd_opts;
+mod node_sshd_text;
 mod static_pod;
 mod systemd;
 mod version;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_node_sshd;
 
 use std::path::PathBuf;
 
 pub use agent::{konnectivity_agent, AgentOptions, AgentStyle};
 pub use egress::{
     egress_selector, egress_selector_yaml, resolve_egress, EgressOptions, EgressProtocol,
+};
+pub use node_sshd::{node_sshd, permits};
+pub use node_sshd_opts::{
+    NodeSshdError, NodeSshdForm, NodeSshdOptions, PermitScope, MAX_PERMIT_ENTRIES, WAIT_COMMAND,
 };
 pub use static_pod::{static_pod, StaticPodOptions};
 pub use systemd::{systemd_unit, SystemdOptions};

@@ -33,6 +33,7 @@
 pub mod certificate;
 mod client;
 mod error;
+pub mod diagnose;
 mod events;
 pub mod known_hosts;
 mod login;

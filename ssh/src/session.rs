@@ -241,7 +241,7 @@ async fn authenticate(
 }
 
 /// russh settings for one connection to `target`.
-fn client_config(ctx: &SshContext, target: &HostIdentity) -> russh::client::Config {
+pub(crate) fn client_config(ctx: &SshContext, target: &HostIdentity) -> russh::client::Config {
     let cfg = ctx.config();
     // Consumption-driven windows (vendor/README.md): a channel's queue holds
     // at most one window of data messages of at least one byte each, so it

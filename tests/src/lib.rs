@@ -21,6 +21,7 @@ pub mod manifests;
 pub mod migration;
 pub mod net;
 pub mod netlab;
+pub mod node_sshd;
 pub mod pods;
 pub mod sshd;
 pub mod trust;

@@ -7,6 +7,8 @@ mod support;
 
 #[path = "e2e/apiserver.rs"]
 mod apiserver;
+#[path = "e2e/doctor.rs"]
+mod doctor;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/hardening.rs"]
@@ -35,6 +37,8 @@ mod netfaults_agent;
 mod netfaults_migration;
 #[path = "e2e/netfaults_slow.rs"]
 mod netfaults_slow;
+#[path = "e2e/node_sshd.rs"]
+mod node_sshd;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]

@@ -4,6 +4,7 @@
 //! cluster with `--from-cluster`.
 
 mod cluster;
+mod node_sshd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,10 @@ enum Kind {
         #[command(flatten)]
         target: Target,
     },
+    /// What each node's sshd must allow the bridge and nothing more: a
+    /// `Match User` block for sshd_config, or a restricted authorized_keys
+    /// line (docs/least-privilege.md).
+    NodeSshd(node_sshd::NodeSshdArgs),
     /// A hardened systemd unit running `sshbridge run`.
     Systemd {
         /// Path of the installed binary.
@@ -180,6 +185,7 @@ pub fn run(args: ManifestsArgs) -> anyhow::Result<ExitCode> {
                 kubernetes: target.resolve()?,
             },
         ),
+        Kind::NodeSshd(a) => node_sshd::render(&cfg, a)?,
         Kind::Systemd {
             bin,
             user,
