@@ -39,6 +39,8 @@ mod netfaults_migration;
 mod netfaults_slow;
 #[path = "e2e/node_sshd.rs"]
 mod node_sshd;
+#[path = "e2e/node_sshd_certs.rs"]
+mod node_sshd_certs;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]

@@ -178,9 +178,10 @@ async fn shell_pty_and_agent_are_refused(
     Ok(())
 }
 
-/// The real `ssh` client towards `sshd` with the bridge's key and strict
-/// host key checking against the lab's known_hosts.
-fn ssh_client(
+/// The real `ssh` client towards `sshd` with the bridge's key (or the
+/// `-i` in `options`) and strict host key checking against the lab's
+/// known_hosts.
+pub(crate) fn ssh_client(
     lab: &Lab,
     sshd: &GeneratedSshd,
     options: &[&str],
@@ -194,6 +195,7 @@ fn ssh_client(
         .arg(sshd.addr.port().to_string())
         .arg("-i")
         .arg(&lab.client_key.private)
+        .args(["-o", "IdentitiesOnly=yes"])
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
         .arg(format!(
@@ -209,7 +211,7 @@ fn ssh_client(
 }
 
 /// Polls `ready` every 20 ms for at most 10 s.
-async fn wait_for(ready: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_for(ready: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !ready() {
         anyhow::ensure!(
