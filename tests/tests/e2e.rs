@@ -9,6 +9,8 @@ mod support;
 mod apiserver;
 #[path = "e2e/doctor.rs"]
 mod doctor;
+#[path = "e2e/doctor_certs.rs"]
+mod doctor_certs;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/hardening.rs"]
