@@ -1,9 +1,6 @@
 //! What `sshbridge doctor` asks of one node's sshd, step by step, keeping
-//! each step's outcome instead of stopping at the first error as the
-//! tunnel does: TCP reachability, the host key against known_hosts (and
-//! which line matched), authentication, and a test forward to the
-//! kubelet. The forwarded stream is handed back for the kubelet's TLS
-//! check.
+//! each outcome: TCP, host key (and the known_hosts line that matched),
+//! authentication, a forward to the kubelet (handed back for TLS).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -53,14 +50,6 @@ pub struct Diagnosis {
     _session: Option<russh::client::Handle<Probe>>,
 }
 
-impl std::fmt::Debug for Diagnosis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Diagnosis")
-            .field("findings", &self.findings)
-            .finish_non_exhaustive()
-    }
-}
-
 fn finding(check: &'static str, verdict: Verdict, message: String) -> Finding {
     Finding {
         check,
@@ -69,9 +58,17 @@ fn finding(check: &'static str, verdict: Verdict, message: String) -> Finding {
     }
 }
 
-/// Runs the SSH checks of `node` with the bridge's identity and
-/// known_hosts; every network step is bounded by `ssh.connect_timeout`.
-pub async fn diagnose(ctx: &SshContext, node: &Node, kubelet_port: u16) -> Diagnosis {
+/// Runs the SSH checks of `node` with the bridge's identity (and
+/// certificate) and known_hosts; every network step is bounded by
+/// `ssh.connect_timeout`. `certificate_error`: `[ssh].certificate` could
+/// not be used (expired, other key...); `ctx` was then loaded without it
+/// and authentication fails with that message.
+pub async fn diagnose(
+    ctx: &SshContext,
+    node: &Node,
+    kubelet_port: u16,
+    certificate_error: Option<&str>,
+) -> Diagnosis {
     let mut findings = Vec::new();
     let out = |findings: Vec<Finding>, rest: &[&'static str], why: &str| {
         let mut findings = findings;
@@ -93,34 +90,20 @@ pub async fn diagnose(ctx: &SshContext, node: &Node, kubelet_port: u16) -> Diagn
     )
     .await;
     let tcp = match tcp {
-        Ok(Ok(s)) => {
-            findings.push(finding(
-                "reachable",
-                Verdict::Ok,
-                format!(
-                    "TCP connect to {addr} in {} ms",
-                    started.elapsed().as_millis()
-                ),
-            ));
-            s
-        }
-        Ok(Err(e)) => {
-            findings.push(finding(
-                "reachable",
-                Verdict::Fail,
-                format!("TCP connect to {addr} failed: {e}; check that sshd runs and listens there ([[node]].ssh_address) and the firewall"),
-            ));
-            return out(findings, &AFTER_TCP, "needs a TCP connection");
-        }
-        Err(_) => {
-            findings.push(finding(
-                "reachable",
-                Verdict::Fail,
-                format!("no TCP connection to {addr} within {limit:?} (ssh.connect_timeout); check the network path and the firewall"),
-            ));
+        Ok(Ok(s)) => s,
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => format!("failed: {e}"),
+                _ => format!("got no answer within {limit:?} (ssh.connect_timeout)"),
+            };
+            let msg = format!("TCP connect to {addr} {why}; check that sshd runs and listens there ([[node]].ssh_address), the network path and the firewall");
+            findings.push(finding("reachable", Verdict::Fail, msg));
             return out(findings, &AFTER_TCP, "needs a TCP connection");
         }
     };
+    let ms = started.elapsed().as_millis();
+    let msg = format!("TCP connect to {addr} in {ms} ms");
+    findings.push(finding("reachable", Verdict::Ok, msg));
     let _ = tcp.set_nodelay(true);
     let target = HostIdentity {
         node: node.name.clone(),
@@ -171,7 +154,13 @@ pub async fn diagnose(ctx: &SshContext, node: &Node, kubelet_port: u16) -> Diagn
             return out(findings, &AFTER_AUTH, "needs a session");
         }
     };
-    let (verdict, message) = authenticate(ctx, &mut handle, &addr, limit).await;
+    let (verdict, message) = match certificate_error {
+        Some(e) => (
+            Verdict::Fail,
+            format!("{e} (the bridge cannot log in to any node with it)"),
+        ),
+        None => authenticate(ctx, &mut handle, &addr, limit).await,
+    };
     findings.push(finding("authentication", verdict, message));
     if verdict == Verdict::Fail {
         return out(findings, &AFTER_AUTH, "needs an authenticated session");
@@ -238,7 +227,7 @@ const AFTER_TCP: [&str; 3] = ["host key", "authentication", "forward"];
 const AFTER_HOST_KEY: [&str; 2] = ["authentication", "forward"];
 const AFTER_AUTH: [&str; 1] = ["forward"];
 
-/// Public-key authentication with the bridge's identity.
+/// Authentication with the bridge's certificate, or its plain key.
 async fn authenticate(
     ctx: &SshContext,
     handle: &mut russh::client::Handle<Probe>,
@@ -246,9 +235,14 @@ async fn authenticate(
     limit: Duration,
 ) -> (Verdict, String) {
     let identity = ctx.identity.clone();
-    let fingerprint = identity.public_key().fingerprint(HashAlg::Sha256);
     let user = ctx.config().user.clone();
+    let cert = ctx.certificate();
     let attempt = async {
+        if let Some(c) = cert {
+            return handle
+                .authenticate_openssh_cert(user.clone(), identity.clone(), c.cert.clone())
+                .await;
+        }
         let hash = if identity.algorithm().is_rsa() {
             handle
                 .best_supported_rsa_hash()
@@ -257,37 +251,56 @@ async fn authenticate(
         } else {
             None
         };
-        handle
-            .authenticate_publickey(
-                user.clone(),
-                PrivateKeyWithHashAlg::new(identity.clone(), hash),
-            )
-            .await
+        let key = PrivateKeyWithHashAlg::new(identity.clone(), hash);
+        handle.authenticate_publickey(user.clone(), key).await
     };
-    match tokio::time::timeout(limit, attempt).await {
-        Ok(Ok(r)) if r.success() => (
-            Verdict::Ok,
-            format!(
-                "user {user} logged in with public key {fingerprint} ({}; a plain key has no expiry)",
-                ctx.config().identity.display()
-            ),
-        ),
-        Ok(Ok(_)) => (
-            Verdict::Fail,
-            format!(
+    let accepted = match tokio::time::timeout(limit, attempt).await {
+        Ok(Ok(r)) => r.success(),
+        Ok(Err(e)) => {
+            return (
+                Verdict::Fail,
+                format!("authentication with {addr} failed: {e}"),
+            )
+        }
+        Err(_) => {
+            let msg = format!("sshd at {addr} did not finish authentication within {limit:?}");
+            return (Verdict::Fail, msg);
+        }
+    };
+    let fingerprint = identity.public_key().fingerprint(HashAlg::Sha256);
+    let Some(cert) = cert else {
+        return if accepted {
+            let file = ctx.config().identity.display();
+            let msg = format!("user {user} logged in with public key {fingerprint} ({file}; a plain key has no expiry)");
+            (Verdict::Ok, msg)
+        } else {
+            (Verdict::Fail, format!(
                 "sshd at {addr} refused public key {fingerprint} for user {user}: add it to that user's \
                  authorized_keys on the node (`sshbridge manifests node-sshd --form authorized-keys` prints the line)"
-            ),
-        ),
-        Ok(Err(e)) => (
-            Verdict::Fail,
-            format!("authentication with {addr} failed: {e}"),
-        ),
-        Err(_) => (
-            Verdict::Fail,
-            format!("sshd at {addr} did not finish authentication within {limit:?}"),
-        ),
+            ))
+        };
+    };
+    let (what, principals) = (cert.describe(), cert.principals.join(","));
+    if !accepted {
+        return (Verdict::Fail, format!(
+            "sshd at {addr} refused {what} with principals [{principals}] for user {user}: either the node \
+             does not trust its CA {} (unknown CA: add it to TrustedUserCAKeys) or accepts none of \
+             those principals for {user} (AuthorizedPrincipalsFile); \
+             `sshbridge manifests node-sshd --user-ca CA.pub` prints the lines",
+            cert.ca_fingerprint
+        ));
     }
+    let now = SystemTime::now();
+    let left = humantime::format_duration(Duration::from_secs(cert.remaining(now).as_secs()));
+    let until = super::certificate::rfc3339(cert.valid_before);
+    if cert.expires_within(ctx.config().certificate_warn_before, now) {
+        return (Verdict::Warn, format!(
+            "user {user} logged in with {what}, principals [{principals}], but it expires at {until} \
+             ({left} left, less than ssh.certificate_warn_before): issue a new one and reload"
+        ));
+    }
+    let msg = format!("user {user} logged in with {what}, principals [{principals}], valid until {until} ({left} left)");
+    (Verdict::Ok, msg)
 }
 
 /// russh's callbacks for the doctor's one connection: judge the host key

@@ -32,8 +32,8 @@
 
 pub mod certificate;
 mod client;
-mod error;
 pub mod diagnose;
+mod error;
 mod events;
 pub mod known_hosts;
 mod login;

@@ -9,6 +9,8 @@ mod support;
 mod apiserver;
 #[path = "e2e/doctor.rs"]
 mod doctor;
+#[path = "e2e/doctor_certs.rs"]
+mod doctor_certs;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/hardening.rs"]
@@ -39,6 +41,8 @@ mod netfaults_migration;
 mod netfaults_slow;
 #[path = "e2e/node_sshd.rs"]
 mod node_sshd;
+#[path = "e2e/node_sshd_certs.rs"]
+mod node_sshd_certs;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]

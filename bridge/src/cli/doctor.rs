@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use sshbridge::admin_client::{fetch_report, AdminAddr};
 use sshbridge::ssh::diagnose::{diagnose, Finding, Verdict};
-use sshbridge::ssh::SshContext;
+use sshbridge::ssh::{SshContext, SshSetupError};
 use sshbridge_config::{AgentIdentity, Config, Node, Route};
 use sshbridge_report::Report;
 
@@ -114,9 +114,21 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     if args.nodes.is_empty() {
         nodes = cfg.nodes.iter().collect();
     }
-    let ctx = SshContext::load(&cfg.ssh)?;
+    // An unusable certificate is a finding of every node, not the end of
+    // the run: the other checks still run without it.
+    let (ctx, certificate_error) = match SshContext::load(&cfg.ssh) {
+        Ok(ctx) => (ctx, None),
+        Err(SshSetupError::Certificate(e)) => {
+            let mut ssh = cfg.ssh.clone();
+            ssh.certificate = None;
+            (SshContext::load(&ssh)?, Some(e.to_string()))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let report = bridge_report(&cfg, &args).await;
-    let checks = nodes.iter().map(|n| check_node(&cfg, &ctx, n, &report));
+    let checks = nodes
+        .iter()
+        .map(|n| check_node(&cfg, &ctx, n, certificate_error.as_deref(), &report));
     let results = futures::future::join_all(checks).await;
     match args.output {
         Output::Json => println!("{}", render::json(&results)),
@@ -149,9 +161,10 @@ async fn check_node(
     cfg: &Config,
     ctx: &SshContext,
     node: &Node,
+    certificate_error: Option<&str>,
     report: &Result<Report, String>,
 ) -> NodeResult {
-    let mut d = diagnose(ctx, node, cfg.health.kubelet_port).await;
+    let mut d = diagnose(ctx, node, cfg.health.kubelet_port, certificate_error).await;
     let mut checks: Vec<Check> = d.findings.drain(..).map(Check::from).collect();
     checks.push(kubelet::check(cfg, node, d.kubelet.take()).await);
     checks.push(konnectivity(cfg, node, report));

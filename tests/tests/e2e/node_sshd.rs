@@ -118,8 +118,7 @@ async fn shell_pty_and_agent_are_refused(
     wait_for(|| agent_sock.exists(), "ssh-agent's socket").await?;
     let marker = dir.join("exec-ran");
     let command = format!("touch {}; echo ran", marker.display());
-    let mut ssh = ssh_client(lab, sshd, "-T", &command)?
-        .arg("-A")
+    let mut ssh = ssh_client(lab, sshd, &["-T", "-A"], &command)?
         .env("SSH_AUTH_SOCK", &agent_sock)
         .stdin(Stdio::piped())
         .spawn()
@@ -164,7 +163,7 @@ async fn shell_pty_and_agent_are_refused(
     let _ = agent.wait().await;
 
     // A pty is refused.
-    let pty = ssh_client(lab, sshd, "-tt", "true")?
+    let pty = ssh_client(lab, sshd, &["-tt"], "true")?
         .stdin(Stdio::null())
         .spawn()
         .context("starting ssh")?;
@@ -179,20 +178,24 @@ async fn shell_pty_and_agent_are_refused(
     Ok(())
 }
 
-/// The real `ssh` client towards `sshd` with the bridge's key and strict
-/// host key checking against the lab's known_hosts.
-fn ssh_client(
+/// The real `ssh` client towards `sshd` with the bridge's key (or the
+/// `-i` in `options`) and strict host key checking against the lab's
+/// known_hosts.
+pub(crate) fn ssh_client(
     lab: &Lab,
     sshd: &GeneratedSshd,
-    tty: &str,
+    options: &[&str],
     command: &str,
 ) -> anyhow::Result<tokio::process::Command> {
     let user = sshbridge_tests::cluster::current_user()?;
     let mut c = tokio::process::Command::new("ssh");
-    c.args(["-F", "/dev/null", tty, "-p"])
+    c.args(["-F", "/dev/null"])
+        .args(options)
+        .arg("-p")
         .arg(sshd.addr.port().to_string())
         .arg("-i")
         .arg(&lab.client_key.private)
+        .args(["-o", "IdentitiesOnly=yes"])
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
         .arg(format!(
@@ -208,7 +211,7 @@ fn ssh_client(
 }
 
 /// Polls `ready` every 20 ms for at most 10 s.
-async fn wait_for(ready: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_for(ready: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !ready() {
         anyhow::ensure!(

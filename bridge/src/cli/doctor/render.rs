@@ -1,28 +1,37 @@
 //! The doctor's output: a plain aligned table per node, or JSON.
 
+use comfy_table::{Cell, Color};
+use sshbridge::report::render;
+
 use super::NodeResult;
 
-/// One table per node: the node line, then `CHECK  RESULT  MESSAGE`.
+/// One table per node in the house style of `report` (comfy-table, no
+/// borders, coloured on a terminal unless NO_COLOR), indented under the
+/// node's line: `CHECK  RESULT  MESSAGE`.
 pub fn table(results: &[NodeResult]) -> String {
+    let colour = render::use_colour();
     let mut out = String::new();
     for n in results {
         out.push_str(&format!(
             "node {} (address {}, sshd {})\n",
             n.name, n.address, n.ssh_address
         ));
-        let width = n
-            .checks
-            .iter()
-            .map(|c| c.check.len())
-            .chain(["CHECK".len()])
-            .max()
-            .unwrap_or(0);
-        out.push_str(&format!("  {:width$}  RESULT  MESSAGE\n", "CHECK"));
+        let mut t = render::table(&["CHECK", "RESULT", "MESSAGE"], colour);
         for c in &n.checks {
-            out.push_str(&format!(
-                "  {:width$}  {:6}  {}\n",
-                c.check, c.result, c.message
-            ));
+            let hue = match c.result {
+                "ok" => Color::Green,
+                "warn" => Color::Yellow,
+                "fail" => Color::Red,
+                _ => Color::DarkGrey,
+            };
+            t.add_row(vec![
+                Cell::new(c.check),
+                Cell::new(c.result).fg(hue),
+                Cell::new(&c.message),
+            ]);
+        }
+        for line in render::table_text(&t).lines() {
+            out.push_str(&format!("  {line}\n"));
         }
         out.push('\n');
     }
