@@ -6,6 +6,7 @@
 //! the tunnel it dialed through, so a reload never cuts open streams of
 //! nodes that stay.
 
+mod inventory;
 pub mod listen;
 mod migration;
 mod migration_api;
@@ -89,6 +90,8 @@ struct Shared {
     /// The migration controller, or why it is unavailable. Set once,
     /// right after start.
     migration: OnceLock<Result<sshbridge_migrate::Controller, migration::Unavailable>>,
+    /// Where the nodes come from (`[inventory]`) and the Node watch.
+    inventory: inventory::InventoryState,
 }
 
 impl Shared {
@@ -139,10 +142,14 @@ impl Daemon {
     ) -> Result<Daemon, StartError> {
         let root = CancellationToken::new();
         let tasks = Tasks::new();
+        let file = config.clone();
+        let merged = inventory::merge(&file, &Default::default());
+        let config = merged.config;
         let store = migration::open_store(&config)?;
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
+        let metrics_for_inventory = metrics.clone();
         let egress_handshakes = HandshakeLimit::new(
             "egress",
             config.egress.max_tls_handshakes,
@@ -227,6 +234,13 @@ impl Daemon {
             hub: hub.clone(),
             migration_routes: Default::default(),
             migration: OnceLock::new(),
+            inventory: inventory::InventoryState::start(
+                &file,
+                merged.view,
+                &tasks,
+                &root,
+                &metrics_for_inventory,
+            ),
         });
         let controller = migration::start(&shared, store, root.child_token());
         if let Err(why) = &controller {

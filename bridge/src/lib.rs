@@ -46,6 +46,7 @@ pub mod router;
 pub use sshbridge_core::{backoff, handshake, memory, path, tasks, tls};
 pub use sshbridge_konnectivity as konnectivity;
 pub use sshbridge_konnectivity::agent;
+pub use sshbridge_kubeapi as kubeapi;
 pub use sshbridge_manifests as manifests;
 pub use sshbridge_report as report;
 pub use sshbridge_ssh as ssh;

@@ -31,6 +31,8 @@ pub struct Config {
     pub migration: Migration,
     /// `[kubernetes]`, absent when the section is absent.
     pub kubernetes: Option<Kubernetes>,
+    /// `[inventory]`
+    pub inventory: Inventory,
     /// `[[node]]`, in file order. Names and addresses are unique.
     pub nodes: Vec<Node>,
 }

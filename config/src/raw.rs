@@ -28,7 +28,21 @@ pub(crate) struct RawConfig {
     pub migration: RawMigration,
     pub kubernetes: Option<RawKubernetes>,
     #[serde(default)]
+    pub inventory: RawInventory,
+    #[serde(default)]
     pub node: Vec<RawNode>,
+}
+
+/// `[inventory]`: where the node list comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInventory {
+    pub source: Option<Str>,
+    pub node_selector: Option<Str>,
+    pub address_types: Option<Vec<Str>>,
+    pub ssh_port: Option<Spanned<i64>>,
+    pub ssh_address_annotation: Option<Str>,
+    pub watch_grace: Option<Str>,
 }
 
 /// `[kubernetes]`: how the bridge reaches the Kubernetes API.

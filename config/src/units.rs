@@ -49,7 +49,7 @@ pub(crate) fn max_duration(key: &str) -> Duration {
         | "admin.tls_handshake_timeout"
         | "egress.tls_handshake_timeout" => 10 * MINUTE,
         "ssh.keepalive_interval" | "ssh.backoff.initial" | "ssh.backoff.max" => HOUR,
-        "health.interval" => HOUR,
+        "health.interval" | "inventory.watch_grace" => HOUR,
         _ => return MAX_DURATION_DEFAULT,
     };
     Duration::from_secs(secs)

@@ -37,6 +37,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         .kubernetes
         .as_ref()
         .map(|k| kubernetes::kubernetes(&mut cx, k));
+    let inventory = kubernetes::inventory(&mut cx, &raw.inventory, kubernetes.is_some());
     let nodes = nodes::nodes(&mut cx, &raw.node, ssh.port, konnectivity.is_some());
     if !cx.d.is_empty() {
         return Err(cx.d.into_error());
@@ -51,6 +52,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         konnectivity,
         migration,
         kubernetes,
+        inventory,
         nodes,
     })
 }

@@ -2,12 +2,14 @@
 //! `[kubernetes]`, and what the bridge reads through it.
 //!
 //! What it does: build one [`kube::Client`] from a kubeconfig (or the
-//! in-cluster service account).
+//! in-cluster service account); watch the Node objects and turn them into
+//! the bridge's nodes ([`inventory`]).
 //!
 //! What it does not: decide anything about routing; the daemon owns that.
 
 #![warn(missing_docs)]
 
 mod client;
+pub mod inventory;
 
 pub use client::{client, ClientError};

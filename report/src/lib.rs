@@ -17,6 +17,7 @@
 pub mod diff;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+mod inventory;
 pub mod render;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 pub use diff::{diff, Change, Diff, Thresholds, What};
+pub use inventory::{InventoryReport, Unservable, WatchReport};
 pub use sshbridge_config::Route;
 pub use sshbridge_core::PathState;
 
@@ -51,6 +53,11 @@ pub struct Report {
     pub totals: Totals,
     /// Every configured node, sorted by name.
     pub nodes: Vec<NodeReport>,
+    /// Where the nodes came from, and the API's nodes the bridge cannot
+    /// serve; absent with `[inventory] source = "static"` (and in reports
+    /// of versions before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryReport>,
 }
 
 /// Identity and age of the bridge that wrote a report.
@@ -217,6 +224,7 @@ impl Report {
             bridge,
             totals: Totals::from_nodes(&nodes),
             nodes,
+            inventory: None,
         }
     }
 

@@ -99,6 +99,9 @@ pub fn report_table(r: &Report, colour: bool) -> String {
             modes.join(", ")
         ));
     }
+    if let Some(inv) = &r.inventory {
+        out.push_str(&crate::inventory::table(inv));
+    }
     out
 }
 

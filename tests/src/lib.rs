@@ -16,6 +16,7 @@ pub mod client;
 pub mod cluster;
 pub mod grpc;
 pub mod hostkeys;
+pub mod inventory;
 pub mod konnectivity;
 pub mod manifests;
 pub mod migration;

@@ -19,6 +19,10 @@ mod hardening;
 mod health;
 #[path = "e2e/hostkeys.rs"]
 mod hostkeys;
+#[path = "e2e/inventory.rs"]
+mod inventory;
+#[path = "e2e/inventory_flow.rs"]
+mod inventory_flow;
 #[path = "e2e/kit.rs"]
 mod kit;
 #[path = "e2e/konnectivity.rs"]

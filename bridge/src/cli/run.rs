@@ -68,9 +68,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{w}");
     }
     let daemon = Daemon::start(config, listeners, args.drain_timeout).context("cannot start")?;
+    let mut inventory = daemon.inventory_updates();
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&daemon, &args.config),
+            Some(discovered) = inventory_changed(&mut inventory) => {
+                match daemon.apply_inventory(discovered) {
+                    Ok(s) if s.added.is_empty() && s.removed.is_empty() && s.replaced.is_empty() => {}
+                    Ok(s) => info!(
+                        added = ?s.added, removed = ?s.removed, replaced = ?s.replaced, kept = s.kept,
+                        "node inventory applied"
+                    ),
+                    Err(e) => error!("node inventory not applied, the running nodes stay: {e}"),
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -89,6 +100,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     abort.abort();
     info!("sshbridge stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The next inventory the Node watch publishes; never, without a watch.
+async fn inventory_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<sshbridge::kubeapi::inventory::Published>>,
+) -> Option<sshbridge::kubeapi::inventory::Published> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 fn reload(daemon: &Daemon, path: &std::path::Path) {

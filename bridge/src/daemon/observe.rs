@@ -23,7 +23,9 @@ impl Shared {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
         };
-        Report::new(bridge, nodes, SystemTime::now())
+        let mut report = Report::new(bridge, nodes, SystemTime::now());
+        report.inventory = self.inventory.report();
+        report
     }
 }
 
@@ -65,7 +67,7 @@ impl AdminState for Shared {
         } else {
             Err(format!("no node path is up: {}", down.join("; ")))
         };
-        vec![
+        let mut checks = vec![
             Check {
                 name: "egress".into(),
                 result: egress,
@@ -74,7 +76,9 @@ impl AdminState for Shared {
                 name: "node-paths".into(),
                 result: nodes,
             },
-        ]
+        ];
+        checks.extend(self.inventory.readiness());
+        checks
     }
 
     fn metrics(&self) -> String {
@@ -84,6 +88,7 @@ impl AdminState for Shared {
         }
         self.metrics
             .set_tunnel_states(snap.nodes.values().map(|n| n.tunnel.state()));
+        self.inventory.refresh_metrics();
         if let Some(hub) = &self.hub {
             self.metrics
                 .set_agents_cut_for_control_backlog(hub.agents_cut_for_control_backlog());

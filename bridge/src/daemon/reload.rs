@@ -15,10 +15,12 @@ use crate::router::Table;
 use crate::ssh::{SshContext, Tunnel};
 
 impl Daemon {
-    /// Applies a new configuration: new nodes connect, removed nodes drain
-    /// and close, unchanged nodes keep their sessions and streams. Listener
-    /// addresses are not rebound; changing them needs a restart.
-    pub fn reload(&self, config: Config) -> Result<ReloadSummary, StartError> {
+    /// Applies a new configuration (the file's, merged with the discovered
+    /// nodes: [`Daemon::reload`], [`Daemon::apply_inventory`]): new nodes
+    /// connect, removed nodes drain and close, unchanged nodes keep their
+    /// sessions and streams. Listener addresses are not rebound; changing
+    /// them needs a restart.
+    pub(super) fn apply(&self, config: Config) -> Result<ReloadSummary, StartError> {
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let old = self.shared.snapshot();

@@ -1,8 +1,9 @@
-//! The `[kubernetes]` section: the kubeconfig (must exist) and its context.
+//! The `[kubernetes]` section (the kubeconfig, which must exist, and its
+//! context) and the `[inventory]` section (static or discovered nodes).
 
 use super::Ctx;
-use crate::model::Kubernetes;
-use crate::raw::RawKubernetes;
+use crate::model::{Inventory, InventorySource, Kubernetes, NODE_ADDRESS_TYPES};
+use crate::raw::{RawInventory, RawKubernetes, Str};
 use crate::units::Problem;
 
 pub(super) fn kubernetes(cx: &mut Ctx<'_>, raw: &RawKubernetes) -> Kubernetes {
@@ -32,4 +33,135 @@ pub(super) fn kubernetes(cx: &mut Ctx<'_>, raw: &RawKubernetes) -> Kubernetes {
         kubeconfig,
         context,
     }
+}
+
+/// Default `[inventory] address_types`.
+const DEFAULT_ADDRESS_TYPES: [&str; 2] = ["InternalIP", "ExternalIP"];
+/// Default `[inventory] ssh_port`.
+const DEFAULT_SSH_PORT: u16 = 22;
+/// Default `[inventory] ssh_address_annotation`.
+const DEFAULT_SSH_ADDRESS_ANNOTATION: &str = "sshbridge.io/ssh-address";
+/// Default `[inventory] watch_grace`.
+const DEFAULT_WATCH_GRACE: &str = "30s";
+
+pub(super) fn inventory(cx: &mut Ctx<'_>, raw: &RawInventory, have_kubernetes: bool) -> Inventory {
+    let source = match &raw.source {
+        None => InventorySource::Static,
+        Some(v) => match v.get_ref().as_str() {
+            "static" => InventorySource::Static,
+            "kubernetes" => InventorySource::Kubernetes,
+            other => {
+                let p = Problem {
+                    message: format!("unknown source {other:?}"),
+                    hint: Some("write \"static\" (the default) or \"kubernetes\"".into()),
+                };
+                cx.report(&v.span(), "inventory.source", p);
+                InventorySource::Static
+            }
+        },
+    };
+    if source == InventorySource::Kubernetes && !have_kubernetes {
+        let span = cx.at("inventory", raw.source.as_ref());
+        let p = Problem {
+            message: "\"kubernetes\" needs a [kubernetes] section".into(),
+            hint: Some("add [kubernetes] with kubeconfig = \"PATH\", or an empty [kubernetes] for the in-cluster service account".into()),
+        };
+        cx.report(&span, "inventory.source", p);
+    }
+    let node_selector = raw.node_selector.as_ref().and_then(|v| {
+        let s = v.get_ref().trim();
+        if s.is_empty() {
+            let p = Problem {
+                message: "is empty".into(),
+                hint: Some("write a label selector, e.g. \"node-role.kubernetes.io/worker\", or remove the key to watch every node".into()),
+            };
+            cx.report(&v.span(), "inventory.node_selector", p);
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    let address_types = match &raw.address_types {
+        None => DEFAULT_ADDRESS_TYPES.map(str::to_owned).to_vec(),
+        Some(list) => address_types(cx, raw, list),
+    };
+    let ssh_port = cx.port(
+        "inventory.ssh_port",
+        raw.ssh_port.as_ref(),
+        DEFAULT_SSH_PORT,
+    );
+    let ssh_address_annotation = annotation(
+        cx,
+        "inventory.ssh_address_annotation",
+        raw.ssh_address_annotation.as_ref(),
+    )
+    .unwrap_or_else(|| DEFAULT_SSH_ADDRESS_ANNOTATION.to_owned());
+    let watch_grace = cx.duration(
+        "inventory.watch_grace",
+        raw.watch_grace.as_ref(),
+        DEFAULT_WATCH_GRACE,
+        true,
+    );
+    Inventory {
+        source,
+        node_selector,
+        address_types,
+        ssh_port,
+        ssh_address_annotation,
+        watch_grace,
+    }
+}
+
+fn address_types(cx: &mut Ctx<'_>, raw: &RawInventory, list: &[Str]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in list {
+        let t = v.get_ref();
+        if !NODE_ADDRESS_TYPES.contains(&t.as_str()) {
+            let p = Problem {
+                message: format!("unknown node address type {t:?}"),
+                hint: Some(format!("use {}", NODE_ADDRESS_TYPES.join(", "))),
+            };
+            cx.report(&v.span(), "inventory.address_types", p);
+        } else if out.contains(t) {
+            let p = Problem {
+                message: format!("{t:?} is listed twice"),
+                hint: None,
+            };
+            cx.report(&v.span(), "inventory.address_types", p);
+        } else {
+            out.push(t.clone());
+        }
+    }
+    if list.is_empty() {
+        let span = cx.at("inventory", raw.source.as_ref());
+        let p = Problem {
+            message: "is empty, so no node would get an address".into(),
+            hint: Some("the default is [\"InternalIP\", \"ExternalIP\"]".into()),
+        };
+        cx.report(&span, "inventory.address_types", p);
+    }
+    out
+}
+
+/// An annotation key: `[prefix/]name`, no blanks.
+fn annotation(cx: &mut Ctx<'_>, key: &str, v: Option<&Str>) -> Option<String> {
+    let v = v?;
+    let s = v.get_ref();
+    let name = s.rsplit('/').next().unwrap_or_default();
+    let prefix_ok = s
+        .rsplit_once('/')
+        .is_none_or(|(prefix, _)| crate::units::is_dns1123_subdomain(prefix));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if prefix_ok && name_ok {
+        return Some(s.clone());
+    }
+    let p = Problem {
+        message: format!("{s:?} is not an annotation key"),
+        hint: Some("write PREFIX/NAME, e.g. \"sshbridge.io/ssh-address\"".into()),
+    };
+    cx.report(&v.span(), key, p);
+    None
 }

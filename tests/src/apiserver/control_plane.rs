@@ -91,8 +91,10 @@ pub struct ControlPlane {
     kubectl: PathBuf,
     /// Killed on drop (`kill_on_drop`).
     _etcd: Child,
-    /// Killed on drop (`kill_on_drop`).
-    _apiserver: Child,
+    /// Killed on drop (`kill_on_drop`); `None` while stopped.
+    apiserver: Option<Child>,
+    /// The apiserver's program and flags, to start it again.
+    apiserver_cmd: (PathBuf, Vec<String>),
 }
 
 impl ControlPlane {
@@ -130,8 +132,9 @@ impl ControlPlane {
 
         let files = Files::write(pki, dir, api_ip, egress)?;
         let addr = SocketAddr::new(api_ip, net::free_port(api_ip)?);
+        let flags = apiserver_flags(&files, ca, &etcd_url, addr);
         let apiserver = spawn(
-            Command::new(&bins.apiserver).args(apiserver_flags(&files, ca, &etcd_url, addr)),
+            Command::new(&bins.apiserver).args(&flags),
             &dir.join("kube-apiserver.log"),
         )?;
         let kubeconfig = dir.join("kubeconfig");
@@ -145,7 +148,8 @@ impl ControlPlane {
             kubeconfig,
             kubectl: bins.kubectl.clone(),
             _etcd: etcd,
-            _apiserver: apiserver,
+            apiserver: Some(apiserver),
+            apiserver_cmd: (bins.apiserver.clone(), flags),
         };
         cp.wait_ready().await?;
         Ok(cp)
@@ -166,6 +170,23 @@ impl ControlPlane {
             "kube-apiserver not ready within {READY:?} (last: {last}); log tail:\n{}",
             self.log_tail(40)
         )
+    }
+
+    /// Kills kube-apiserver (etcd keeps the data) and waits for it to exit.
+    pub async fn stop_apiserver(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.apiserver.take() {
+            child.kill().await.context("killing kube-apiserver")?;
+        }
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again on the same address and waits for
+    /// `/readyz`.
+    pub async fn restart_apiserver(&mut self) -> anyhow::Result<()> {
+        let (program, flags) = &self.apiserver_cmd;
+        let log = self.dir.join("kube-apiserver.log");
+        self.apiserver = Some(spawn(Command::new(program).args(flags), &log)?);
+        self.wait_ready().await
     }
 
     /// The last `n` lines of the apiserver's log.
