@@ -7,6 +7,8 @@ mod support;
 
 #[path = "e2e/apiserver.rs"]
 mod apiserver;
+#[path = "e2e/certs.rs"]
+mod certs;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/hardening.rs"]
