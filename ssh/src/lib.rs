@@ -37,6 +37,7 @@ mod events;
 pub mod known_hosts;
 mod login;
 mod path;
+mod rollover;
 mod session;
 mod shared;
 mod stream;
@@ -279,6 +280,11 @@ pub struct TunnelStats {
     pub last_error: Option<String>,
     /// When the current session came up; `None` when not up.
     pub up_since: Option<SystemTime>,
+    /// Why the node refused the credential of the last rollover (it
+    /// then keeps its old session); `None` once a rollover succeeded.
+    pub rotation_refused: Option<String>,
+    /// Rollovers refused by the node so far.
+    pub rotations_refused: u64,
 }
 
 /// Counters shared by a tunnel's actor, its handles and its streams.
@@ -294,6 +300,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     streams_reset: AtomicU64,
     pub(crate) stream_compactions: AtomicU64,
+    pub(crate) rotations_refused: AtomicU64,
     /// Who hears of handshakes, sessions and compactions as they happen.
     events: Option<std::sync::Arc<dyn TunnelEvents>>,
 }

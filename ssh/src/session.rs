@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::Client;
 use super::error::HandshakeError;
 use super::known_hosts::HostIdentity;
+use super::rollover::{self, Up};
 use super::shared::Shared;
 use super::{SshContext, TunnelState};
 use sshbridge_config::Node;
@@ -46,29 +47,46 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         shared.set_state(TunnelState::Connecting);
         let ctx = shared.context();
         let attempt = tokio::select! {
-            r = establish(&shared.node, ctx) => r,
+            r = rollover::connect(&shared, ctx) => r,
             _ = stop.cancelled() => break,
         };
         match attempt {
-            Ok(est) => {
-                let handle = Arc::new(est.handle);
+            Ok((est, ctx)) => {
+                let mut live = Up::publish(&shared, est, ctx);
                 let up_at = tokio::time::Instant::now();
-                shared.session_up(handle.clone(), lock(&est.accepted).take());
                 tracing::info!(node = %node, addr = %addr, "ssh session up");
-                let end = tokio::select! {
-                    _ = est.ended => None,
-                    why = shared.host_key_distrusted() => {
-                        tracing::warn!(node = %node, addr = %addr, reason = %why,
-                            "closing the ssh session: its host key is no longer trusted");
-                        shared.session_lost(format!(
-                            "node {node}: SSH session with {addr} closed: {why}; reconnecting"
-                        ));
-                        Some("host key no longer trusted")
+                let mut rolls = shared.rollover.subscribe();
+                rolls.mark_unchanged();
+                let end = loop {
+                    tokio::select! {
+                        _ = &mut live.ended => break None,
+                        why = shared.host_key_distrusted() => {
+                            tracing::warn!(node = %node, addr = %addr, reason = %why,
+                                "closing the ssh session: its host key is no longer trusted");
+                            shared.session_lost(format!(
+                                "node {node}: SSH session with {addr} closed: {why}; reconnecting"
+                            ));
+                            break Some("host key no longer trusted");
+                        }
+                        _ = stop.cancelled() => break Some("sshbridge stopping"),
+                        _ = shared.parked_and_idle() => break Some("sshbridge no longer needs this session"),
+                        Ok(()) = rolls.changed() => {
+                            let next = tokio::select! {
+                                r = rollover::attempt(&shared) => r,
+                                _ = stop.cancelled() => None,
+                            };
+                            if let Some((est, ctx)) = next {
+                                let credential = ctx.credential();
+                                let old = std::mem::replace(&mut live, Up::publish(&shared, est, ctx));
+                                rollover::retire(&shared, old, stop.clone());
+                                tracing::info!(node = %node, addr = %addr, credential = %credential,
+                                    "ssh session rolled over to the new credential; the previous one closes when its streams end");
+                            }
+                        }
                     }
-                    _ = stop.cancelled() => Some("sshbridge stopping"),
-                    _ = shared.parked_and_idle() => Some("sshbridge no longer needs this session"),
                 };
                 shared.session_down();
+                let handle = live.handle;
                 if let Some(why) = end {
                     let bye = handle.disconnect(russh::Disconnect::ByApplication, why, "en");
                     let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
@@ -77,7 +95,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     }
                     continue;
                 }
-                let reason = lock(&est.end_reason)
+                let reason = lock(&live.end_reason)
                     .take()
                     .unwrap_or_else(|| "connection closed".into());
                 let msg = format!(

@@ -37,6 +37,8 @@ mod netfaults_agent;
 mod netfaults_migration;
 #[path = "e2e/netfaults_slow.rs"]
 mod netfaults_slow;
+#[path = "e2e/rotation.rs"]
+mod rotation;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]
