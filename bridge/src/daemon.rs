@@ -6,6 +6,7 @@
 //! the tunnel it dialed through, so a reload never cuts open streams of
 //! nodes that stay.
 
+mod certs;
 pub mod listen;
 mod migration;
 mod migration_api;
@@ -89,6 +90,10 @@ struct Shared {
     /// The migration controller, or why it is unavailable. Set once,
     /// right after start.
     migration: OnceLock<Result<sshbridge_migrate::Controller, migration::Unavailable>>,
+    /// The `[ssh]` context in use (replaced by reloads and by the
+    /// certificate watch), and its certificate's metrics.
+    ssh: std::sync::Mutex<Arc<SshContext>>,
+    certs: certs::CertMetrics,
 }
 
 impl Shared {
@@ -143,6 +148,9 @@ impl Daemon {
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
+        let cert_metrics = certs::CertMetrics::register(metrics.registry());
+        cert_metrics.set(&ctx);
+        certs::warn_if_expiring(&ctx);
         let egress_handshakes = HandshakeLimit::new(
             "egress",
             config.egress.max_tls_handshakes,
@@ -227,7 +235,13 @@ impl Daemon {
             hub: hub.clone(),
             migration_routes: Default::default(),
             migration: OnceLock::new(),
+            ssh: std::sync::Mutex::new(ctx.clone()),
+            certs: cert_metrics,
         });
+        tasks.spawn(
+            "ssh certificate watch",
+            certs::watch(shared.clone(), root.child_token()),
+        );
         let controller = migration::start(&shared, store, root.child_token());
         if let Err(why) = &controller {
             tracing::error!("{why}; nodes keep their configured routes");

@@ -146,6 +146,18 @@ impl SshContext {
         self.certificate.as_ref()
     }
 
+    /// Whether `text` (a certificate file's contents) is the certificate
+    /// this context uses.
+    pub fn certificate_text_is(&self, text: &str) -> bool {
+        match (
+            &self.certificate,
+            russh::keys::Certificate::from_openssh(text.trim()),
+        ) {
+            (Some(c), Ok(other)) => c.cert == other,
+            _ => false,
+        }
+    }
+
     /// SHA256 fingerprint of the identity's public key.
     pub fn identity_fingerprint(&self) -> String {
         self.identity

@@ -65,7 +65,7 @@ impl AdminState for Shared {
         } else {
             Err(format!("no node path is up: {}", down.join("; ")))
         };
-        vec![
+        let mut checks = vec![
             Check {
                 name: "egress".into(),
                 result: egress,
@@ -74,7 +74,9 @@ impl AdminState for Shared {
                 name: "node-paths".into(),
                 result: nodes,
             },
-        ]
+        ];
+        checks.extend(self.certificate_check());
+        checks
     }
 
     fn metrics(&self) -> String {
@@ -84,6 +86,7 @@ impl AdminState for Shared {
         }
         self.metrics
             .set_tunnel_states(snap.nodes.values().map(|n| n.tunnel.state()));
+        self.refresh_certificate_metrics();
         if let Some(hub) = &self.hub {
             self.metrics
                 .set_agents_cut_for_control_backlog(hub.agents_cut_for_control_backlog());

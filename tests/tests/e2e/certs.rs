@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sshbridge_tests::usercert::PRINCIPAL;
-use sshbridge_tests::{ssh_last_error, Bridge, BridgeConfig, Cluster};
+use sshbridge_tests::{metric, ssh_last_error, Bridge, BridgeConfig, Cluster};
 
 use crate::support::{echo_round_trip, within};
 
@@ -129,6 +129,98 @@ async fn a_certificate_from_an_untrusted_ca_or_for_other_principals_is_refused_b
             !bridge.log().contains("PRIVATE KEY"),
             "no key material in the log"
         );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_short_lived_certificate_warns_and_a_renewed_file_is_picked_up() -> anyhow::Result<()> {
+    within(60, async {
+        let cluster = Cluster::builder().nodes(1).user_cas(1).build().await?;
+        let node = &cluster.nodes[0];
+        let mut config = cluster.bridge_config()?;
+        let cert = certify(&cluster, &mut config, 0, &[PRINCIPAL], "-1m:+10m", "short")?;
+        config
+            .extra_ssh_lines
+            .push("certificate_warn_before = \"1h\"".into());
+        let bridge = Bridge::start(config, Some(&node.kubelet_target())).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs_f64();
+        let labels = [("key_id", "bridge-short"), ("serial", "0")];
+        let body = bridge.metrics().await?;
+        let expiry = metric(&body, "sshbridge_ssh_certificate_expiry_seconds", &labels)
+            .ok_or_else(|| anyhow::anyhow!("no expiry series:\n{body}"))?;
+        assert!(
+            (now + 500.0..=now + 660.0).contains(&expiry),
+            "expiry {expiry} is not about 10 minutes after {now}"
+        );
+        assert_eq!(
+            metric(&body, "sshbridge_ssh_certificate_expiring", &labels),
+            Some(1.0)
+        );
+        assert!(!body.contains(&cert.display().to_string()), "no path label");
+        // Ready once the node's probe passed: a warning is not unreadiness.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let ready = loop {
+            let ready = bridge.admin_get("/readyz?verbose").await?;
+            if ready.status == 200 || tokio::time::Instant::now() > deadline {
+                break ready;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        for want in ["ssh-certificate", "bridge-short", "left, less than", "1h"] {
+            assert!(
+                ready.body.contains(want),
+                "/readyz?verbose lacks {want:?}: {}",
+                ready.body
+            );
+        }
+        assert!(bridge.log().contains("ssh certificate expires soon"));
+
+        // A renewed certificate in the same file: picked up without SIGHUP.
+        let renewed = cluster.dir.path().join("renewed");
+        cluster.user_cas[0].sign(
+            &cluster.client_key.private,
+            "bridge-renewed",
+            &[PRINCIPAL],
+            "-1m:+30d",
+            &renewed,
+        )?;
+        std::fs::copy(&renewed, &cert)?;
+        let renewed_labels = [("key_id", "bridge-renewed"), ("serial", "0")];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let body = bridge.metrics().await?;
+            if metric(&body, "sshbridge_ssh_certificate_expiring", &renewed_labels) == Some(0.0) {
+                assert!(
+                    !body.contains("bridge-short"),
+                    "the old certificate's series stays:\n{body}"
+                );
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the renewed certificate was not picked up:\n{body}\n{}",
+                bridge.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Live sessions roll over to it and keep serving.
+        bridge
+            .wait_for_log(
+                "ssh session rolled over to the new credential",
+                Duration::from_secs(20),
+            )
+            .await?;
+        let mut c = bridge
+            .egress()
+            .connect(&node.echo.addr().to_string())
+            .await?;
+        assert_eq!(c.status, 200, "{c:?}");
+        echo_round_trip(&mut c.stream, b"renewed").await?;
         Ok(())
     })
     .await
