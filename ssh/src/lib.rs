@@ -32,6 +32,7 @@
 
 pub mod certificate;
 mod client;
+mod connect;
 mod error;
 mod events;
 pub mod known_hosts;

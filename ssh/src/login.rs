@@ -9,8 +9,8 @@ use russh::keys::{HashAlg, PublicKeyOrCertificate};
 use sshbridge_config::Node;
 use sshbridge_core::lock;
 
+use super::connect::{self, Established};
 use super::error::HandshakeError;
-use super::session::{self, Established};
 use super::SshContext;
 
 /// An authenticated session with one node. Dropping it closes it.
@@ -31,7 +31,7 @@ impl std::fmt::Debug for Login {
 /// `connect_timeout`. The error says which step failed
 /// ([`HandshakeError::kind`]) and names the node and the fix.
 pub async fn login(node: &Node, ctx: Arc<SshContext>) -> Result<Login, HandshakeError> {
-    let est = session::establish(node, ctx).await?;
+    let est = connect::establish(node, ctx).await?;
     Ok(Login {
         est,
         node: node.name.clone(),

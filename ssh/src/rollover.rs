@@ -9,8 +9,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
+use super::connect::{establish, Established};
 use super::error::HandshakeError;
-use super::session::{establish, Established};
 use super::shared::Shared;
 use super::{HandshakeFailureKind, SshContext};
 use sshbridge_core::lock;
