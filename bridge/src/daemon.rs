@@ -7,6 +7,7 @@
 //! nodes that stay.
 
 mod inventory;
+mod certs;
 pub mod listen;
 mod migration;
 mod migration_api;
@@ -92,6 +93,10 @@ struct Shared {
     migration: OnceLock<Result<sshbridge_migrate::Controller, migration::Unavailable>>,
     /// Where the nodes come from (`[inventory]`) and the Node watch.
     inventory: inventory::InventoryState,
+    /// The `[ssh]` context in use (replaced by reloads and by the
+    /// certificate watch), and its certificate's metrics.
+    ssh: std::sync::Mutex<Arc<SshContext>>,
+    certs: certs::CertMetrics,
 }
 
 impl Shared {
@@ -150,6 +155,9 @@ impl Daemon {
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
         let metrics_for_inventory = metrics.clone();
+        let cert_metrics = certs::CertMetrics::register(metrics.registry());
+        cert_metrics.set(&ctx);
+        certs::warn_if_expiring(&ctx);
         let egress_handshakes = HandshakeLimit::new(
             "egress",
             config.egress.max_tls_handshakes,
@@ -241,7 +249,13 @@ impl Daemon {
                 &root,
                 &metrics_for_inventory,
             ),
+            ssh: std::sync::Mutex::new(ctx.clone()),
+            certs: cert_metrics,
         });
+        tasks.spawn(
+            "ssh certificate watch",
+            certs::watch(shared.clone(), root.child_token()),
+        );
         let controller = migration::start(&shared, store, root.child_token());
         if let Err(why) = &controller {
             tracing::error!("{why}; nodes keep their configured routes");

@@ -110,7 +110,7 @@ pub async fn diagnose(
         address: node.address.to_string(),
         ssh: node.ssh_address.clone(),
     };
-    let mut config = super::session::client_config(ctx, &target);
+    let mut config = super::connect::client_config(ctx, &target);
     config.window_on_consume = false;
     config.keepalive_interval = None;
     config.window_size = russh::client::Config::default().window_size;

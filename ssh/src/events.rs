@@ -28,6 +28,9 @@ pub trait TunnelEvents: std::fmt::Debug + Send + Sync + 'static {
     /// A stream's receive queue reached `ssh.max_stream_chunks` and was
     /// compacted.
     fn stream_compacted(&self) {}
+    /// A reload changed the credential and the node refused the new one;
+    /// it keeps its old session.
+    fn rotation_refused(&self) {}
 }
 
 impl Tunnel {
@@ -79,6 +82,11 @@ impl Counters {
         if matches!(error, HostKeyError::Mismatch { .. }) {
             self.emit(|e| e.host_key_mismatch());
         }
+    }
+
+    pub(crate) fn rotation_refused(&self) {
+        self.rotations_refused.fetch_add(1, Ordering::Relaxed);
+        self.emit(|e| e.rotation_refused());
     }
 
     pub(crate) fn compacted(&self) {

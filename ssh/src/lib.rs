@@ -33,11 +33,12 @@
 pub mod certificate;
 mod client;
 pub mod diagnose;
+mod connect;
 mod error;
 mod events;
 pub mod known_hosts;
-mod login;
 mod path;
+mod rollover;
 mod session;
 mod shared;
 mod stream;
@@ -55,7 +56,6 @@ pub use certificate::{CertificateError, CertificateInfo};
 pub use error::HandshakeError;
 pub use events::TunnelEvents;
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
-pub use login::{login, Login};
 pub use tunnel::Tunnel;
 
 /// Why the `[ssh]` settings could not be loaded.
@@ -144,6 +144,18 @@ impl SshContext {
     /// plain identity key).
     pub fn certificate(&self) -> Option<&Arc<CertificateInfo>> {
         self.certificate.as_ref()
+    }
+
+    /// Whether `text` (a certificate file's contents) is the certificate
+    /// this context uses.
+    pub fn certificate_text_is(&self, text: &str) -> bool {
+        match (
+            &self.certificate,
+            russh::keys::Certificate::from_openssh(text.trim()),
+        ) {
+            (Some(c), Ok(other)) => c.cert == other,
+            _ => false,
+        }
     }
 
     /// SHA256 fingerprint of the identity's public key.
@@ -280,6 +292,11 @@ pub struct TunnelStats {
     pub last_error: Option<String>,
     /// When the current session came up; `None` when not up.
     pub up_since: Option<SystemTime>,
+    /// Why the node refused the credential of the last rollover (it
+    /// then keeps its old session); `None` once a rollover succeeded.
+    pub rotation_refused: Option<String>,
+    /// Rollovers refused by the node so far.
+    pub rotations_refused: u64,
 }
 
 /// Counters shared by a tunnel's actor, its handles and its streams.
@@ -295,6 +312,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     streams_reset: AtomicU64,
     pub(crate) stream_compactions: AtomicU64,
+    pub(crate) rotations_refused: AtomicU64,
     /// Who hears of handshakes, sessions and compactions as they happen.
     events: Option<std::sync::Arc<dyn TunnelEvents>>,
 }

@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     pub(crate) addr: String,
     pub(crate) ctx: Mutex<Arc<SshContext>>,
     pub(crate) state: watch::Sender<TunnelState>,
-    pub(crate) session: Mutex<Option<Arc<Handle<Client>>>>,
+    pub(crate) session: Mutex<Option<Live>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) up_since: Mutex<Option<SystemTime>>,
@@ -42,6 +42,22 @@ pub(crate) struct Shared {
     pub(crate) distrusted: watch::Sender<Option<String>>,
     /// Where the stream pumps run (the tunnel owner's tracker).
     pub(crate) tasks: Tasks,
+    /// Bumped when a reload changes the credential (identity key or
+    /// certificate): the actor then rolls the session over.
+    pub(crate) rollover: watch::Sender<u64>,
+    /// The context the current session authenticated with: the fallback
+    /// when a reconnect's new credential is refused.
+    pub(crate) last_good: Mutex<Option<Arc<SshContext>>>,
+    /// Why the last rollover was refused (cleared by a successful one).
+    pub(crate) rotation_refused: Mutex<Option<String>>,
+}
+
+/// The session serving new streams, with its own count of open streams
+/// (a rolled-over session closes once that reaches zero).
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) handle: Arc<Handle<Client>>,
+    pub(crate) streams: Arc<watch::Sender<usize>>,
 }
 
 impl Shared {
@@ -70,19 +86,28 @@ impl Shared {
         });
     }
 
+    /// A session is up (first, reconnected or rolled over) with `ctx`'s
+    /// credential; returns its stream count.
     pub(crate) fn session_up(
         &self,
         handle: Arc<Handle<Client>>,
         host_key: Option<PublicKeyOrCertificate>,
-    ) {
+        ctx: Arc<SshContext>,
+    ) -> Arc<watch::Sender<usize>> {
         *lock(&self.host_key) = host_key;
         self.distrusted.send_replace(None);
         // A reload may have swapped known_hosts during the handshake.
         self.recheck_host_key(&self.context());
-        *lock(&self.session) = Some(handle);
+        *lock(&self.last_good) = Some(ctx);
+        let streams = Arc::new(watch::Sender::new(0));
+        *lock(&self.session) = Some(Live {
+            handle,
+            streams: streams.clone(),
+        });
         *lock(&self.up_since) = Some(SystemTime::now());
         self.counters.session_up();
         self.set_state(TunnelState::Up);
+        streams
     }
 
     /// Resolves (with why) once the current session's host key is no
@@ -156,18 +181,21 @@ impl Shared {
     }
 }
 
-/// Counts a stream (or a dial in progress) as open until dropped.
-pub(crate) struct OpenGuard(Arc<Shared>);
+/// Counts a stream (or a dial in progress) as open, on the tunnel and on
+/// its session, until dropped.
+pub(crate) struct OpenGuard(Arc<Shared>, Arc<watch::Sender<usize>>);
 
 impl OpenGuard {
-    pub(crate) fn new(shared: &Arc<Shared>) -> OpenGuard {
+    pub(crate) fn new(shared: &Arc<Shared>, live: &Live) -> OpenGuard {
         shared.open.send_modify(|n| *n += 1);
-        OpenGuard(shared.clone())
+        live.streams.send_modify(|n| *n += 1);
+        OpenGuard(shared.clone(), live.streams.clone())
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+        self.1.send_modify(|n| *n = n.saturating_sub(1));
     }
 }

@@ -79,6 +79,9 @@ impl Tunnel {
             host_key: Mutex::new(None),
             distrusted: watch::Sender::new(None),
             tasks: tasks.clone(),
+            rollover: watch::Sender::new(0),
+            last_good: Mutex::new(None),
+            rotation_refused: Mutex::new(None),
         });
         let name = format!("ssh session {}", shared.node.name);
         tasks.spawn(name, session::run(shared.clone(), stop.clone()));
@@ -113,7 +116,7 @@ impl Tunnel {
                 sh.addr
             )));
         }
-        let Some(handle) = lock(&sh.session).clone() else {
+        let Some(live) = lock(&sh.session).clone() else {
             let reason = lock(&sh.last_error).clone().unwrap_or_else(|| {
                 format!(
                     "no SSH session with {} yet (state {}); wait for it to come up",
@@ -123,8 +126,9 @@ impl Tunnel {
             });
             return Err(sh.unavailable(reason));
         };
-        let guard = OpenGuard::new(sh);
-        let channel = handle
+        let guard = OpenGuard::new(sh, &live);
+        let channel = live
+            .handle
             .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
             .await
             .map_err(|e| match e {
@@ -207,6 +211,8 @@ impl Tunnel {
             streams_reset: c.streams_reset.load(Ordering::Relaxed),
             stream_compactions: c.stream_compactions.load(Ordering::Relaxed),
             last_error: lock(&sh.last_error).clone(),
+            rotation_refused: lock(&sh.rotation_refused).clone(),
+            rotations_refused: c.rotations_refused.load(Ordering::Relaxed),
             up_since: *lock(&sh.up_since),
         }
     }
@@ -216,10 +222,23 @@ impl Tunnel {
     /// longer trusts the host key it was accepted with (revoked, or the
     /// node's key changed): then it is closed, its streams end, and the
     /// tunnel reconnects under the new known_hosts.
+    ///
+    /// When `ctx` authenticates differently (another identity key or
+    /// certificate), the session rolls over: a new one is brought up
+    /// beside it with the new credential, new streams go to it, and the
+    /// old one closes once its streams have ended. A node that refuses the
+    /// new credential keeps its old session (see
+    /// [`TunnelStats::rotation_refused`]).
     pub fn set_context(&self, ctx: Arc<SshContext>) {
         let sh = &self.inner.shared;
-        *lock(&sh.ctx) = ctx.clone();
+        let old = std::mem::replace(&mut *lock(&sh.ctx), ctx.clone());
         sh.recheck_host_key(&ctx);
+        // Compared with what the session authenticated with, so a reload
+        // after a refused rollover tries the new credential again.
+        let in_use = lock(&sh.last_good).clone().unwrap_or(old);
+        if in_use.credential_differs(&ctx) {
+            sh.rollover.send_modify(|g| *g += 1);
+        }
     }
 
     /// Parks the tunnel: no new dials; once the open streams have ended the

@@ -17,6 +17,7 @@ use crate::hostkeys::{self, ClientKey, HostCa, KnownHostsStyle};
 use crate::net;
 use crate::pods::{Behavior, PodServer};
 use crate::sshd::{SshdNode, SshdSpec};
+use crate::usercert::{UserCa, UserCaTrust};
 
 /// One simulated node.
 pub struct Node {
@@ -72,6 +73,8 @@ pub struct ClusterBuilder {
     nodes: usize,
     host_ca: bool,
     foreign_kubelet_ca: Option<usize>,
+    user_cas: usize,
+    first_user_ca_only: Option<usize>,
 }
 
 impl ClusterBuilder {
@@ -95,6 +98,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// `n` user CAs ([`Cluster::user_cas`]); every node then trusts
+    /// certificates from all of them for [`crate::usercert::PRINCIPAL`] and has
+    /// no authorized_keys.
+    pub fn user_cas(mut self, n: usize) -> Self {
+        self.user_cas = n;
+        self
+    }
+
+    /// Node number `index` trusts only the first user CA.
+    pub fn first_user_ca_only(mut self, index: usize) -> Self {
+        self.first_user_ca_only = Some(index);
+        self
+    }
+
     /// Starts everything.
     pub async fn build(self) -> anyhow::Result<Cluster> {
         crate::init_tracing();
@@ -107,7 +124,12 @@ impl ClusterBuilder {
         } else {
             None
         };
+        let user_cas = (0..self.user_cas)
+            .map(|i| UserCa::generate(dir.path(), &format!("user_ca_{i}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut cluster = Cluster {
+            user_cas,
+            first_user_ca_only: self.first_user_ca_only,
             kubelet_port: 0,
             pki,
             ca_path,
@@ -141,6 +163,10 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The kubelet port every node uses (`[health] kubelet_port`).
     pub kubelet_port: u16,
+    /// User CAs the nodes trust, when built with
+    /// [`ClusterBuilder::user_cas`].
+    pub user_cas: Vec<UserCa>,
+    first_user_ca_only: Option<usize>,
     foreign_kubelet_ca: Option<usize>,
     pub(crate) shutdown: CancellationToken,
 }
@@ -183,7 +209,17 @@ impl Cluster {
             permit_open: vec![format!("{address}:*"), format!("{pod_ip}:*")],
             authorized_keys: vec![self.client_key.public.clone()],
         };
-        let sshd = SshdNode::start(spec, &node_dir, self.host_ca.as_ref()).await?;
+        let sshd = if self.user_cas.is_empty() {
+            SshdNode::start(spec, &node_dir, self.host_ca.as_ref()).await?
+        } else {
+            let cas: Vec<&UserCa> = if self.first_user_ca_only == Some(self.nodes.len()) {
+                vec![&self.user_cas[0]]
+            } else {
+                self.user_cas.iter().collect()
+            };
+            let trust = UserCaTrust::of(&cas);
+            SshdNode::start_trusting(spec, &node_dir, self.host_ca.as_ref(), &trust).await?
+        };
         let pod = |b| PodServer::start(pod_ip, b, self.shutdown.child_token());
         let node = Node {
             echo: pod(Behavior::Echo).await?,
@@ -254,6 +290,7 @@ impl Cluster {
             keepalive_max: 3,
             backoff: ("100ms".into(), "500ms".into()),
             max_stream_buffer: "4MiB".into(),
+            extra_ssh_lines: Vec::new(),
             health_interval: "1s".into(),
             kubelet_port: self.kubelet_port,
             kubelet_ca: Some(self.ca_path.clone()),

@@ -27,6 +27,7 @@ pub mod pods;
 pub mod sshd;
 pub mod trust;
 pub mod upstream;
+pub mod usercert;
 
 pub use admin::{metric, ssh_last_error, ssh_state, sshbridge_cli, AdminAnswer, CliOutput};
 pub use agent::{Agent, AgentSpec};

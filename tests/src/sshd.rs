@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use crate::hostkeys::{self, HostCa};
+use crate::usercert::UserCaTrust;
 
 /// Absolute path of the daemon; `scripts/test` installs it.
 pub const SSHD: &str = "/usr/sbin/sshd";
@@ -61,7 +62,19 @@ impl SshdNode {
         dir: &Path,
         host_ca: Option<&HostCa>,
     ) -> anyhow::Result<Self> {
-        Self::launch(spec, dir, host_ca, None).await
+        Self::launch(spec, dir, host_ca, None, None).await
+    }
+
+    /// Like [`SshdNode::start`], but the node trusts user certificates
+    /// from `trust`'s CAs (`TrustedUserCAKeys` + `AuthorizedPrincipalsFile`)
+    /// and has no authorized_keys at all.
+    pub async fn start_trusting(
+        spec: SshdSpec,
+        dir: &Path,
+        host_ca: Option<&HostCa>,
+        trust: &UserCaTrust,
+    ) -> anyhow::Result<Self> {
+        Self::launch(spec, dir, host_ca, None, Some(trust)).await
     }
 
     /// [`SshdNode::start`] inside the network namespace `netns`, listening
@@ -74,7 +87,7 @@ impl SshdNode {
         netns: &str,
         port: u16,
     ) -> anyhow::Result<Self> {
-        Self::launch(spec, dir, host_ca, Some((netns.to_string(), port))).await
+        Self::launch(spec, dir, host_ca, Some((netns.to_string(), port)), None).await
     }
 
     async fn launch(
@@ -82,6 +95,7 @@ impl SshdNode {
         dir: &Path,
         host_ca: Option<&HostCa>,
         netns: Option<(String, u16)>,
+        trust: Option<&UserCaTrust>,
     ) -> anyhow::Result<Self> {
         ensure_privsep_dir()?;
         let host_key_path = dir.join("host_ed25519");
@@ -89,6 +103,10 @@ impl SshdNode {
         let host_key_pub = host_key_path.with_extension("pub");
         let authorized = dir.join("authorized_keys");
         std::fs::write(&authorized, spec.authorized_keys.join("\n") + "\n")?;
+        let auth_lines = match trust {
+            Some(t) => t.sshd_lines(dir)?,
+            None => format!("AuthorizedKeysFile {}\n", authorized.display()),
+        };
         let log = dir.join("sshd.log");
         let mut last_err = None;
         for _ in 0..5 {
@@ -107,12 +125,11 @@ impl SshdNode {
                 text.push_str(&format!("HostCertificate {}\n", cert.display()));
             }
             text.push_str(&format!(
-                "AuthorizedKeysFile {}\nPidFile none\nStrictModes no\nUsePAM no\n\
+                "{auth_lines}PidFile none\nStrictModes no\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
                  AllowTcpForwarding yes\nPermitOpen {}\nX11Forwarding no\n\
                  AllowAgentForwarding no\nLogLevel VERBOSE\nMaxStartups 100\n",
-                authorized.display(),
                 if spec.permit_open.is_empty() {
                     "none".to_string()
                 } else {

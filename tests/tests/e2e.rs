@@ -11,6 +11,8 @@ mod apiserver;
 mod doctor;
 #[path = "e2e/doctor_certs.rs"]
 mod doctor_certs;
+#[path = "e2e/certs.rs"]
+mod certs;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/hardening.rs"]
@@ -47,6 +49,8 @@ mod netfaults_slow;
 mod node_sshd;
 #[path = "e2e/node_sshd_certs.rs"]
 mod node_sshd_certs;
+#[path = "e2e/rotation.rs"]
+mod rotation;
 #[path = "e2e/routing.rs"]
 mod routing;
 #[path = "e2e/streams.rs"]

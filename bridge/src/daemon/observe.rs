@@ -78,6 +78,7 @@ impl AdminState for Shared {
             },
         ];
         checks.extend(self.inventory.readiness());
+        checks.extend(self.certificate_check());
         checks
     }
 
@@ -89,6 +90,7 @@ impl AdminState for Shared {
         self.metrics
             .set_tunnel_states(snap.nodes.values().map(|n| n.tunnel.state()));
         self.inventory.refresh_metrics();
+        self.refresh_certificate_metrics();
         if let Some(hub) = &self.hub {
             self.metrics
                 .set_agents_cut_for_control_backlog(hub.agents_cut_for_control_backlog());

@@ -107,6 +107,7 @@ impl Daemon {
             .current
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        self.shared.use_ssh_context(ctx);
         Ok(summary)
     }
 

@@ -71,6 +71,8 @@ pub struct BridgeConfig {
     pub backoff: (String, String),
     /// `[ssh] max_stream_buffer`
     pub max_stream_buffer: String,
+    /// Extra `key = value` lines put in `[ssh]` (`certificate = ...`).
+    pub extra_ssh_lines: Vec<String>,
     /// `[health] interval`
     pub health_interval: String,
     /// `[health] kubelet_port`
@@ -137,6 +139,10 @@ impl BridgeConfig {
             self.backoff.1,
             self.max_stream_buffer,
         ));
+        for line in &self.extra_ssh_lines {
+            t.push_str(line);
+            t.push('\n');
+        }
         t.push_str(&format!(
             "\n[health]\ninterval = \"{}\"\nkubelet_port = {}\nkubelet_path = \"/healthz\"\n\
              down_after = {}\nup_after = {}\n",

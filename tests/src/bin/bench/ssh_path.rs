@@ -59,6 +59,7 @@ pub fn bridge_config(
         keepalive_max: 3,
         backoff: ("500ms".into(), "30s".into()),
         max_stream_buffer: "2MiB".into(),
+        extra_ssh_lines: Vec::new(),
         health_interval: "10s".into(),
         kubelet_port,
         kubelet_ca: None,
