@@ -228,11 +228,17 @@ impl Daemon {
             migration_routes: Default::default(),
             migration: OnceLock::new(),
         });
-        let controller = migration::start(&shared, store, root.child_token());
+        // Not a child of `root`: the "migration controller" task below
+        // stops it with `Controller::shutdown` and waits for its watchers.
+        let controller = migration::start(&shared, store, CancellationToken::new());
         if let Err(why) = &controller {
             tracing::error!("{why}; nodes keep their configured routes");
         }
         let _ = shared.migration.set(controller);
+        tasks.spawn(
+            "migration controller",
+            migration::stop_on(shared.clone(), root.clone()),
+        );
         tasks.spawn(
             "migration restart check",
             migration::park_if_finalized(shared.clone()),
@@ -270,10 +276,10 @@ impl Daemon {
         if let (Some(hub), Some((l, tls)), Some(bounds)) =
             (hub, listeners.konnectivity, agent_bounds)
         {
-            let stop = root.child_token();
+            let (stop, own) = (root.child_token(), tasks.clone());
             tasks.spawn("Konnectivity agent server", async move {
-                if let Err(e) = konnectivity::server::serve_bounded(l, tls, hub, stop, bounds).await
-                {
+                let served = konnectivity::server::serve_bounded(l, tls, hub, stop, bounds, &own);
+                if let Err(e) = served.await {
                     tracing::error!(error = %e, "Konnectivity agent server stopped");
                 }
             });
@@ -293,7 +299,7 @@ impl Daemon {
             }
             tasks.spawn(
                 "admin server",
-                crate::admin::serve(admin, shared.clone(), root.child_token()),
+                crate::admin::serve(admin, shared.clone(), root.child_token(), tasks.clone()),
             );
         }
         Ok(Daemon {
@@ -348,6 +354,14 @@ impl Daemon {
         }
         self.drains.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.drains.wait()).await;
+        let running: Vec<String> = (self.tasks.running().iter())
+            .map(|(n, c)| format!("{n} x{c}"))
+            .collect();
+        info!(
+            "stopping {} tasks: {}",
+            self.tasks.len(),
+            running.join(", ")
+        );
         self.root.cancel();
         let left = self.tasks.close_and_wait(self.drain_grace).await;
         if left.is_empty() {

@@ -37,6 +37,8 @@ mod netfaults_migration;
 mod netfaults_slow;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/shutdown.rs"]
+mod shutdown;
 #[path = "e2e/streams.rs"]
 mod streams;
 #[path = "e2e/trust.rs"]

@@ -374,3 +374,21 @@ async fn a_saved_soak_of_any_length_never_overflows_a_deadline() {
     assert_eq!(fleet.route("node-a"), Route::Ssh);
     within(ctl.shutdown()).await;
 }
+
+/// `shutdown` stops the controller task and the watchers it started (here
+/// a soak watcher) and returns only once every one of them has ended.
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_task_and_its_watchers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = FakeFleet::new(2);
+    let ctl = start(&fleet, &dir, settings(2));
+    within(ctl.apply(ApplyOptions::default())).await.unwrap();
+    wait_until(&ctl, |s| s.nodes.iter().all(|n| n.phase == NodePhase::Soak)).await;
+    assert_eq!(ctl.running_tasks(), 3, "the task and two soak watchers");
+    within(ctl.shutdown()).await;
+    assert_eq!(ctl.running_tasks(), 0, "tasks left after shutdown");
+    assert!(matches!(
+        within(ctl.status()).await,
+        Err(ControllerError::Stopped)
+    ));
+}
