@@ -178,7 +178,9 @@ impl Daemon {
                 dial_timeout: config.egress.dial_timeout,
                 identity: konnectivity::identity::Guard::new(k.identity, metrics.registry()),
             };
-            Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes)
+            let hub = Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes);
+            hub.set_events(Arc::new(metrics.clone()));
+            hub
         });
         let count = config.nodes.len();
         let nodes = config

@@ -18,9 +18,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::flow::{self, Extensions};
-use super::hub::{Hub, Registered};
+use super::hub::Hub;
 use super::identifiers::Identifiers;
 use super::identity::{self, AgentPeer};
+use super::peer::Registered;
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
 use super::proto::packet::Payload;
 use super::proto::Packet;

@@ -84,10 +84,6 @@ impl AdminState for Shared {
         }
         self.metrics
             .set_tunnel_states(snap.nodes.values().map(|n| n.tunnel.state()));
-        if let Some(hub) = &self.hub {
-            self.metrics
-                .set_agents_cut_for_control_backlog(hub.agents_cut_for_control_backlog());
-        }
         self.metrics.render()
     }
 
