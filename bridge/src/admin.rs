@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, info};
 
+use crate::tasks::Tasks;
+
 pub use auth::TcpAuth;
 pub use guard::Caller;
 
@@ -73,11 +75,14 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time one request may take, body and answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled. Each connection runs as a task in
+/// `tasks` and is cut when `shutdown` is cancelled; the caller waits for
+/// `tasks`.
 pub async fn serve<S: AdminState>(
     listener: AdminListener,
     state: Arc<S>,
     shutdown: CancellationToken,
+    tasks: Tasks,
 ) {
     let router = routes::router(state);
     loop {
@@ -93,11 +98,17 @@ pub async fn serve<S: AdminState>(
             },
         };
         let router = router.clone();
-        tokio::spawn(async move {
-            let Some((conn, caller)) = establish(accepted).await else {
-                return;
-            };
-            serve_connection(conn, caller, router).await
+        let stop = shutdown.clone();
+        tasks.spawn("admin connection", async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = async {
+                    let Some((conn, caller)) = establish(accepted).await else {
+                        return;
+                    };
+                    serve_connection(conn, caller, router).await
+                } => {}
+            }
         });
     }
 }

@@ -6,8 +6,8 @@
 //! the tunnel it dialed through, so a reload never cuts open streams of
 //! nodes that stay.
 
-mod inventory;
 mod certs;
+mod inventory;
 pub mod listen;
 mod migration;
 mod migration_api;
@@ -16,6 +16,7 @@ mod observe;
 mod reload;
 mod route;
 mod status;
+mod stop;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant};
 use sshbridge_config::{Config, Route};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
 
 use crate::egress::http_connect::{self, Lifecycle, Limits};
 use crate::handshake::HandshakeLimit;
@@ -193,7 +193,9 @@ impl Daemon {
                 dial_timeout: config.egress.dial_timeout,
                 identity: konnectivity::identity::Guard::new(k.identity, metrics.registry()),
             };
-            Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes)
+            let hub = Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes);
+            hub.set_events(Arc::new(metrics.clone()));
+            hub
         });
         let count = config.nodes.len();
         let nodes = config
@@ -256,11 +258,17 @@ impl Daemon {
             "ssh certificate watch",
             certs::watch(shared.clone(), root.child_token()),
         );
-        let controller = migration::start(&shared, store, root.child_token());
+        // Not a child of `root`: the "migration controller" task below
+        // stops it with `Controller::shutdown` and waits for its watchers.
+        let controller = migration::start(&shared, store, CancellationToken::new());
         if let Err(why) = &controller {
             tracing::error!("{why}; nodes keep their configured routes");
         }
         let _ = shared.migration.set(controller);
+        tasks.spawn(
+            "migration controller",
+            migration::stop_on(shared.clone(), root.clone()),
+        );
         tasks.spawn(
             "migration restart check",
             migration::park_if_finalized(shared.clone()),
@@ -298,10 +306,10 @@ impl Daemon {
         if let (Some(hub), Some((l, tls)), Some(bounds)) =
             (hub, listeners.konnectivity, agent_bounds)
         {
-            let stop = root.child_token();
+            let (stop, own) = (root.child_token(), tasks.clone());
             tasks.spawn("Konnectivity agent server", async move {
-                if let Err(e) = konnectivity::server::serve_bounded(l, tls, hub, stop, bounds).await
-                {
+                let served = konnectivity::server::serve_bounded(l, tls, hub, stop, bounds, &own);
+                if let Err(e) = served.await {
                     tracing::error!(error = %e, "Konnectivity agent server stopped");
                 }
             });
@@ -321,7 +329,7 @@ impl Daemon {
             }
             tasks.spawn(
                 "admin server",
-                crate::admin::serve(admin, shared.clone(), root.child_token()),
+                crate::admin::serve(admin, shared.clone(), root.child_token(), tasks.clone()),
             );
         }
         Ok(Daemon {
@@ -345,50 +353,6 @@ impl Daemon {
     /// The report document of this moment (what `/report` serves).
     pub fn report(&self) -> crate::report::Report {
         self.shared.report()
-    }
-
-    /// Stops accepting, lets open streams finish for up to the drain grace,
-    /// then cuts what is left and closes every tunnel.
-    pub async fn shutdown(self) {
-        self.life.stop_accepting.cancel();
-        self.life.tracker.close();
-        // Tunnels take no new streams either: those without open streams
-        // close now (their sshd sessions end at once), the others once
-        // theirs end. The admin API keeps answering meanwhile.
-        for node in self.shared.snapshot().nodes.values() {
-            let tunnel = node.tunnel.clone();
-            self.drains.spawn(async move { tunnel.drain().await });
-        }
-        let open = self.life.tracker.len();
-        if open > 0 {
-            info!(open, grace = ?self.drain_grace, "draining open streams");
-        }
-        if tokio::time::timeout(self.drain_grace, self.life.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                left = self.life.tracker.len(),
-                "drain grace over; cutting the remaining streams"
-            );
-            self.life.abort.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.life.tracker.wait()).await;
-        }
-        self.drains.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.drains.wait()).await;
-        self.root.cancel();
-        let left = self.tasks.close_and_wait(self.drain_grace).await;
-        if left.is_empty() {
-            info!("every task stopped: 0 tasks left");
-        } else {
-            let names: Vec<String> = left.iter().map(|(n, c)| format!("{n} x{c}")).collect();
-            warn!(
-                "{} tasks left running at exit (did not stop within {:?}): {}",
-                left.values().sum::<usize>(),
-                self.drain_grace,
-                names.join(", ")
-            );
-        }
     }
 }
 

@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime};
 use sshbridge_config::Node;
 use tokio::sync::watch;
 
+use super::events::{HubEvents, NodeEvents};
 use super::flow::Extensions;
 pub use super::flow::Flow;
 use super::identifiers::Identifiers;
 use super::identity::{Guard, Refusal};
-use super::peer::{lock, Agent, Limits};
-use super::proto::Packet;
+use super::peer::{lock, Agent, Limits, Registered};
 use super::stats::{LimitHits, NodeStats, Stats};
 
 /// Settings of the agent server.
@@ -148,6 +148,23 @@ impl Hub {
     /// (their control queue passed `max_queued_control`).
     pub fn agents_cut_for_control_backlog(&self) -> u64 {
         self.inner.hits.control_backlog.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the hub's own events (agents cut for a control backlog)
+    /// to `events` from now on.
+    pub fn set_events(&self, events: Arc<dyn HubEvents>) {
+        *lock(&self.inner.hits.events) = Some(events);
+    }
+
+    /// Publishes `node`'s limit hits to `events` from now on (replacing
+    /// the node's previous hook).
+    pub fn set_node_events(&self, node: &str, events: Arc<dyn NodeEvents>) {
+        let mut state = lock(&self.inner.state);
+        let entry = state
+            .per_node
+            .entry(node.to_string())
+            .or_insert_with(NodeEntry::new);
+        *lock(&entry.stats.events) = Some(events);
     }
 
     /// Replaces the node list (on reload) and maps the connected agents
@@ -318,32 +335,6 @@ impl Hub {
     /// Recomputes liveness after an agent's DRAIN.
     pub(crate) fn refresh(&self) {
         refresh(&mut lock(&self.inner.state));
-    }
-}
-
-/// A new agent stream and the receiving ends of its outbound queues.
-pub(crate) struct Registered {
-    pub(crate) agent: Arc<Agent>,
-    pub(crate) data_rx: tokio::sync::mpsc::Receiver<Packet>,
-    pub(crate) control_rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
-}
-
-impl Registered {
-    /// Everything sent to the agent, control packets first, until the
-    /// stream ends. Control packets leave the agent's queued count here.
-    pub(crate) fn outbound(self) -> impl futures::Stream<Item = Packet> + Send + 'static {
-        use futures::StreamExt as _;
-        let agent = self.agent.clone();
-        let control =
-            tokio_stream::wrappers::UnboundedReceiverStream::new(self.control_rx).map(move |p| {
-                agent
-                    .queued_control
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                p
-            });
-        let data = tokio_stream::wrappers::ReceiverStream::new(self.data_rx);
-        tokio_stream::StreamExt::merge(control, data)
-            .take_until(self.agent.ended.clone().cancelled_owned())
     }
 }
 

@@ -2,6 +2,7 @@ use sshbridge_config::Route;
 
 use super::dial::is_timeout;
 use super::*;
+use crate::proto::Packet;
 
 fn node(name: &str, addr: &str, pods: &[&str]) -> Node {
     let pods = pods.iter().map(|p| p.parse().unwrap()).collect();
@@ -156,6 +157,8 @@ fn an_agent_that_stops_reading_its_control_replies_is_disconnected() {
         flow,
         &[node("node-a", "10.0.0.5", &[])],
     );
+    let events = Arc::new(Hits::default());
+    hub.set_events(events.clone());
     let a = hub
         .register("a1".into(), Identifiers::parse("host=node-a"), None)
         .expect("registered");
@@ -170,4 +173,53 @@ fn an_agent_that_stops_reading_its_control_replies_is_disconnected() {
     a.agent.handle(Packet::close_request(17));
     assert!(a.agent.ended.is_cancelled(), "the 17th disconnects it");
     assert_eq!(hub.agents_cut_for_control_backlog(), 1);
+    assert_eq!(*lock(&events.cut), 1, "the hook heard of it as it happened");
+}
+
+/// Counts what the hub's event hooks are told.
+#[derive(Debug, Default)]
+struct Hits {
+    cut: Mutex<u64>,
+    limits: Mutex<Vec<crate::events::Limit>>,
+}
+
+impl crate::events::HubEvents for Hits {
+    fn agent_cut_for_control_backlog(&self) {
+        *lock(&self.cut) += 1;
+    }
+}
+
+impl crate::events::NodeEvents for Hits {
+    fn limit_hit(&self, limit: crate::events::Limit) {
+        lock(&self.limits).push(limit);
+    }
+}
+
+#[tokio::test]
+async fn a_dial_over_the_connection_cap_is_told_to_the_nodes_hook() {
+    let flow = Flow {
+        max_connections_per_agent: 0,
+        ..Flow::default()
+    };
+    let hub = Hub::with_flow(
+        hub().options().clone(),
+        flow,
+        &[node("node-a", "10.0.0.5", &[])],
+    );
+    let events = Arc::new(Hits::default());
+    hub.set_node_events("node-a", events.clone());
+    let _a = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .expect("registered");
+    let err = hub
+        .dial("node-a", "10.0.0.5", 10250)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("max_connections_per_agent"),
+        "{err}"
+    );
+    assert_eq!(*lock(&events.limits), [crate::events::Limit::ConnectionCap]);
+    assert_eq!(hub.stats("node-a").dials_over_connection_cap, 1);
 }

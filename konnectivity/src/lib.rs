@@ -41,6 +41,8 @@
 pub mod agent;
 #[cfg(feature = "server")]
 mod conn;
+#[cfg(feature = "server")]
+pub mod events;
 pub mod flow;
 #[cfg(feature = "server")]
 pub mod hub;

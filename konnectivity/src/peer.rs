@@ -155,7 +155,7 @@ impl Agent {
         let queued = self.queued_control.fetch_add(1, Ordering::AcqRel) + 1;
         if queued > self.limits.max_queued_control {
             if !self.ended.is_cancelled() {
-                self.hits.control_backlog.fetch_add(1, Ordering::Relaxed);
+                self.hits.control_backlog();
                 warn!(
                     agent = %self.id,
                     "Konnectivity agent {} disconnected: {queued} control packets queued and not read \
@@ -219,3 +219,29 @@ impl Drop for Opened {
 /// Locks a table; a panic elsewhere never leaves it half-updated, so a
 /// poisoned lock is still consistent.
 pub(crate) use sshbridge_core::lock;
+
+/// A new agent stream and the receiving ends of its outbound queues.
+pub(crate) struct Registered {
+    pub(crate) agent: Arc<Agent>,
+    pub(crate) data_rx: tokio::sync::mpsc::Receiver<Packet>,
+    pub(crate) control_rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+}
+
+impl Registered {
+    /// Everything sent to the agent, control packets first, until the
+    /// stream ends. Control packets leave the agent's queued count here.
+    pub(crate) fn outbound(self) -> impl futures::Stream<Item = Packet> + Send + 'static {
+        use futures::StreamExt as _;
+        let agent = self.agent.clone();
+        let control =
+            tokio_stream::wrappers::UnboundedReceiverStream::new(self.control_rx).map(move |p| {
+                agent
+                    .queued_control
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                p
+            });
+        let data = tokio_stream::wrappers::ReceiverStream::new(self.data_rx);
+        tokio_stream::StreamExt::merge(control, data)
+            .take_until(self.agent.ended.clone().cancelled_owned())
+    }
+}

@@ -1,19 +1,15 @@
 //! The agent-facing gRPC server: `AgentService.Connect` over TLS on an
-//! already-bound TCP listener.
+//! already-bound TCP listener. Accepting connections: [`accept`].
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -22,14 +18,18 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::flow::{self, Extensions};
-use super::hub::{Hub, Registered};
+use super::hub::Hub;
 use super::identifiers::Identifiers;
 use super::identity::{self, AgentPeer};
+use super::peer::Registered;
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
 use super::proto::packet::Payload;
 use super::proto::Packet;
-use sshbridge_core::quickack::QuickAck;
+use sshbridge_core::tasks::Tasks;
 use sshbridge_core::tls::TlsError;
+
+mod accept;
+use accept::{Accept, AgentConn};
 
 /// Time an agent has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,14 +100,16 @@ pub struct AgentBounds {
 }
 
 /// Serves `AgentService` on `listener` with TLS until `shutdown` is
-/// cancelled; then every agent stream is ended and the server stops.
-/// Default bounds; see [`serve_bounded`].
+/// cancelled; then every agent stream is ended and the server stops, once
+/// its tasks have (within a grace of 2 s). Default bounds, and a task set
+/// of its own; see [`serve_bounded`].
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     hub: Hub,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let tasks = Tasks::new();
     let bounds = AgentBounds {
         handshakes: sshbridge_core::handshake::HandshakeLimit::unmetered(
             "agent",
@@ -116,16 +118,28 @@ pub async fn serve(
         ),
         max_concurrent_streams: 100,
     };
-    serve_bounded(listener, tls, hub, shutdown, bounds).await
+    let served = serve_bounded(listener, tls, hub, shutdown, bounds, &tasks).await;
+    let left = tasks.close_and_wait(SHUTDOWN_GRACE).await;
+    if !left.is_empty() {
+        warn!(
+            ?left,
+            "Konnectivity agent server: tasks still running after shutdown"
+        );
+    }
+    served
 }
 
-/// [`serve`] with the configured bounds.
+/// [`serve`] with the configured bounds. Its tasks (the accept loop, each
+/// TLS handshake, each agent stream's reader) run in `tasks`, under
+/// `shutdown`: when it is cancelled they end, and the caller waits for
+/// `tasks`.
 pub async fn serve_bounded(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     hub: Hub,
     shutdown: CancellationToken,
     bounds: AgentBounds,
+    tasks: &Tasks,
 ) -> Result<(), ServeError> {
     let listen = listener
         .local_addr()
@@ -134,18 +148,23 @@ pub async fn serve_bounded(
     let acceptor = TlsAcceptor::from(tls);
     let accepting = shutdown.child_token();
     let handshakes = bounds.handshakes;
-    tokio::spawn(accept_loop(
-        listener,
+    let accept = Accept {
         acceptor,
         handshakes,
         tx,
-        accepting.clone(),
-    ));
+        stop: accepting.clone(),
+        tasks: tasks.clone(),
+    };
+    tasks.spawn("Konnectivity agent accept loop", accept.run(listener));
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(bounds.max_concurrent_streams))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(AgentServiceServer::new(AgentSvc { hub: hub.clone() }))
+        .add_service(AgentServiceServer::new(AgentSvc {
+            hub: hub.clone(),
+            tasks: tasks.clone(),
+            stop: shutdown.clone(),
+        }))
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), {
             let shutdown = shutdown.clone();
             let hub = hub.clone();
@@ -163,90 +182,12 @@ pub async fn serve_bounded(
     result.map_err(|source| ServeError::Transport { listen, source })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    handshakes: sshbridge_core::handshake::HandshakeLimit,
-    tx: mpsc::Sender<io::Result<AgentConn>>,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tx.closed() => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(error = %e, "Konnectivity agent accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (acceptor, tx, handshakes) = (acceptor.clone(), tx.clone(), handshakes.clone());
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            if let Some(tls) = handshakes.accept(&acceptor, QuickAck::new(tcp), peer).await {
-                let _ = tx.send(Ok(AgentConn { tls, peer })).await;
-            }
-        });
-    }
-}
-
-/// An accepted TLS connection from an agent.
-struct AgentConn {
-    tls: TlsStream<QuickAck<TcpStream>>,
-    peer: SocketAddr,
-}
-
-impl tonic::transport::server::Connected for AgentConn {
-    type ConnectInfo = AgentPeer;
-    /// The peer address and the client certificates rustls verified, so
-    /// `connect` can check which node the agent may serve.
-    fn connect_info(&self) -> AgentPeer {
-        let certs = self
-            .tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect::<Vec<_>>()));
-        AgentPeer {
-            addr: self.peer,
-            certs,
-        }
-    }
-}
-
-impl AsyncRead for AgentConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for AgentConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tls).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tls).poll_shutdown(cx)
-    }
-}
-
-/// `AgentService` backed by a [`Hub`].
+/// `AgentService` backed by a [`Hub`]; each agent stream's reader runs in
+/// `tasks` and ends when `stop` is cancelled.
 struct AgentSvc {
     hub: Hub,
+    tasks: Tasks,
+    stop: CancellationToken,
 }
 
 type PacketStream = Pin<Box<dyn Stream<Item = Result<Packet, Status>> + Send>>;
@@ -286,11 +227,15 @@ impl AgentService for AgentSvc {
         let announced = flow::announced(md);
         let registered = admit(&self.hub, peer.as_ref(), id, identifiers, announced)?;
         let agent = registered.agent.clone();
-        tokio::spawn(read_agent(
-            self.hub.clone(),
-            agent.clone(),
-            request.into_inner(),
-        ));
+        self.tasks.spawn(
+            "Konnectivity agent stream",
+            read_agent(
+                self.hub.clone(),
+                agent.clone(),
+                request.into_inner(),
+                self.stop.clone(),
+            ),
+        );
         let outbound = registered.outbound().map(Ok);
         let mut response = Response::new(Box::pin(outbound) as PacketStream);
         flow::announce(
@@ -311,7 +256,12 @@ impl AgentService for AgentSvc {
 
 /// Reads one agent's packets until its stream ends, then fails what was in
 /// flight through it.
-async fn read_agent(hub: Hub, agent: Arc<super::peer::Agent>, mut inbound: Streaming<Packet>) {
+async fn read_agent(
+    hub: Hub,
+    agent: Arc<super::peer::Agent>,
+    mut inbound: Streaming<Packet>,
+    stop: CancellationToken,
+) {
     let mut handled: u32 = 0;
     let reason = loop {
         handled = handled.wrapping_add(1);
@@ -323,6 +273,7 @@ async fn read_agent(hub: Hub, agent: Arc<super::peer::Agent>, mut inbound: Strea
         }
         let next = tokio::select! {
             _ = agent.ended.cancelled() => break "stream replaced or server shutting down".to_string(),
+            _ = stop.cancelled() => break "the server is shutting down".to_string(),
             next = inbound.message() => next,
         };
         match next {

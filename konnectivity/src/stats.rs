@@ -1,10 +1,18 @@
 //! Counters of the Konnectivity path of one node.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// Live counters, shared by the node's dials and streams.
+use crate::events::{HubEvents, Limit, NodeEvents};
+use sshbridge_core::lock;
+
+/// Live counters, shared by the node's dials and streams, and the node's
+/// event hook.
 #[derive(Debug, Default)]
 pub(crate) struct NodeStats {
+    /// Told of every limit hit as it happens; replaced when the daemon
+    /// starts the node again (a reload).
+    pub(crate) events: Mutex<Option<Arc<dyn NodeEvents>>>,
     pub(crate) open_streams: AtomicU64,
     pub(crate) bytes_to_node: AtomicU64,
     pub(crate) bytes_from_node: AtomicU64,
@@ -24,6 +32,18 @@ pub(crate) struct NodeStats {
 pub(crate) struct LimitHits {
     /// Agents disconnected because their control queue overflowed.
     pub(crate) control_backlog: AtomicU64,
+    /// Told of each as it happens.
+    pub(crate) events: Mutex<Option<Arc<dyn HubEvents>>>,
+}
+
+impl LimitHits {
+    /// Counts an agent ended for its control backlog, and tells the hook.
+    pub(crate) fn control_backlog(&self) {
+        self.control_backlog.fetch_add(1, Ordering::Relaxed);
+        if let Some(events) = lock(&self.events).as_ref() {
+            events.agent_cut_for_control_backlog();
+        }
+    }
 }
 
 /// A snapshot of the Konnectivity path's counters for one node.
@@ -59,6 +79,20 @@ pub struct Stats {
 }
 
 impl NodeStats {
+    /// Counts one hit of `limit`, and tells the node's hook.
+    pub(crate) fn hit(&self, limit: Limit) {
+        let counter = match limit {
+            Limit::StallBudget => &self.overflow_closes,
+            Limit::CreditViolation => &self.credit_violations,
+            Limit::HalfCloseIdle => &self.half_close_idle_closes,
+            Limit::ConnectionCap => &self.dials_over_connection_cap,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(events) = lock(&self.events).as_ref() {
+            events.limit_hit(limit);
+        }
+    }
+
     /// The current values.
     pub(crate) fn snapshot(&self) -> Stats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use super::conn::{Inbound, CHUNK_OVERHEAD};
+use super::events::Limit;
 use super::flow::{grant_batch, CreditGate};
 use super::peer::{lock, Agent, Opened};
 use super::proto::Packet;
@@ -113,9 +114,7 @@ impl KonnStream {
         self.linger = None;
         if lock(&self.agent.conns).remove(&self.connect_id).is_some() {
             self.agent.control(Packet::close_request(self.connect_id));
-            self.stats
-                .half_close_idle_closes
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.hit(Limit::HalfCloseIdle);
             tracing::debug!(
                 agent = %self.agent.id, connect_id = self.connect_id,
                 "closed: the target sent nothing for {:?} after the client's EOF \

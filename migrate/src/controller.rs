@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::fleet::Fleet;
 use crate::plan::Plan;
@@ -101,10 +101,15 @@ pub(crate) enum Command {
 /// The handle to the controller task. Dropping every handle (or cancelling
 /// the shutdown token) stops the task and its watchers; the state on disk
 /// stays as last written and the next start resumes from it.
+/// [`Controller::shutdown`] stops them and waits until they have ended.
 pub struct Controller {
     /// Commands to the task; dropping it ends the task.
     tx: mpsc::Sender<Command>,
-    task: JoinHandle<()>,
+    /// The controller task and its watchers (one per node in a step).
+    tasks: TaskTracker,
+    /// A child of the shutdown token: cancelling it stops the task, which
+    /// cancels its watchers' children of it.
+    stop: CancellationToken,
 }
 
 impl Controller {
@@ -123,9 +128,11 @@ impl Controller {
     ) -> Result<Controller, ControllerError> {
         let state = store.load()?.unwrap_or_default();
         let (tx, rx) = mpsc::channel(16);
-        let engine = engine::Engine::new(fleet, store, settings, state, shutdown);
-        let task = tokio::spawn(engine.run(rx));
-        Ok(Controller { tx, task })
+        let (tasks, stop) = (TaskTracker::new(), shutdown.child_token());
+        let engine =
+            engine::Engine::new(fleet, store, settings, state, (stop.clone(), tasks.clone()));
+        tasks.spawn(engine.run(rx));
+        Ok(Controller { tx, tasks, stop })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {
@@ -173,9 +180,18 @@ impl Controller {
         self.ask(Command::Status).await
     }
 
-    /// Stop the task and wait for it (the state on disk is kept).
-    pub async fn shutdown(self) {
-        drop(self.tx);
-        let _ = self.task.await;
+    /// Stop the task and its watchers and wait until every one of them has
+    /// ended (the state on disk is kept). Later commands fail with
+    /// [`ControllerError::Stopped`].
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Tasks running now: the controller task and its watchers (0 once
+    /// [`Controller::shutdown`] returned).
+    pub fn running_tasks(&self) -> usize {
+        self.tasks.len()
     }
 }

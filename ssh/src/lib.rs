@@ -32,8 +32,8 @@
 
 pub mod certificate;
 mod client;
-pub mod diagnose;
 mod connect;
+pub mod diagnose;
 mod error;
 mod events;
 pub mod known_hosts;

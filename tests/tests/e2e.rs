@@ -7,12 +7,12 @@ mod support;
 
 #[path = "e2e/apiserver.rs"]
 mod apiserver;
+#[path = "e2e/certs.rs"]
+mod certs;
 #[path = "e2e/doctor.rs"]
 mod doctor;
 #[path = "e2e/doctor_certs.rs"]
 mod doctor_certs;
-#[path = "e2e/certs.rs"]
-mod certs;
 #[path = "e2e/failures.rs"]
 mod failures;
 #[path = "e2e/hardening.rs"]
@@ -53,6 +53,8 @@ mod node_sshd_certs;
 mod rotation;
 #[path = "e2e/routing.rs"]
 mod routing;
+#[path = "e2e/shutdown.rs"]
+mod shutdown;
 #[path = "e2e/streams.rs"]
 mod streams;
 #[path = "e2e/trust.rs"]

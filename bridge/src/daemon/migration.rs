@@ -174,6 +174,18 @@ pub(super) fn start(
     Ok(controller)
 }
 
+/// Waits for `root` to be cancelled, then stops the migration controller
+/// and waits for its task and watchers (the daemon waits for this task).
+pub(super) async fn stop_on(shared: Arc<Shared>, root: CancellationToken) {
+    let Some(Ok(controller)) = shared.migration.get() else {
+        return;
+    };
+    root.cancelled().await;
+    let running = controller.running_tasks();
+    controller.shutdown().await;
+    info!("migration controller stopped with its watchers ({running} tasks)");
+}
+
 /// After a restart, the nodes of a finalized migration need no SSH
 /// session: park them again.
 pub(super) async fn park_if_finalized(shared: Arc<Shared>) {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::{PathDial, PathState, ProbeHandle, ProbeSettings, Prober};
 use crate::konnectivity::{Hub, NodePath};
-use crate::metrics::{BridgeMetrics, NodeMetrics, PathMetrics};
+use crate::metrics::{BridgeMetrics, PathMetrics};
 use crate::path::{dial_within, BoxStream, DialError, SharedPath};
 use crate::ssh::{SshContext, Tunnel};
 use crate::tasks::Tasks;
@@ -51,12 +51,11 @@ pub(super) struct NodeEntry {
     /// The SSH path's own controls (park, drain, new context); also
     /// `paths[Ssh]`.
     pub(super) tunnel: Tunnel,
-    /// The bridge's agent hub (for its per-node limits in metrics); its
-    /// view of this node is `paths[Konnectivity]`.
+    /// The bridge's agent hub (its agents and flow control in reports);
+    /// its view of this node is `paths[Konnectivity]`.
     pub(super) hub: Option<Hub>,
     /// Every path the node has, keyed by kind.
     pub(super) paths: BTreeMap<PathKind, PathEntry>,
-    pub(super) metrics: NodeMetrics,
     /// Cancelled when the node leaves the config: stops its probers. The
     /// tunnel has its own token and drains first.
     pub(super) watchers: CancellationToken,
@@ -100,6 +99,7 @@ impl NodeEntry {
         let watchers = s.root.child_token();
         let mut paths: Vec<SharedPath> = vec![Arc::new(tunnel.clone())];
         if let Some(hub) = s.hub {
+            hub.set_node_events(&spec.name, Arc::new(s.metrics.node(&spec.name)));
             paths.push(Arc::new(NodePath::new(hub.clone(), spec.name.clone())));
         }
         let paths = paths
@@ -111,7 +111,6 @@ impl NodeEntry {
             tunnel,
             hub: s.hub.cloned(),
             paths,
-            metrics: s.metrics.node(&spec.name),
             watchers,
             route: Arc::new(watch::channel(spec.route).0),
         }

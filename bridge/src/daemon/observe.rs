@@ -91,10 +91,6 @@ impl AdminState for Shared {
             .set_tunnel_states(snap.nodes.values().map(|n| n.tunnel.state()));
         self.inventory.refresh_metrics();
         self.refresh_certificate_metrics();
-        if let Some(hub) = &self.hub {
-            self.metrics
-                .set_agents_cut_for_control_backlog(hub.agents_cut_for_control_backlog());
-        }
         self.metrics.render()
     }
 

@@ -181,12 +181,3 @@ impl Families {
         f
     }
 }
-
-/// Raises a counter that mirrors a cumulative count kept elsewhere to
-/// `total` (never lowers it).
-pub(super) fn raise_to(counter: &Counter, total: u64) {
-    let now = counter.get();
-    if total > now {
-        counter.inc_by(total - now);
-    }
-}

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use sshbridge_core::metrics::{Counter, Gauge, Histogram};
 
-use super::families::{raise_to, Families};
+use super::families::Families;
 use super::labels::*;
 use super::metered::Metered;
 use crate::health::{HealthEvents, PathState, ProbeErrorKind};
+use crate::konnectivity::events::{Limit, NodeEvents};
 use crate::path::BoxStream;
 use crate::ssh::{HandshakeFailureKind, TunnelEvents};
 
@@ -71,17 +72,19 @@ impl NodeMetrics {
             });
         }
     }
+}
 
-    /// Mirrors the limit counters of the node's Konnectivity path.
-    pub fn update_konnectivity_limits(&self, stats: &crate::konnectivity::Stats) {
-        let hits = [
-            stats.overflow_closes,
-            stats.credit_violations,
-            stats.half_close_idle_closes,
-            stats.dials_over_connection_cap,
-        ];
-        for (c, n) in self.konn_limit_hits.iter().zip(hits) {
-            raise_to(c, n);
+/// The node's Konnectivity limit hits, counted as the hub reports them.
+impl NodeEvents for NodeMetrics {
+    fn limit_hit(&self, limit: Limit) {
+        let limit = match limit {
+            Limit::StallBudget => KonnLimit::StallBudget,
+            Limit::CreditViolation => KonnLimit::CreditViolation,
+            Limit::HalfCloseIdle => KonnLimit::HalfCloseIdle,
+            Limit::ConnectionCap => KonnLimit::ConnectionCap,
+        };
+        if let Some(i) = KonnLimit::ALL.iter().position(|l| *l == limit) {
+            self.konn_limit_hits[i].inc();
         }
     }
 }

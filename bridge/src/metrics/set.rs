@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use sshbridge_core::metrics::{Counter, Family, Gauge, Registry};
 
-use super::families::{raise_to, Families};
+use super::families::Families;
 use super::handles::{NodeMetrics, PathMetrics};
 use super::labels::*;
+use crate::konnectivity::events::HubEvents;
 use crate::ssh::TunnelState;
 
 /// The bridge's metrics. Cloning shares the registry.
@@ -85,15 +86,6 @@ impl BridgeMetrics {
         }
     }
 
-    /// Mirrors the count of agent streams ended for an unread control
-    /// backlog (`Hub::agents_cut_for_control_backlog`).
-    pub fn set_agents_cut_for_control_backlog(&self, total: u64) {
-        let labels = AgentCutL {
-            reason: AgentCut::ControlBacklog,
-        };
-        raise_to(&self.families.agents_cut.get_or_create(&labels), total);
-    }
-
     /// The refused and timed-out handshake counters of `listener`.
     pub fn tls_handshake_counters(&self, listener: Listener) -> (Arc<Counter>, Arc<Counter>) {
         let l = ListenerL { listener };
@@ -117,6 +109,16 @@ impl BridgeMetrics {
         for path in PathLabel::NODE_PATHS {
             PathMetrics::remove(&self.families, node, path);
         }
+    }
+}
+
+/// Agent streams the hub ended, counted as it reports them.
+impl HubEvents for BridgeMetrics {
+    fn agent_cut_for_control_backlog(&self) {
+        let labels = AgentCutL {
+            reason: AgentCut::ControlBacklog,
+        };
+        self.families.agents_cut.get_or_create(&labels).inc();
     }
 }
 

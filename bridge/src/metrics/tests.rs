@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::health::{PathState, ProbeErrorKind};
+use crate::konnectivity::events::{HubEvents, Limit, NodeEvents};
 use crate::ssh::{HandshakeFailureKind, TunnelEvents, TunnelState};
 
 /// A registry populated the way the daemon does it: two nodes, both
@@ -15,7 +16,9 @@ fn populated() -> BridgeMetrics {
     let m = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
     m.set_tunnel_states([TunnelState::Up, TunnelState::Up, TunnelState::Backoff]);
     m.dial_forbidden();
-    m.set_agents_cut_for_control_backlog(2);
+    let hub: &dyn HubEvents = &m;
+    hub.agent_cut_for_control_backlog();
+    hub.agent_cut_for_control_backlog();
     for node in ["node-a", "node-\"b\""] {
         let n = m.node(node);
         // 2 lost sessions and the current one; 1 auth and 3 host key failures.
@@ -29,13 +32,16 @@ fn populated() -> BridgeMetrics {
             n.handshake_failed(HandshakeFailureKind::HostKey);
         }
         n.host_key_mismatch();
-        n.update_konnectivity_limits(&crate::konnectivity::Stats {
-            overflow_closes: 2,
-            credit_violations: 1,
-            half_close_idle_closes: 3,
-            dials_over_connection_cap: 4,
-            ..Default::default()
-        });
+        for (limit, hits) in [
+            (Limit::StallBudget, 2),
+            (Limit::CreditViolation, 1),
+            (Limit::HalfCloseIdle, 3),
+            (Limit::ConnectionCap, 4),
+        ] {
+            for _ in 0..hits {
+                n.limit_hit(limit);
+            }
+        }
         for path in ["ssh", "konnectivity"] {
             let p = m.path(node, path);
             p.set_transport_up(true);

@@ -10,6 +10,7 @@ use sshbridge_core::path::{BoxStream, DialError};
 use tokio::sync::oneshot;
 
 use super::{Hub, NodeEntry};
+use crate::events::Limit;
 use crate::peer::{lock, Agent, DialAnswer, PendingDial};
 use crate::proto::Packet;
 use crate::stats::NodeStats;
@@ -22,9 +23,7 @@ impl Hub {
         let target = sshbridge_core::HostPort::new(host, port).to_string();
         let (agent, stats) = self.pick(node)?;
         if !agent.has_room() {
-            stats
-                .dials_over_connection_cap
-                .fetch_add(1, Ordering::Relaxed);
+            stats.hit(Limit::ConnectionCap);
             return Err(DialError::Unavailable {
                 node: node.into(),
                 path: sshbridge_core::PathKind::Konnectivity,

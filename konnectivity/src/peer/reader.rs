@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{lock, Agent, DialAnswer, Opened};
 use crate::conn::{ConnSlot, Inbound, CHUNK_OVERHEAD};
+use crate::events::Limit;
 use crate::flow::StallBudget;
 use crate::proto::{packet::Payload, DialResponse, Packet};
 
@@ -161,14 +162,14 @@ impl Agent {
         };
         let Some(stats) = overflow else { return };
         let reason = if self.ext.credit {
-            stats.credit_violations.fetch_add(1, Ordering::Relaxed);
+            stats.hit(Limit::CreditViolation);
             format!(
                 "connection {connect_id} through Konnectivity agent {} closed: the agent sent past \
                  the connection's credit window of {} bytes (a bug in the agent)",
                 self.id, self.limits.window
             )
         } else {
-            stats.overflow_closes.fetch_add(1, Ordering::Relaxed);
+            stats.hit(Limit::StallBudget);
             format!(
                 "connection {connect_id} through Konnectivity agent {} closed: its reader took no \
                  bytes for {:?} in total within {:?} while the agent's stream waited for it with {} \

@@ -11,6 +11,7 @@ use sshbridge_config::Route;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::workers::{self, Event};
 use super::Command;
@@ -44,6 +45,9 @@ pub(super) struct Engine<F: Fleet, S: Store> {
     /// its steps every [`RETRY_AFTER`] until a write lands again.
     retry: bool,
     shutdown: CancellationToken,
+    /// Where the watchers run (with the engine's own task), so that
+    /// [`super::Controller::shutdown`] can wait for them.
+    tasks: TaskTracker,
 }
 
 /// How often steps are retried after a failed write.
@@ -59,7 +63,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         store: S,
         base: Settings,
         state: MigrationState,
-        shutdown: CancellationToken,
+        (shutdown, tasks): (CancellationToken, TaskTracker),
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Engine {
@@ -74,6 +78,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             last_error: None,
             retry: false,
             shutdown,
+            tasks,
         }
     }
 
@@ -191,8 +196,12 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             node.to_owned(),
         );
         match deadline {
-            Some(d) => tokio::spawn(workers::soak(fleet, name, gen, d, s, token.clone(), tx)),
-            None => tokio::spawn(workers::shadow(fleet, name, gen, s, token.clone(), tx)),
+            Some(d) => self
+                .tasks
+                .spawn(workers::soak(fleet, name, gen, d, s, token.clone(), tx)),
+            None => self
+                .tasks
+                .spawn(workers::shadow(fleet, name, gen, s, token.clone(), tx)),
         };
         let started = Instant::now();
         let w = Worker {

@@ -4,6 +4,7 @@
 mod crash;
 mod failing_store;
 mod fake;
+mod lifecycle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +48,11 @@ async fn full_apply_moves_five_nodes_batch_by_batch() {
                     .iter()
                     .any(|x| &x.name == n && x.phase == NodePhase::Done)
             });
-            assert!(!started || prev_done, "batch {} started early: {s:?}", i + 1);
+            assert!(
+                !started || prev_done,
+                "batch {} started early: {s:?}",
+                i + 1
+            );
         }
         s.phase == RunPhase::Finished
     })
@@ -268,7 +273,10 @@ async fn pause_holds_cutover_and_resume_finishes() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     let s = within(ctl.status()).await.unwrap();
     assert_eq!(s.phase, RunPhase::Paused);
-    assert!(s.nodes.iter().all(|n| n.phase == NodePhase::Shadow), "{s:?}");
+    assert!(
+        s.nodes.iter().all(|n| n.phase == NodePhase::Shadow),
+        "{s:?}"
+    );
     assert!(s
         .waiting_for
         .iter()
@@ -345,32 +353,4 @@ async fn a_step_waits_for_a_reconnecting_agent_before_counting_probes() {
     // Cancelled while waiting: the step ends without a verdict.
     token.cancel();
     assert!(!super::workers::wait_ready(&*fleet, "node-a", true, &s, &token).await);
-}
-
-/// A state file written before soaks were bounded may hold any soak: the
-/// controller must start from it, show it and roll it back, never panic on
-/// the deadline it computes.
-#[tokio::test(start_paused = true)]
-async fn a_saved_soak_of_any_length_never_overflows_a_deadline() {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = FakeFleet::new(1);
-    let ctl = start(&fleet, &dir, settings(1));
-    within(ctl.apply(ApplyOptions::default())).await.unwrap();
-    wait_until(&ctl, |s| s.nodes.iter().all(|n| n.phase == NodePhase::Soak)).await;
-    within(ctl.shutdown()).await;
-    let path = dir.path().join("migration.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["run"]["settings"]["soak"] = "10000000000000000000s".into();
-    v["run"]["settings"]["probe_interval"] = "10000000000000000000s".into();
-    std::fs::write(&path, v.to_string()).unwrap();
-    let fleet = FakeFleet::new(1);
-    let ctl = start(&fleet, &dir, settings(1));
-    let s = wait_until(&ctl, |s| !s.waiting_for.is_empty()).await;
-    assert!(s.waiting_for[0].contains("soak"), "{s:?}");
-    assert_eq!(fleet.route("node-a"), Route::Konnectivity);
-    let back = within(ctl.rollback(RollbackTarget::All)).await.unwrap();
-    assert_eq!(back, ["node-a"]);
-    assert_eq!(fleet.route("node-a"), Route::Ssh);
-    within(ctl.shutdown()).await;
 }

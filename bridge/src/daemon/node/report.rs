@@ -33,9 +33,7 @@ impl NodeEntry {
                 ssh.metrics.set_state(PathState::Parked);
             }
         }
-        if let (Some(hub), Some(p)) = (&self.hub, self.paths.get(&PathKind::Konnectivity)) {
-            let s = hub.stats(&self.spec.name);
-            self.metrics.update_konnectivity_limits(&s);
+        if let Some(p) = self.paths.get(&PathKind::Konnectivity) {
             p.metrics.set_transport_up(p.path.is_up());
         }
     }
