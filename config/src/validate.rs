@@ -6,6 +6,7 @@ mod admin;
 mod konnectivity;
 mod nodes;
 mod sections;
+mod tokenreview;
 
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;

@@ -23,6 +23,7 @@ pub mod net;
 pub mod netlab;
 pub mod pods;
 pub mod sshd;
+pub mod tokenreview;
 pub mod trust;
 pub mod upstream;
 
