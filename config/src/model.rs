@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+mod kubernetes;
+pub use kubernetes::*;
+
 /// The whole, validated configuration of one bridge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -26,6 +29,8 @@ pub struct Config {
     pub konnectivity: Option<Konnectivity>,
     /// `[migration]`
     pub migration: Migration,
+    /// `[kubernetes]`, absent when the section is absent.
+    pub kubernetes: Option<Kubernetes>,
     /// `[[node]]`, in file order. Names and addresses are unique.
     pub nodes: Vec<Node>,
 }
@@ -86,6 +91,12 @@ pub struct Ssh {
     pub user: String,
     /// Private key file (ed25519, ECDSA or RSA; OpenSSH or PEM format).
     pub identity: PathBuf,
+    /// OpenSSH user certificate for `identity` (`ssh-keygen -s CA -I ID -n
+    /// PRINCIPAL key.pub`); `None` authenticates with the plain key.
+    pub certificate: Option<PathBuf>,
+    /// A warning fires when less than this is left before the
+    /// certificate's expiry.
+    pub certificate_warn_before: Duration,
     /// known_hosts file; strict checking, hashed entries, `@cert-authority`.
     pub known_hosts: PathBuf,
     /// Default sshd port when a node has no `ssh_address`.

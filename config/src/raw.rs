@@ -26,8 +26,17 @@ pub(crate) struct RawConfig {
     pub konnectivity: Option<RawKonnectivity>,
     #[serde(default)]
     pub migration: RawMigration,
+    pub kubernetes: Option<RawKubernetes>,
     #[serde(default)]
     pub node: Vec<RawNode>,
+}
+
+/// `[kubernetes]`: how the bridge reaches the Kubernetes API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKubernetes {
+    pub kubeconfig: Option<Str>,
+    pub context: Option<Str>,
 }
 
 /// `[bridge]`
@@ -71,6 +80,8 @@ pub(crate) struct RawTlsListener {
 pub(crate) struct RawSsh {
     pub user: Option<Str>,
     pub identity: Option<Str>,
+    pub certificate: Option<Str>,
+    pub certificate_warn_before: Option<Str>,
     pub known_hosts: Option<Str>,
     pub port: Option<Spanned<i64>>,
     pub connect_timeout: Option<Str>,

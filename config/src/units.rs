@@ -41,6 +41,7 @@ pub(crate) fn max_duration(key: &str) -> Duration {
     const HOUR: u64 = 3600;
     let secs = match key {
         "migration.soak" => return MAX_SOAK,
+        "ssh.certificate_warn_before" => 30 * 24 * HOUR,
         "egress.dial_timeout"
         | "egress.request_head_timeout"
         | "ssh.connect_timeout"

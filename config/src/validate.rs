@@ -4,6 +4,7 @@
 
 mod admin;
 mod konnectivity;
+mod kubernetes;
 mod nodes;
 mod sections;
 mod tokenreview;
@@ -33,6 +34,10 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         .as_ref()
         .map(|k| konnectivity::konnectivity(&mut cx, k));
     let migration = sections::migration(&mut cx, &raw.migration);
+    let kubernetes = raw
+        .kubernetes
+        .as_ref()
+        .map(|k| kubernetes::kubernetes(&mut cx, k));
     let nodes = nodes::nodes(&mut cx, &raw.node, ssh.port, konnectivity.is_some());
     if !cx.d.is_empty() {
         return Err(cx.d.into_error());
@@ -46,6 +51,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         admin,
         konnectivity,
         migration,
+        kubernetes,
         nodes,
     })
 }

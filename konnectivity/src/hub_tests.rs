@@ -1,5 +1,6 @@
 use sshbridge_config::Route;
 
+use super::dial::is_timeout;
 use super::*;
 
 fn node(name: &str, addr: &str, pods: &[&str]) -> Node {

@@ -39,6 +39,8 @@
 
 #[cfg(feature = "agent")]
 pub mod agent;
+#[cfg(feature = "server")]
+mod conn;
 pub mod flow;
 #[cfg(feature = "server")]
 pub mod hub;

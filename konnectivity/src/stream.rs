@@ -23,21 +23,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
+use super::conn::{Inbound, CHUNK_OVERHEAD};
 use super::flow::{grant_batch, CreditGate};
-use super::peer::{lock, Agent, ConnSlot, CHUNK_OVERHEAD};
+use super::peer::{lock, Agent, Opened};
 use super::proto::Packet;
 use super::stats::NodeStats;
 
 /// Largest DATA payload sent per packet.
 pub(crate) const MAX_CHUNK: usize = 32 * 1024;
-
-/// What the agent's reader hands a connection.
-pub(crate) enum Inbound {
-    /// Bytes from the target.
-    Data(Bytes),
-    /// The connection ended: cleanly (`None`) or with the reason.
-    End(Option<String>),
-}
 
 /// One connection through an agent. Dropping it sends CLOSE_REQ unless the
 /// agent closed it first.
@@ -69,29 +62,26 @@ pub(crate) struct KonnStream {
 }
 
 impl KonnStream {
-    pub(crate) fn new(
-        agent: Arc<Agent>,
-        connect_id: i64,
-        rx: mpsc::UnboundedReceiver<Inbound>,
-        slot: &ConnSlot,
-    ) -> KonnStream {
-        let stats = slot.stats.clone();
-        stats.open_streams.fetch_add(1, Ordering::Relaxed);
+    /// The stream of a connection the agent opened: from here on,
+    /// dropping it closes the connection.
+    pub(crate) fn new(opened: Opened) -> KonnStream {
+        let (agent, connect_id, reader) = opened.take();
+        reader.stats.open_streams.fetch_add(1, Ordering::Relaxed);
         let sender = PollSender::new(agent.data_tx.clone());
         KonnStream {
             agent,
             connect_id,
-            rx,
-            buffered: slot.buffered.clone(),
-            drained: slot.drained.clone(),
-            stats,
+            rx: reader.rx,
+            buffered: reader.buffered,
+            drained: reader.drained,
+            stats: reader.stats,
             sender,
             current: Bytes::new(),
             ended: None,
             write_shut: false,
-            gate: slot.gate.clone(),
+            gate: reader.gate,
             credit: 0,
-            in_flight: slot.in_flight.clone(),
+            in_flight: reader.in_flight,
             consumed: 0,
             half_close_pending: false,
             linger: None,

@@ -4,6 +4,8 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+
 use super::diff::ms;
 use super::{Diff, PathState, Report};
 
@@ -51,37 +53,38 @@ pub fn report_table(r: &Report, colour: bool) -> String {
         "BYTES OUT/IN",
         "LAST ERROR",
     ];
-    let mut rows = Vec::new();
-    let mut states = Vec::new();
+    let mut t = table(&header, colour);
     for node in &r.nodes {
         for (kind, p) in node.paths.iter() {
-            states.push(p.state);
-            rows.push(vec![
-                node.name.clone(),
-                node.route.to_string(),
-                kind.to_string(),
-                p.state.to_string(),
-                p.since
-                    .as_deref()
-                    .map_or("-".into(), |s| age(s, &r.generated_at)),
-                p.probe.p50_ms.map_or("-".into(), ms),
-                p.probe.p99_ms.map_or("-".into(), ms),
-                percent(p.probe.failure_ratio),
-                p.reconnects.to_string(),
-                p.open_streams.to_string(),
-                format!("{}/{}", bytes(p.bytes_sent), bytes(p.bytes_received)),
-                p.last_error.as_deref().map_or("-".into(), truncate),
+            let mut state = Cell::new(p.state);
+            if colour {
+                state = state.fg(state_colour(p.state));
+            }
+            t.add_row(vec![
+                Cell::new(&node.name),
+                Cell::new(node.route),
+                Cell::new(kind),
+                state,
+                Cell::new(
+                    p.since
+                        .as_deref()
+                        .map_or("-".into(), |s| age(s, &r.generated_at)),
+                ),
+                Cell::new(p.probe.p50_ms.map_or("-".into(), ms)),
+                Cell::new(p.probe.p99_ms.map_or("-".into(), ms)),
+                Cell::new(percent(p.probe.failure_ratio)),
+                Cell::new(p.reconnects),
+                Cell::new(p.open_streams),
+                Cell::new(format!(
+                    "{}/{}",
+                    bytes(p.bytes_sent),
+                    bytes(p.bytes_received)
+                )),
+                Cell::new(p.last_error.as_deref().map_or("-".into(), truncate)),
             ]);
         }
     }
-    let paint = |row: usize, col: usize, cell: String| {
-        if colour && col == 3 {
-            format!("{}{cell}\x1b[0m", state_colour(states[row]))
-        } else {
-            cell
-        }
-    };
-    out.push_str(&table(&header, &rows, paint));
+    out.push_str(&table_text(&t));
     let modes: Vec<String> = r
         .nodes
         .iter()
@@ -107,33 +110,26 @@ pub fn diff_table(d: &Diff, colour: bool) -> String {
     );
     if !d.changes.is_empty() {
         let header = ["NODE", "PATH", "CHANGE", "BEFORE", "AFTER", "KIND"];
-        let rows: Vec<Vec<String>> = d
-            .changes
-            .iter()
-            .map(|c| {
-                vec![
-                    c.node.clone(),
-                    c.path.clone().unwrap_or_else(|| "-".into()),
-                    c.what.as_str().to_string(),
-                    c.before.clone().unwrap_or_else(|| "-".into()),
-                    c.after.clone().unwrap_or_else(|| "-".into()),
-                    if c.is_regression {
-                        "REGRESSION"
-                    } else {
-                        "info"
-                    }
-                    .into(),
-                ]
-            })
-            .collect();
-        let paint = |row: usize, col: usize, cell: String| {
-            if colour && col == 5 && d.changes[row].is_regression {
-                format!("\x1b[31m{cell}\x1b[0m")
+        let mut t = table(&header, colour);
+        for c in &d.changes {
+            let mut kind = Cell::new(if c.is_regression {
+                "REGRESSION"
             } else {
-                cell
+                "info"
+            });
+            if colour && c.is_regression {
+                kind = kind.fg(Color::Red);
             }
-        };
-        out.push_str(&table(&header, &rows, paint));
+            t.add_row(vec![
+                Cell::new(&c.node),
+                Cell::new(c.path.as_deref().unwrap_or("-")),
+                Cell::new(c.what.as_str()),
+                Cell::new(c.before.as_deref().unwrap_or("-")),
+                Cell::new(c.after.as_deref().unwrap_or("-")),
+                kind,
+            ]);
+        }
+        out.push_str(&table_text(&t));
         out.push('\n');
     }
     if colour {
@@ -157,65 +153,46 @@ pub fn diff_json(d: &Diff) -> String {
     text
 }
 
-/// Left-aligned columns two spaces apart; `paint` may wrap a padded cell
-/// in colour codes (widths are computed on the plain text).
-fn table(
-    header: &[&str],
-    rows: &[Vec<String>],
-    paint: impl Fn(usize, usize, String) -> String,
-) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+/// A table in the house style: no borders, columns two spaces apart,
+/// header in capitals; wrapped to the terminal's width when stdout is a
+/// terminal, and coloured only when `colour` says so (which follows
+/// `NO_COLOR`, see [`use_colour`]).
+pub fn table(header: &[&str], colour: bool) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    if colour {
+        t.enforce_styling();
+    } else {
+        t.force_no_tty();
     }
-    let line = |cells: Vec<String>| {
-        let last = cells.len() - 1;
-        let mut s = String::new();
-        for (i, cell) in cells.into_iter().enumerate() {
-            s.push_str(&cell);
-            if i < last {
-                s.push_str(&" ".repeat(widths[i] - plain_len(&cell) + 2));
-            }
-        }
-        s.truncate(s.trim_end().len());
-        s.push('\n');
-        s
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for (r, row) in rows.iter().enumerate() {
-        let cells = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| paint(r, c, cell.clone()));
-        out.push_str(&line(cells.collect()));
+    // One space of padding on each side of every column; none before the
+    // first or after the last, so lines start at the margin.
+    let last = header.len().saturating_sub(1);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((u16::from(i > 0), u16::from(i < last)));
+    }
+    t
+}
+
+/// The table as text: one line per row, trailing blanks trimmed, ending
+/// in a newline.
+pub fn table_text(t: &Table) -> String {
+    let mut out = String::new();
+    for line in t.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
 
-/// Length without ANSI colour sequences.
-fn plain_len(s: &str) -> usize {
-    let mut n = 0;
-    let mut in_escape = false;
-    for ch in s.chars() {
-        match (in_escape, ch) {
-            (false, '\x1b') => in_escape = true,
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-            (false, _) => n += 1,
-        }
-    }
-    n
-}
-
-fn state_colour(s: PathState) -> &'static str {
+fn state_colour(s: PathState) -> Color {
     match s {
-        PathState::Up => "\x1b[32m",
-        PathState::Degraded => "\x1b[33m",
-        PathState::Unknown => "\x1b[2m",
-        PathState::Down => "\x1b[1;31m",
-        PathState::Parked => "\x1b[2m",
+        PathState::Up => Color::Green,
+        PathState::Degraded => Color::Yellow,
+        PathState::Unknown | PathState::Parked => Color::DarkGrey,
+        PathState::Down => Color::Red,
     }
 }
 
@@ -301,18 +278,40 @@ mod tests {
         assert_eq!(truncate(&"x".repeat(100)).chars().count(), MAX_ERROR);
     }
 
+    /// Text without ANSI colour sequences.
+    fn plain(s: &str) -> String {
+        let mut out = String::new();
+        let mut in_escape = false;
+        for ch in s.chars() {
+            match (in_escape, ch) {
+                (false, '\x1b') => in_escape = true,
+                (true, 'm') => in_escape = false,
+                (true, _) => {}
+                (false, _) => out.push(ch),
+            }
+        }
+        out
+    }
+
     #[test]
     fn colour_codes_do_not_break_alignment() {
-        let rows = vec![vec!["a".to_string(), "up".into(), "x".into()]];
-        let out = table(&["N", "STATE", "Z"], &rows, |_, c, cell| {
-            if c == 1 {
-                format!("\x1b[32m{cell}\x1b[0m")
-            } else {
-                cell
-            }
-        });
-        let lines: Vec<&str> = out.lines().collect();
+        let mut t = table(&["N", "STATE", "Z"], true);
+        t.add_row(vec![
+            Cell::new("a"),
+            Cell::new("up").fg(Color::Green),
+            Cell::new("x"),
+        ]);
+        let out = table_text(&t);
+        assert!(out.contains("\x1b["), "colour was asked for: {out:?}");
+        let lines: Vec<String> = out.lines().map(plain).collect();
         let z_header = lines[0].find('Z').unwrap();
-        assert_eq!(plain_len(lines[1]) - 1, z_header, "{out:?}");
+        assert_eq!(lines[1].find('x'), Some(z_header), "{out:?}");
+    }
+
+    #[test]
+    fn no_colour_means_no_escape_codes_and_two_spaces_between_columns() {
+        let mut t = table(&["NODE", "STATE"], false);
+        t.add_row(vec![Cell::new("node-a"), Cell::new("up").fg(Color::Green)]);
+        assert_eq!(table_text(&t), "NODE    STATE\nnode-a  up\n");
     }
 }

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sshbridge_config::Node;
+use sshbridge_core::tasks::Tasks;
 use tokio_util::sync::CancellationToken;
 
-use super::session::HandshakeError;
+use super::error::HandshakeError;
 use super::{Counters, HandshakeFailureKind, HostKeyError, SshContext, Tunnel};
 
 /// Listener of one tunnel's events. Called on the tunnel's own tasks:
@@ -36,13 +37,14 @@ impl Tunnel {
         node: Node,
         ctx: Arc<SshContext>,
         shutdown: CancellationToken,
+        tasks: &Tasks,
         events: Arc<dyn TunnelEvents>,
     ) -> Tunnel {
         let counters = Counters {
             events: Some(events),
             ..Counters::default()
         };
-        Tunnel::spawn_with(node, ctx, shutdown, counters)
+        Tunnel::spawn_with(node, ctx, shutdown, tasks, counters)
     }
 }
 

@@ -30,10 +30,15 @@
 
 #![warn(missing_docs)]
 
+pub mod certificate;
+mod client;
+mod error;
 mod events;
 pub mod known_hosts;
+mod login;
 mod path;
 mod session;
+mod shared;
 mod stream;
 mod tunnel;
 
@@ -45,9 +50,12 @@ use std::time::SystemTime;
 use russh::keys::PrivateKey;
 use tokio::sync::Semaphore;
 
+pub use certificate::{CertificateError, CertificateInfo};
+pub use error::HandshakeError;
 pub use events::TunnelEvents;
 pub use known_hosts::{HostIdentity, HostKeyError, KnownHosts, KnownHostsError};
-pub use session::{HandshakeError, Tunnel};
+pub use login::{login, Login};
+pub use tunnel::Tunnel;
 
 /// Why the `[ssh]` settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +71,9 @@ pub enum SshSetupError {
     /// The known_hosts file could not be used.
     #[error(transparent)]
     KnownHosts(#[from] KnownHostsError),
+    /// `[ssh].certificate` could not be used.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
 }
 
 /// Everything loaded once per config (re)load and shared by all tunnels:
@@ -70,6 +81,8 @@ pub enum SshSetupError {
 pub struct SshContext {
     cfg: sshbridge_config::Ssh,
     identity: Arc<PrivateKey>,
+    /// The user certificate presented with `identity`, if configured.
+    certificate: Option<Arc<CertificateInfo>>,
     known_hosts: KnownHosts,
     /// Handshakes in flight across all nodes; a permit is held from TCP
     /// connect to the end of authentication and released on drop.
@@ -82,6 +95,7 @@ impl std::fmt::Debug for SshContext {
         f.debug_struct("SshContext")
             .field("user", &self.cfg.user)
             .field("identity", &self.cfg.identity)
+            .field("certificate", &self.cfg.certificate)
             .field("known_hosts", &self.cfg.known_hosts)
             .finish_non_exhaustive()
     }
@@ -96,10 +110,20 @@ impl SshContext {
                 reason: e.to_string(),
             }
         })?;
+        let certificate = match &cfg.certificate {
+            Some(path) => Some(Arc::new(CertificateInfo::load(
+                path,
+                &identity,
+                &cfg.identity,
+                SystemTime::now(),
+            )?)),
+            None => None,
+        };
         let known_hosts = KnownHosts::load(&cfg.known_hosts)?;
         Ok(Arc::new(SshContext {
             cfg: cfg.clone(),
             identity: Arc::new(identity),
+            certificate,
             known_hosts,
             handshakes: Arc::new(Semaphore::new(cfg.max_concurrent_handshakes.max(1))),
         }))
@@ -113,6 +137,44 @@ impl SshContext {
     /// The parsed known_hosts.
     pub fn known_hosts(&self) -> &KnownHosts {
         &self.known_hosts
+    }
+
+    /// The user certificate sessions authenticate with (`None`: the
+    /// plain identity key).
+    pub fn certificate(&self) -> Option<&Arc<CertificateInfo>> {
+        self.certificate.as_ref()
+    }
+
+    /// SHA256 fingerprint of the identity's public key.
+    pub fn identity_fingerprint(&self) -> String {
+        self.identity
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string()
+    }
+
+    /// What sessions authenticate with, for messages: the certificate's
+    /// description, or the identity's file and fingerprint.
+    pub fn credential(&self) -> String {
+        match &self.certificate {
+            Some(c) => c.describe(),
+            None => format!(
+                "key {} ({})",
+                self.cfg.identity.display(),
+                self.identity_fingerprint()
+            ),
+        }
+    }
+
+    /// Whether `other` authenticates differently (another identity key
+    /// or another certificate): sessions then roll over to it.
+    pub fn credential_differs(&self, other: &SshContext) -> bool {
+        let certs_differ = match (&self.certificate, &other.certificate) {
+            (None, None) => false,
+            (Some(a), Some(b)) => !a.same_as(b),
+            _ => true,
+        };
+        certs_differ || self.identity.public_key() != other.identity.public_key()
     }
 }
 

@@ -2,186 +2,32 @@
 //! back off and reconnect.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use russh::client::{DisconnectReason, Handle};
+use russh::client::Handle;
 use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::client::Client;
+use super::error::HandshakeError;
 use super::known_hosts::HostIdentity;
-use super::tunnel::Shared;
-use super::{HandshakeFailureKind, HostKeyError, SshContext, TunnelState};
+use super::shared::Shared;
+use super::{SshContext, TunnelState};
+use sshbridge_config::Node;
 use sshbridge_core::backoff::Backoff;
+use sshbridge_core::lock;
 use sshbridge_core::quickack::QuickAck;
 
-pub use super::tunnel::Tunnel;
-
-/// Why one connection attempt to a node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    /// TCP connection refused.
-    #[error(
-        "node {node}: TCP connection to {addr} refused; check that sshd runs and listens there"
-    )]
-    Refused {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-    },
-    /// `connect_timeout` expired.
-    #[error("node {node}: no SSH session with {addr} within {after:?} (ssh.connect_timeout); check the network path and that sshd answers")]
-    Timeout {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The host key was refused.
-    #[error(transparent)]
-    HostKey(#[from] HostKeyError),
-    /// sshd refused the identity.
-    #[error("node {node}: sshd at {addr} refused public key {fingerprint} for user {user}; add it to that user's authorized_keys on the node")]
-    Auth {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// Remote user.
-        user: String,
-        /// SHA256 fingerprint of the identity's public key.
-        fingerprint: String,
-    },
-    /// Resolution or TCP failure other than a refusal.
-    #[error(
-        "node {node}: cannot connect to {addr}: {reason}; check the address and the network path"
-    )]
-    Connect {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// The OS error.
-        reason: String,
-    },
-    /// The SSH protocol failed (version, algorithms, disconnect...).
-    #[error("node {node}: SSH handshake with {addr} failed: {reason}; check that sshd there is OpenSSH and accepts our algorithms")]
-    Protocol {
-        /// Node name.
-        node: String,
-        /// sshd address.
-        addr: String,
-        /// russh's description.
-        reason: String,
-    },
-}
-
-impl HandshakeError {
-    /// The counter this failure goes to.
-    pub fn kind(&self) -> HandshakeFailureKind {
-        match self {
-            HandshakeError::Refused { .. } => HandshakeFailureKind::Refused,
-            HandshakeError::Timeout { .. } => HandshakeFailureKind::Timeout,
-            HandshakeError::HostKey(_) => HandshakeFailureKind::HostKey,
-            HandshakeError::Auth { .. } => HandshakeFailureKind::Auth,
-            HandshakeError::Connect { .. } | HandshakeError::Protocol { .. } => {
-                HandshakeFailureKind::Other
-            }
-        }
-    }
-}
-
-/// russh's callbacks for one connection.
-pub(crate) struct Client {
-    ctx: Arc<SshContext>,
-    target: HostIdentity,
-    /// Set when the host key was refused, so the failure is classified by
-    /// our own verdict rather than by russh's error text.
-    verdict: Arc<Mutex<Option<HostKeyError>>>,
-    /// Why the session ended, for the log and `last_error`.
-    end_reason: Arc<Mutex<Option<String>>>,
-    /// The host key (or certificate) this session was accepted with, so a
-    /// reload can check it against the new known_hosts.
-    accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
-    /// Dropped with the handler when russh's session task ends: the
-    /// actor's signal that the session is gone.
-    _ended: oneshot::Sender<()>,
-}
-
-impl russh::client::Handler for Client {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match self.ctx.known_hosts().verify(&self.target, key, now) {
-            Ok(()) => {
-                *lock(&self.accepted) = Some(copy_key(key));
-                Ok(true)
-            }
-            Err(e) => {
-                *lock(&self.verdict) = Some(e);
-                Ok(false)
-            }
-        }
-    }
-
-    async fn disconnected(
-        &mut self,
-        reason: DisconnectReason<Self::Error>,
-    ) -> Result<(), Self::Error> {
-        let text = match &reason {
-            DisconnectReason::ReceivedDisconnect(info) => {
-                format!(
-                    "sshd disconnected ({:?}): {}",
-                    info.reason_code, info.message
-                )
-            }
-            DisconnectReason::Error(russh::Error::KeepaliveTimeout) => {
-                let cfg = self.ctx.config();
-                format!(
-                    "no answer to {} keepalives (every {:?}); the node or the path to it is down",
-                    cfg.keepalive_max, cfg.keepalive_interval
-                )
-            }
-            DisconnectReason::Error(russh::Error::HUP) => "connection closed by the node".into(),
-            DisconnectReason::Error(e) => e.to_string(),
-        };
-        *lock(&self.end_reason) = Some(text);
-        match reason {
-            DisconnectReason::ReceivedDisconnect(_) => Ok(()),
-            DisconnectReason::Error(e) => Err(e),
-        }
-    }
-}
-
-/// A copy of a presented host key (russh's type is not `Clone`).
-pub(crate) fn copy_key(key: &PublicKeyOrCertificate) -> PublicKeyOrCertificate {
-    match key {
-        PublicKeyOrCertificate::PublicKey { key, hash_alg } => PublicKeyOrCertificate::PublicKey {
-            key: key.clone(),
-            hash_alg: *hash_alg,
-        },
-        PublicKeyOrCertificate::Certificate(c) => PublicKeyOrCertificate::Certificate(c.clone()),
-    }
-}
-
-pub(crate) use sshbridge_core::lock;
-
 /// A session that is up.
-struct Established {
-    handle: Handle<Client>,
-    ended: oneshot::Receiver<()>,
-    end_reason: Arc<Mutex<Option<String>>>,
-    accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
+pub(crate) struct Established {
+    pub(crate) handle: Handle<Client>,
+    /// Resolves when russh's session task ends.
+    pub(crate) ended: oneshot::Receiver<()>,
+    pub(crate) end_reason: Arc<Mutex<Option<String>>>,
+    /// The host key (or certificate) the node presented.
+    pub(crate) accepted: Arc<Mutex<Option<PublicKeyOrCertificate>>>,
 }
 
 /// The actor: runs until `stop` is cancelled.
@@ -200,7 +46,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         shared.set_state(TunnelState::Connecting);
         let ctx = shared.context();
         let attempt = tokio::select! {
-            r = establish(&shared, ctx) => r,
+            r = establish(&shared.node, ctx) => r,
             _ = stop.cancelled() => break,
         };
         match attempt {
@@ -259,23 +105,25 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 
 /// One attempt: a handshake slot, then TCP + handshake + auth within
 /// `connect_timeout`.
-async fn establish(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established, HandshakeError> {
+pub(crate) async fn establish(
+    node: &Node,
+    ctx: Arc<SshContext>,
+) -> Result<Established, HandshakeError> {
     let after = ctx.config().connect_timeout;
     // The semaphore is never closed, so acquiring cannot fail.
     let _permit = ctx.handshakes.clone().acquire_owned().await.ok();
-    match tokio::time::timeout(after, handshake(shared, ctx)).await {
+    match tokio::time::timeout(after, handshake(node, ctx)).await {
         Ok(r) => r,
         Err(_) => Err(HandshakeError::Timeout {
-            node: shared.node.name.clone(),
-            addr: shared.addr.clone(),
+            node: node.name.clone(),
+            addr: node.ssh_address.to_string(),
             after,
         }),
     }
 }
 
-async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established, HandshakeError> {
-    let node = &shared.node;
-    let (name, addr) = (node.name.clone(), shared.addr.clone());
+async fn handshake(node: &Node, ctx: Arc<SshContext>) -> Result<Established, HandshakeError> {
+    let (name, addr) = (node.name.clone(), node.ssh_address.to_string());
     let protocol = |e: russh::Error| HandshakeError::Protocol {
         node: name.clone(),
         addr: addr.clone(),
@@ -299,7 +147,11 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
     // it sends at once, or its second small packet waits for our delayed
     // ACK (up to 40 ms; see core's `quickack`).
 
-    let target = shared.identity();
+    let target = HostIdentity {
+        node: node.name.clone(),
+        address: node.address.to_string(),
+        ssh: node.ssh_address.clone(),
+    };
     let config = Arc::new(client_config(&ctx, &target));
     let verdict = Arc::new(Mutex::new(None));
     let end_reason = Arc::new(Mutex::new(None));
@@ -323,7 +175,45 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
         }
     };
 
+    authenticate(&mut handle, &ctx, &name, &addr).await?;
+    Ok(Established {
+        handle,
+        ended,
+        end_reason,
+        accepted,
+    })
+}
+
+/// Authenticates with the context's certificate, or with the plain key.
+async fn authenticate(
+    handle: &mut Handle<Client>,
+    ctx: &SshContext,
+    node: &str,
+    addr: &str,
+) -> Result<(), HandshakeError> {
+    let protocol = |e: russh::Error| HandshakeError::Protocol {
+        node: node.to_owned(),
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    };
     let identity = ctx.identity.clone();
+    let user = ctx.config().user.clone();
+    if let Some(cert) = ctx.certificate() {
+        let res = handle
+            .authenticate_openssh_cert(user.clone(), identity, cert.cert.clone())
+            .await
+            .map_err(protocol)?;
+        if res.success() {
+            return Ok(());
+        }
+        return Err(HandshakeError::CertificateAuth {
+            node: node.to_owned(),
+            addr: addr.to_owned(),
+            user,
+            certificate: cert.describe(),
+            principals: cert.principals.join(","),
+        });
+    }
     let hash = if identity.algorithm().is_rsa() {
         // `None`: the server announced no signature algorithms; every
         // OpenSSH since 7.2 takes rsa-sha2-256.
@@ -335,30 +225,18 @@ async fn handshake(shared: &Shared, ctx: Arc<SshContext>) -> Result<Established,
     } else {
         None
     };
-    let user = ctx.config().user.clone();
     let res = handle
-        .authenticate_publickey(
-            user.clone(),
-            PrivateKeyWithHashAlg::new(identity.clone(), hash),
-        )
+        .authenticate_publickey(user.clone(), PrivateKeyWithHashAlg::new(identity, hash))
         .await
         .map_err(protocol)?;
-    if !res.success() {
-        return Err(HandshakeError::Auth {
-            node: name,
-            addr,
-            user,
-            fingerprint: identity
-                .public_key()
-                .fingerprint(HashAlg::Sha256)
-                .to_string(),
-        });
+    if res.success() {
+        return Ok(());
     }
-    Ok(Established {
-        handle,
-        ended,
-        end_reason,
-        accepted,
+    Err(HandshakeError::Auth {
+        node: node.to_owned(),
+        addr: addr.to_owned(),
+        user,
+        fingerprint: ctx.identity_fingerprint(),
     })
 }
 

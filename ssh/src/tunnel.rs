@@ -2,172 +2,19 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use russh::client::Handle;
-use russh::keys::PublicKeyOrCertificate;
 use russh::{ChannelMsg, ChannelOpenFailure};
 use sshbridge_config::{HostPort, Node};
+use sshbridge_core::lock;
+use sshbridge_core::tasks::Tasks;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::session::{self, lock, Client, HandshakeError};
+use super::session;
+use super::shared::{OpenGuard, Shared};
 use super::stream::{pump, CreditSink, Incoming, PumpEnd, RecvBuffer, SshStream};
-use super::{Counters, HostIdentity, SshContext, TunnelState, TunnelStats};
+use super::{Counters, SshContext, TunnelState, TunnelStats};
 use sshbridge_core::path::{BoxStream, DialError};
-
-/// State shared by the actor, the handles and the streams of one node.
-pub(crate) struct Shared {
-    pub(crate) node: Node,
-    /// `ssh_address` as text, for messages.
-    pub(crate) addr: String,
-    ctx: Mutex<Arc<SshContext>>,
-    state: watch::Sender<TunnelState>,
-    session: Mutex<Option<Arc<Handle<Client>>>>,
-    counters: Arc<Counters>,
-    last_error: Mutex<Option<String>>,
-    up_since: Mutex<Option<SystemTime>>,
-    draining: AtomicBool,
-    /// `true` while parked: no session, no reconnects, dials refused.
-    parked: watch::Sender<bool>,
-    /// Open streams (plus dials in progress); drain waits for zero.
-    open: watch::Sender<usize>,
-    /// The actor's stop token; cancelling it closes the session.
-    stop: CancellationToken,
-    /// The host key the current session was accepted with.
-    host_key: Mutex<Option<PublicKeyOrCertificate>>,
-    /// Set (with why) when a new known_hosts no longer trusts that key;
-    /// the actor then closes the session and reconnects.
-    distrusted: watch::Sender<Option<String>>,
-}
-
-impl Shared {
-    pub(crate) fn context(&self) -> Arc<SshContext> {
-        lock(&self.ctx).clone()
-    }
-
-    pub(crate) fn identity(&self) -> HostIdentity {
-        HostIdentity {
-            node: self.node.name.clone(),
-            address: self.node.address.to_string(),
-            ssh: self.node.ssh_address.clone(),
-        }
-    }
-
-    /// Publish a state; while draining only `Stopped` replaces `Draining`.
-    pub(crate) fn set_state(&self, s: TunnelState) {
-        self.state.send_if_modified(|cur| {
-            let locked = *cur == TunnelState::Stopped
-                || (*cur == TunnelState::Draining && s != TunnelState::Stopped);
-            let change = !locked && *cur != s;
-            if change {
-                *cur = s;
-            }
-            change
-        });
-    }
-
-    pub(crate) fn session_up(
-        &self,
-        handle: Arc<Handle<Client>>,
-        host_key: Option<PublicKeyOrCertificate>,
-    ) {
-        *lock(&self.host_key) = host_key;
-        self.distrusted.send_replace(None);
-        // A reload may have swapped known_hosts during the handshake.
-        self.recheck_host_key(&self.context());
-        *lock(&self.session) = Some(handle);
-        *lock(&self.up_since) = Some(SystemTime::now());
-        self.counters.session_up();
-        self.set_state(TunnelState::Up);
-    }
-
-    /// Resolves (with why) once the current session's host key is no
-    /// longer trusted by the context's known_hosts.
-    pub(crate) async fn host_key_distrusted(&self) -> String {
-        let mut rx = self.distrusted.subscribe();
-        let why = match rx.wait_for(Option::is_some).await {
-            Ok(why) => why.clone(),
-            Err(_) => None,
-        };
-        match why {
-            Some(why) => why,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Checks the current session's host key against `ctx`'s known_hosts
-    /// (after a reload); a key it no longer trusts ends the session.
-    fn recheck_host_key(&self, ctx: &SshContext) {
-        let key = lock(&self.host_key);
-        let Some(key) = key.as_ref() else { return };
-        let now = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if let Err(e) = ctx.known_hosts().verify(&self.identity(), key, now) {
-            self.counters.host_key_refused(&e);
-            self.distrusted.send_replace(Some(e.to_string()));
-        }
-    }
-
-    pub(crate) fn session_down(&self) {
-        lock(&self.host_key).take();
-        lock(&self.session).take();
-        lock(&self.up_since).take();
-    }
-
-    pub(crate) fn session_lost(&self, msg: String) {
-        self.counters.session_lost();
-        *lock(&self.last_error) = Some(msg);
-    }
-
-    pub(crate) fn attempt_failed(&self, e: &HandshakeError) {
-        self.counters.attempt_failed(e);
-        *lock(&self.last_error) = Some(e.to_string());
-    }
-
-    pub(crate) fn is_parked(&self) -> bool {
-        *self.parked.borrow()
-    }
-
-    /// Resolves once the tunnel is parked and its last stream has ended.
-    pub(crate) async fn parked_and_idle(&self) {
-        let mut parked = self.parked.subscribe();
-        let _ = parked.wait_for(|p| *p).await;
-        let mut open = self.open.subscribe();
-        let _ = open.wait_for(|n| *n == 0).await;
-    }
-
-    /// Resolves once the tunnel is no longer parked.
-    pub(crate) async fn unparked(&self) {
-        let mut parked = self.parked.subscribe();
-        let _ = parked.wait_for(|p| !*p).await;
-    }
-
-    fn unavailable(&self, reason: String) -> DialError {
-        DialError::Unavailable {
-            node: self.node.name.clone(),
-            path: sshbridge_core::PathKind::Ssh,
-            reason,
-        }
-    }
-}
-
-/// Counts a stream (or a dial in progress) as open until dropped.
-struct OpenGuard(Arc<Shared>);
-
-impl OpenGuard {
-    fn new(shared: &Arc<Shared>) -> OpenGuard {
-        shared.open.send_modify(|n| *n += 1);
-        OpenGuard(shared.clone())
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
 
 struct Inner {
     shared: Arc<Shared>,
@@ -194,17 +41,25 @@ impl std::fmt::Debug for Tunnel {
 }
 
 impl Tunnel {
-    /// Start the session actor for `node` (on the current tokio runtime).
-    /// It stops when `shutdown` is cancelled, when drained, or when the
-    /// last handle is dropped.
-    pub fn spawn(node: Node, ctx: Arc<SshContext>, shutdown: CancellationToken) -> Tunnel {
-        Tunnel::spawn_with(node, ctx, shutdown, Counters::default())
+    /// Start the session actor for `node` on `tasks` (the owner's tracker,
+    /// which also runs one pump task per stream, so the owner's shutdown
+    /// waits for them). It stops when `shutdown` is cancelled, when
+    /// drained, or when the last handle is dropped; its streams end with
+    /// the session.
+    pub fn spawn(
+        node: Node,
+        ctx: Arc<SshContext>,
+        shutdown: CancellationToken,
+        tasks: &Tasks,
+    ) -> Tunnel {
+        Tunnel::spawn_with(node, ctx, shutdown, tasks, Counters::default())
     }
 
     pub(crate) fn spawn_with(
         node: Node,
         ctx: Arc<SshContext>,
         shutdown: CancellationToken,
+        tasks: &Tasks,
         counters: Counters,
     ) -> Tunnel {
         let stop = shutdown.child_token();
@@ -223,8 +78,10 @@ impl Tunnel {
             stop: stop.clone(),
             host_key: Mutex::new(None),
             distrusted: watch::Sender::new(None),
+            tasks: tasks.clone(),
         });
-        tokio::spawn(session::run(shared.clone(), stop.clone()));
+        let name = format!("ssh session {}", shared.node.name);
+        tasks.spawn(name, session::run(shared.clone(), stop.clone()));
         Tunnel {
             inner: Arc::new(Inner {
                 shared,
@@ -292,7 +149,8 @@ impl Tunnel {
         );
         let limit = sh.context().config().max_stream_buffer;
         let shared = sh.clone();
-        tokio::spawn(async move {
+        let name = format!("ssh stream {}", sh.node.name);
+        sh.tasks.spawn(name, async move {
             let events = Box::pin(futures::stream::unfold(read_half, |mut rx| async move {
                 loop {
                     match rx.wait().await {
@@ -398,7 +256,7 @@ impl CreditSink for ChannelCredit<'_> {
     }
 }
 
-fn open_failure(f: &ChannelOpenFailure) -> String {
+pub(crate) fn open_failure(f: &ChannelOpenFailure) -> String {
     match f {
         ChannelOpenFailure::ConnectFailed => {
             "sshd could not connect to the target (connection refused or unreachable)".into()

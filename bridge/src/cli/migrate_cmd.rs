@@ -4,6 +4,7 @@
 //! by polling `GET /migration`. Stopping the CLI never stops the migration.
 
 mod follow;
+mod status_table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use serde::de::DeserializeOwned;
 use sshbridge::admin_client::{get, post, AdminAddr};
 use sshbridge::manifests::{self, EgressOptions, EgressProtocol};
 use sshbridge_migrate::{ApplyOptions, BatchSpec, FinalState, Plan, Status};
+use sshbridge_report::render::use_colour;
+use status_table::status_text;
 
 /// Where the admin API is looked for without `--admin` or `--config`.
 const DEFAULT_ADMIN: &str = "unix:/run/sshbridge/admin.sock";
@@ -153,7 +156,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         MigrateCommand::Status { watch: true } => follow::follow(&addr, mode(args.output)).await,
         MigrateCommand::Status { watch: false } => {
             let (status, raw) = call::<Status>(&addr, "/migration", None).await?;
-            print_doc(json, &raw, &status);
+            print_status(json, &raw, &status);
             Ok(exit_for(&status))
         }
         MigrateCommand::Pause => pause_or_resume(&addr, "pause", json).await,
@@ -198,7 +201,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<ExitCode> {
 async fn pause_or_resume(addr: &AdminAddr, verb: &str, json: bool) -> anyhow::Result<ExitCode> {
     let path = format!("/migration/{verb}");
     let (status, raw) = call::<Status>(addr, &path, Some("{}")).await?;
-    print_doc(json, &raw, &status);
+    print_status(json, &raw, &status);
     Ok(exit_for(&status))
 }
 
@@ -324,7 +327,16 @@ fn parse<T: DeserializeOwned>(addr: &AdminAddr, path: &str, raw: &[u8]) -> anyho
     })
 }
 
-/// Prints `doc` as a table, or its raw JSON on one line.
+/// Prints the status as a table, or its raw JSON on one line.
+fn print_status(json: bool, raw: &[u8], status: &Status) {
+    if json {
+        println!("{}", compact(raw));
+    } else {
+        print!("{}", status_text(status, use_colour()));
+    }
+}
+
+/// Prints `doc` as text, or its raw JSON on one line.
 fn print_doc<T: std::fmt::Display>(json: bool, raw: &[u8], doc: &T) {
     if json {
         println!("{}", compact(raw));

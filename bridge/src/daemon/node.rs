@@ -84,8 +84,13 @@ impl NodeEntry {
     /// Starts a node's tunnel and probers.
     pub(super) fn spawn(spec: &Node, s: Spawn<'_>) -> NodeEntry {
         let events = Arc::new(s.metrics.node(&spec.name));
-        let tunnel =
-            Tunnel::spawn_with_events(spec.clone(), s.ctx.clone(), s.root.child_token(), events);
+        let tunnel = Tunnel::spawn_with_events(
+            spec.clone(),
+            s.ctx.clone(),
+            s.root.child_token(),
+            s.tasks,
+            events,
+        );
         Self::around(spec, tunnel, s)
     }
 

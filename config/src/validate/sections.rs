@@ -153,6 +153,16 @@ pub(super) fn ssh(cx: &mut Ctx<'_>, raw: &RawSsh) -> Ssh {
             "/etc/sshbridge/id_ed25519",
             true,
         ),
+        certificate: raw
+            .certificate
+            .as_ref()
+            .map(|v| cx.file("ssh", "ssh.certificate", Some(v), "", false)),
+        certificate_warn_before: cx.duration(
+            "ssh.certificate_warn_before",
+            raw.certificate_warn_before.as_ref(),
+            DEFAULT_CERTIFICATE_WARN_BEFORE,
+            true,
+        ),
         known_hosts: cx.file(
             "ssh",
             "ssh.known_hosts",
@@ -190,6 +200,10 @@ pub(super) fn ssh(cx: &mut Ctx<'_>, raw: &RawSsh) -> Ssh {
         ) as usize,
     }
 }
+
+/// `[ssh] certificate_warn_before` when unset: a week's notice before a
+/// certificate expires.
+pub(crate) const DEFAULT_CERTIFICATE_WARN_BEFORE: &str = "7d";
 
 /// The per-stream SSH receive window: at least one full SSH packet, at most
 /// what the protocol's 32-bit window can express.

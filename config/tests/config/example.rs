@@ -43,6 +43,22 @@ fn example_parses_clean_with_its_files_present() {
     let k = cfg.konnectivity.expect("konnectivity section");
     assert!(k.client_ca.expect("client_ca").starts_with(kit.dir.path()));
     assert!(cfg.egress.http_connect_tcp.is_none());
+    assert!(cfg.kubernetes.is_none());
+}
+
+#[test]
+fn example_kubernetes_section_works_when_uncommented() {
+    let kit = Kit::new();
+    let text = localized(&kit)
+        .replace("# [kubernetes]", "[kubernetes]")
+        .replace("# kubeconfig = ", "kubeconfig = ");
+    let cfg = kit
+        .load("example.toml", &text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kube = cfg.kubernetes.expect("kubernetes section");
+    let path = kube.kubeconfig.expect("kubeconfig");
+    assert!(path.ends_with("etc/sshbridge/kubeconfig"), "{path:?}");
+    assert_eq!(kube.context, None);
 }
 
 #[test]
@@ -104,6 +120,8 @@ fn example_documents_every_key_with_its_default() {
         "max_failure_ratio",
         "max_latency_ratio",
         "soak",
+        "kubeconfig",
+        "context",
         "name",
         "address",
         "ssh_address",

@@ -8,7 +8,7 @@ use sshbridge_config::{Config, ConfigError, Diagnostic};
 
 /// A temp dir holding key and CA files:
 /// `id_ed25519` and `tls.key` (0600), `open.key` (0644), `known_hosts`,
-/// `ca.crt`, `tls.crt` (0644), `admin.token` (0600), and a subdirectory `subdir`.
+/// `ca.crt`, `tls.crt` (0644), `admin.token` and `kubeconfig` (0600), and a subdirectory `subdir`.
 pub struct Kit {
     pub dir: tempfile::TempDir,
 }
@@ -25,6 +25,7 @@ impl Kit {
             ("ca.crt", 0o644),
             ("tls.crt", 0o644),
             ("admin.token", 0o600),
+            ("kubeconfig", 0o600),
         ] {
             k.write_file(name, "placeholder\n", mode);
         }

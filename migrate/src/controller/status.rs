@@ -1,7 +1,6 @@
 //! The status snapshot: what `migrate status` prints and `/migration`
 //! serves.
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -155,49 +154,5 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             last_error: self.last_error.clone(),
             finalized_at: self.state.finalized_at.clone(),
         }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Rollout: {}", self.phase.as_str())?;
-        if let Some(b) = self.current_batch {
-            write!(f, ", batch {b} of {}", self.batches.len())?;
-        }
-        if let Some(e) = &self.elapsed {
-            write!(f, ", elapsed {e}")?;
-        }
-        writeln!(f)?;
-        if let Some(r) = &self.reason {
-            writeln!(f, "Reason: {r}")?;
-        }
-        for w in &self.waiting_for {
-            writeln!(f, "Waiting for {w}")?;
-        }
-        writeln!(
-            f,
-            "{:<20} {:<12} {:<13} {:<10} NOTE",
-            "NODE", "PHASE", "ROUTE", "IN PHASE"
-        )?;
-        for n in &self.nodes {
-            let note = n
-                .rollback_reason
-                .as_deref()
-                .filter(|_| n.phase == NodePhase::RolledBack)
-                .or(n.waiting_for.as_deref())
-                .unwrap_or("");
-            writeln!(
-                f,
-                "{:<20} {:<12} {:<13} {:<10} {note}",
-                n.name,
-                n.phase.as_str(),
-                n.route.as_str(),
-                n.in_phase
-            )?;
-        }
-        if let Some(e) = &self.last_error {
-            writeln!(f, "Last error: {e}")?;
-        }
-        Ok(())
     }
 }

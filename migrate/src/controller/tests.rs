@@ -47,14 +47,14 @@ async fn full_apply_moves_five_nodes_batch_by_batch() {
                     .iter()
                     .any(|x| &x.name == n && x.phase == NodePhase::Done)
             });
-            assert!(!started || prev_done, "batch {} started early: {s}", i + 1);
+            assert!(!started || prev_done, "batch {} started early: {s:?}", i + 1);
         }
         s.phase == RunPhase::Finished
     })
     .await;
     assert!(!fin.regressed());
     for n in &fin.nodes {
-        assert_eq!(n.phase, NodePhase::Done, "{fin}");
+        assert_eq!(n.phase, NodePhase::Done, "{fin:?}");
         assert_eq!(fleet.route(&n.name), Route::Konnectivity);
         let path: Vec<_> = n.history.iter().map(|t| t.to).collect();
         use NodePhase::*;
@@ -85,7 +85,7 @@ async fn a_node_without_an_agent_stays_on_ssh_and_the_plan_says_why() {
     let s = wait_until(&ctl, |s| s.phase == RunPhase::Finished).await;
     assert_eq!(fleet.route("node-b"), Route::Ssh);
     assert_eq!(fleet.route("node-a"), Route::Konnectivity);
-    assert!(s.nodes.iter().all(|n| n.name != "node-b"), "{s}");
+    assert!(s.nodes.iter().all(|n| n.name != "node-b"), "{s:?}");
     let err = within(ctl.finalize()).await.unwrap_err();
     assert!(
         matches!(err, ControllerError::NotDone(ref v) if v[0].0 == "node-b"),
@@ -115,7 +115,7 @@ async fn dial_failures_during_soak_roll_that_node_back_and_pause() {
         "{reason}"
     );
     assert!(reason.contains("connection refused"), "{reason}");
-    assert!(s.reason.as_deref().unwrap().contains("node-b"), "{s}");
+    assert!(s.reason.as_deref().unwrap().contains("node-b"), "{s:?}");
     // The others finish their soak while the rollout is paused.
     let s = wait_until(&ctl, |s| {
         s.nodes
@@ -149,7 +149,7 @@ async fn abort_on_failure_sends_every_unfinished_node_back() {
         n.konn_error = Some("agent stream closed".into())
     });
     let s = wait_until(&ctl, |s| s.phase == RunPhase::Aborted).await;
-    assert_eq!(s.rolled_back, ["node-a", "node-b"], "{s}");
+    assert_eq!(s.rolled_back, ["node-a", "node-b"], "{s:?}");
     assert!(s.nodes[0]
         .rollback_reason
         .as_ref()
@@ -168,7 +168,7 @@ async fn abort_on_failure_sends_every_unfinished_node_back() {
     assert_eq!(
         phases(&s)[2].1,
         NodePhase::Ssh,
-        "batch 2 must not start: {s}"
+        "batch 2 must not start: {s:?}"
     );
     assert!(matches!(
         within(ctl.resume()).await,
@@ -268,7 +268,7 @@ async fn pause_holds_cutover_and_resume_finishes() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     let s = within(ctl.status()).await.unwrap();
     assert_eq!(s.phase, RunPhase::Paused);
-    assert!(s.nodes.iter().all(|n| n.phase == NodePhase::Shadow), "{s}");
+    assert!(s.nodes.iter().all(|n| n.phase == NodePhase::Shadow), "{s:?}");
     assert!(s
         .waiting_for
         .iter()
@@ -367,7 +367,7 @@ async fn a_saved_soak_of_any_length_never_overflows_a_deadline() {
     let fleet = FakeFleet::new(1);
     let ctl = start(&fleet, &dir, settings(1));
     let s = wait_until(&ctl, |s| !s.waiting_for.is_empty()).await;
-    assert!(s.waiting_for[0].contains("soak"), "{s}");
+    assert!(s.waiting_for[0].contains("soak"), "{s:?}");
     assert_eq!(fleet.route("node-a"), Route::Konnectivity);
     let back = within(ctl.rollback(RollbackTarget::All)).await.unwrap();
     assert_eq!(back, ["node-a"]);

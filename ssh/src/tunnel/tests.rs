@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::SshSetupError;
+use sshbridge_core::tasks::Tasks;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -16,6 +17,8 @@ fn ssh_cfg(dir: &Path) -> sshbridge_config::Ssh {
     sshbridge_config::Ssh {
         user: "sshbridge".into(),
         identity: dir.join("id"),
+        certificate: None,
+        certificate_warn_before: Duration::from_secs(7 * 24 * 3600),
         known_hosts: dir.join("known_hosts"),
         port: 22,
         connect_timeout: Duration::from_secs(3),
@@ -72,7 +75,7 @@ async fn refused_sshd_makes_dials_fail_fast_with_the_reason() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new());
+    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new(), &Tasks::new());
     let mut rx = tunnel.subscribe();
     reach(&mut rx, TunnelState::Backoff).await;
     let stats = tunnel.stats();
@@ -106,7 +109,7 @@ async fn silent_sshd_is_a_timeout_after_connect_timeout() {
     let port = silent.local_addr().expect("addr").port();
     tokio::time::pause();
     let start = tokio::time::Instant::now();
-    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new());
+    let tunnel = Tunnel::spawn(node(port), ctx, CancellationToken::new(), &Tasks::new());
     let mut rx = tunnel.subscribe();
     reach(&mut rx, TunnelState::Backoff).await;
     assert!(
@@ -127,7 +130,7 @@ async fn drain_refuses_new_dials_and_stops_the_actor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = context(dir.path());
     let shutdown = CancellationToken::new();
-    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone());
+    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone(), &Tasks::new());
     let mut rx = tunnel.subscribe();
     tokio::time::timeout(T, tunnel.drain())
         .await
@@ -141,14 +144,23 @@ async fn drain_refuses_new_dials_and_stops_the_actor() {
 }
 
 #[tokio::test]
-async fn shutdown_token_stops_the_actor() {
+async fn shutdown_token_stops_the_actor_and_its_task_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = context(dir.path());
     let shutdown = CancellationToken::new();
-    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone());
+    let tasks = Tasks::new();
+    let tunnel = Tunnel::spawn(node(9), ctx, shutdown.clone(), &tasks);
     let mut rx = tunnel.subscribe();
+    assert_eq!(
+        tasks.running().get("ssh session node-a"),
+        Some(&1),
+        "{:?}",
+        tasks.running()
+    );
     shutdown.cancel();
     reach(&mut rx, TunnelState::Stopped).await;
+    let left = tasks.close_and_wait(T).await;
+    assert!(left.is_empty(), "still running after shutdown: {left:?}");
 }
 
 #[test]

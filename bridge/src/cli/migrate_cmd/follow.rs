@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use sshbridge::admin_client::{get, AdminAddr};
 use sshbridge_migrate::{NodePhase, RunPhase, Status};
+use sshbridge_report::render::use_colour;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
+use super::status_table::status_text;
 use super::{compact, exit_for, parse, CALL_TIMEOUT};
 
 /// Between two polls.
@@ -23,7 +25,8 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
-    /// A progress display redrawn in place.
+    /// A progress bar of batches (indicatif), with each change logged
+    /// above it.
     Terminal,
     /// One line per change.
     Plain,
@@ -37,7 +40,7 @@ pub(super) async fn follow(addr: &AdminAddr, mode: Mode) -> anyhow::Result<ExitC
     let mut tick = interval(POLL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut shown: Option<Status> = None;
-    let mut drawn_lines = 0;
+    let bar = (mode == Mode::Terminal).then(progress_bar);
     let mut unreachable_since: Option<Instant> = None;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -60,24 +63,26 @@ pub(super) async fn follow(addr: &AdminAddr, mode: Mode) -> anyhow::Result<ExitC
             Err(e) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= UNREACHABLE_FOR || shown.is_none() {
+                    if let Some(bar) = &bar {
+                        bar.abandon();
+                    }
                     return Err(e.into());
                 }
-                eprintln!("{} {e}; retrying", stamp(start));
+                match &bar {
+                    Some(bar) => bar.set_message(format!("{e}; retrying")),
+                    None => eprintln!("{} {e}; retrying", stamp(start)),
+                }
                 continue;
             }
         };
         let status: Status = parse(addr, "/migration", &raw)?;
         match mode {
             Mode::Terminal => {
-                let frame = frame(&status, start);
-                let mut out = std::io::stdout().lock();
-                if drawn_lines > 0 {
-                    // Up to the first line of the last frame, clear below.
-                    let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+                let bar = bar.as_ref().expect("terminal mode has a bar");
+                for line in changes(shown.as_ref(), &status) {
+                    bar.println(line);
                 }
-                let _ = write!(out, "{frame}");
-                let _ = out.flush();
-                drawn_lines = frame.lines().count();
+                update_bar(bar, &status);
             }
             Mode::Plain => {
                 for line in changes(shown.as_ref(), &status) {
@@ -97,6 +102,10 @@ pub(super) async fn follow(addr: &AdminAddr, mode: Mode) -> anyhow::Result<ExitC
         }
     }
     let status = shown.expect("the loop ends after a status");
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+        print!("{}", status_text(&status, use_colour()));
+    }
     if mode != Mode::Json {
         println!("{}", closing(&status));
     }
@@ -200,19 +209,30 @@ fn changes(before: Option<&Status>, now: &Status) -> Vec<String> {
     out
 }
 
-/// The progress display: header, what it waits for, the node table.
-fn frame(s: &Status, start: Instant) -> String {
-    let mut out = format!(
-        "Batches done {}/{}  (watching for {}s; Ctrl-C stops watching, not the migration)\n",
-        batches_done(s),
-        s.batches.len(),
-        start.elapsed().as_secs()
+/// Batches done out of all, the run's phase, how long, and what it waits
+/// for; redrawn by indicatif, which only draws on a terminal.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} rollout {prefix} [{bar:24}] {pos}/{len} batches, {elapsed} {wide_msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
     );
-    out.push_str(&s.to_string());
-    if !out.ends_with('\n') {
-        out.push('\n');
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn update_bar(bar: &ProgressBar, s: &Status) {
+    bar.set_length(s.batches.len() as u64);
+    bar.set_position(batches_done(s) as u64);
+    bar.set_prefix(s.phase.as_str());
+    let mut msg = String::new();
+    if !s.waiting_for.is_empty() {
+        let _ = write!(msg, "(waiting for {})", s.waiting_for.join("; "));
     }
-    out
+    bar.set_message(msg);
 }
 
 /// The last line: how the rollout ended and what to do next.

@@ -130,7 +130,7 @@ async fn a_crash_around_any_write_resumes_and_completes() {
             assert_eq!(
                 fleet.route(&node.name),
                 node.phase.route(),
-                "after {n}: {s}"
+                "after {n}: {s:?}"
             );
         }
         if s.phase == RunPhase::Idle {
@@ -141,7 +141,7 @@ async fn a_crash_around_any_write_resumes_and_completes() {
         let s = wait_until(&ctl, |s| s.phase == RunPhase::Finished).await;
         assert!(
             s.nodes.len() == 2 && s.nodes.iter().all(|x| x.phase == NodePhase::Done),
-            "after {n}: {s}"
+            "after {n}: {s:?}"
         );
         assert!(fleet.routes().values().all(|r| *r == Route::Konnectivity));
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -93,7 +93,7 @@ fn unwatched(s: &Status, fleet: &FakeFleet) -> Vec<String> {
         })
         .map(|n| {
             format!(
-                "{} in {} is on konnectivity with nothing watching it: {s}",
+                "{} in {} is on konnectivity with nothing watching it: {s:?}",
                 n.name, n.phase
             )
         })
@@ -155,8 +155,8 @@ async fn run(fail: Option<Fail>) -> (usize, Vec<String>) {
     until_saved(async || ctl.rollback(RollbackTarget::All).await).await;
     let s = ctl.status().await.unwrap();
     for node in ["node-a", "node-b"] {
-        assert_eq!(phase(&s, node), NodePhase::RolledBack, "{fail:?}: {s}");
-        assert_eq!(fleet.route(node), Route::Ssh, "{fail:?}: {s}");
+        assert_eq!(phase(&s, node), NodePhase::RolledBack, "{fail:?}: {s:?}");
+        assert_eq!(fleet.route(node), Route::Ssh, "{fail:?}: {s:?}");
     }
     let saved = FileStore::new(dir.path().join("migration.json"))
         .load()
