@@ -14,6 +14,7 @@ mod observe;
 mod reload;
 mod route;
 mod status;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -176,7 +177,7 @@ impl Daemon {
                 max_conn_buffer: konnectivity::Options::DEFAULT_MAX_CONN_BUFFER,
                 stall_timeout: k.stall_timeout,
                 dial_timeout: config.egress.dial_timeout,
-                identity: konnectivity::identity::Guard::new(k.identity, metrics.registry()),
+                identity: tokens::guard(k, config.kubernetes.as_ref(), metrics.registry()),
             };
             Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes)
         });

@@ -38,6 +38,9 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         .kubernetes
         .as_ref()
         .map(|k| kubernetes::kubernetes(&mut cx, k));
+    if let (Some(raw_k), Some(k)) = (&raw.konnectivity, &konnectivity) {
+        tokenreview::needs_kubernetes(&mut cx, raw_k, k, kubernetes.is_some());
+    }
     let nodes = nodes::nodes(&mut cx, &raw.node, ssh.port, konnectivity.is_some());
     if !cx.d.is_empty() {
         return Err(cx.d.into_error());

@@ -39,6 +39,8 @@ mod netfaults_slow;
 mod routing;
 #[path = "e2e/streams.rs"]
 mod streams;
+#[path = "e2e/tokenreview.rs"]
+mod tokenreview;
 #[path = "e2e/trust.rs"]
 mod trust;
 #[path = "e2e/trust_admin.rs"]

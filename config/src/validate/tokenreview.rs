@@ -2,7 +2,7 @@
 
 use super::Ctx;
 use crate::agent_auth::{AgentAuth, ServiceAccount, TokenReview};
-use crate::model::AgentIdentity;
+use crate::model::{AgentIdentity, Konnectivity};
 use crate::raw::{RawKonnectivity, RawTokenReview};
 use crate::units::Problem;
 
@@ -109,5 +109,22 @@ fn tokenreview(cx: &mut Ctx<'_>, raw: &RawTokenReview) -> TokenReview {
             TokenReview::DEFAULT_CACHE_TTL,
             true,
         ),
+    }
+}
+
+/// `agent_auth = "tokenreview"` asks the apiserver of `[kubernetes]`.
+pub(super) fn needs_kubernetes(
+    cx: &mut Ctx<'_>,
+    raw: &RawKonnectivity,
+    k: &Konnectivity,
+    has_kubernetes: bool,
+) {
+    if matches!(k.agent_auth, AgentAuth::TokenReview(_)) && !has_kubernetes {
+        let span = cx.at("konnectivity", raw.agent_auth.as_ref());
+        let p = Problem {
+            message: "\"tokenreview\" asks the apiserver about each agent's token, but the config has no [kubernetes] section".into(),
+            hint: Some("add [kubernetes] with kubeconfig = \"/path/to/kubeconfig\" (or an empty [kubernetes] section in a pod with a service account)".into()),
+        };
+        cx.report(&span, "konnectivity.agent_auth", p);
     }
 }

@@ -47,7 +47,11 @@ async fn full_apply_moves_five_nodes_batch_by_batch() {
                     .iter()
                     .any(|x| &x.name == n && x.phase == NodePhase::Done)
             });
-            assert!(!started || prev_done, "batch {} started early: {s:?}", i + 1);
+            assert!(
+                !started || prev_done,
+                "batch {} started early: {s:?}",
+                i + 1
+            );
         }
         s.phase == RunPhase::Finished
     })
@@ -268,7 +272,10 @@ async fn pause_holds_cutover_and_resume_finishes() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     let s = within(ctl.status()).await.unwrap();
     assert_eq!(s.phase, RunPhase::Paused);
-    assert!(s.nodes.iter().all(|n| n.phase == NodePhase::Shadow), "{s:?}");
+    assert!(
+        s.nodes.iter().all(|n| n.phase == NodePhase::Shadow),
+        "{s:?}"
+    );
     assert!(s
         .waiting_for
         .iter()
