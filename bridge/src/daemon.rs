@@ -17,6 +17,7 @@ mod reload;
 mod route;
 mod status;
 mod stop;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -191,7 +192,7 @@ impl Daemon {
                 max_conn_buffer: konnectivity::Options::DEFAULT_MAX_CONN_BUFFER,
                 stall_timeout: k.stall_timeout,
                 dial_timeout: config.egress.dial_timeout,
-                identity: konnectivity::identity::Guard::new(k.identity, metrics.registry()),
+                identity: tokens::guard(k, config.kubernetes.as_ref(), metrics.registry()),
             };
             let hub = Hub::with_flow(options, konnectivity::Flow::from_config(k), &config.nodes);
             hub.set_events(Arc::new(metrics.clone()));

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+mod agent_auth;
 mod diag;
 mod host_port;
 mod model;
@@ -21,6 +22,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use agent_auth::{AgentAuth, ServiceAccount, TokenReview};
 pub use diag::{ConfigError, Diagnostic};
 pub use host_port::HostPortError;
 pub use model::*;

@@ -235,6 +235,8 @@ pub struct Konnectivity {
     pub max_concurrent_streams: u32,
     /// How an agent's node is established.
     pub identity: AgentIdentity,
+    /// With `identity = "proven"`, the credential that proves it.
+    pub agent_auth: crate::AgentAuth,
     /// sshbridge wire extensions offered to agents: `half-close`, `credit`
     /// (docs/konnectivity.md).
     pub extensions: Vec<String>,

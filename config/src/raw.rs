@@ -156,6 +156,8 @@ pub(crate) struct RawKonnectivity {
     pub tls_handshake_timeout: Option<Str>,
     pub max_concurrent_streams: Option<Spanned<i64>>,
     pub identity: Option<Str>,
+    pub agent_auth: Option<Str>,
+    pub tokenreview: Option<RawTokenReview>,
     pub extensions: Option<Vec<Str>>,
     pub credit_window: Option<Spanned<StrOrInt>>,
     pub stall_timeout: Option<Str>,
@@ -163,6 +165,15 @@ pub(crate) struct RawKonnectivity {
     pub half_close_idle: Option<Str>,
     pub max_connections_per_agent: Option<Spanned<i64>>,
     pub max_queued_control: Option<Spanned<i64>>,
+}
+
+/// `[konnectivity.tokenreview]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokenReview {
+    pub audiences: Option<Vec<Str>>,
+    pub service_accounts: Option<Vec<Str>>,
+    pub cache_ttl: Option<Str>,
 }
 
 /// `[migration]`

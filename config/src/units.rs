@@ -47,7 +47,8 @@ pub(crate) fn max_duration(key: &str) -> Duration {
         | "ssh.connect_timeout"
         | "konnectivity.tls_handshake_timeout"
         | "admin.tls_handshake_timeout"
-        | "egress.tls_handshake_timeout" => 10 * MINUTE,
+        | "egress.tls_handshake_timeout"
+        | "konnectivity.tokenreview.cache_ttl" => 10 * MINUTE,
         "ssh.keepalive_interval" | "ssh.backoff.initial" | "ssh.backoff.max" => HOUR,
         "health.interval" | "inventory.watch_grace" => HOUR,
         _ => return MAX_DURATION_DEFAULT,

@@ -7,6 +7,7 @@ mod konnectivity;
 mod kubernetes;
 mod nodes;
 mod sections;
+mod tokenreview;
 
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
@@ -38,6 +39,9 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         .as_ref()
         .map(|k| kubernetes::kubernetes(&mut cx, k));
     let inventory = kubernetes::inventory(&mut cx, &raw.inventory, kubernetes.is_some());
+    if let (Some(raw_k), Some(k)) = (&raw.konnectivity, &konnectivity) {
+        tokenreview::needs_kubernetes(&mut cx, raw_k, k, kubernetes.is_some());
+    }
     let nodes = nodes::nodes(&mut cx, &raw.node, ssh.port, konnectivity.is_some());
     if !cx.d.is_empty() {
         return Err(cx.d.into_error());

@@ -13,9 +13,17 @@
 //! status naming the mismatch, logged with its certificate subject, and
 //! counted in `sshbridge_konnectivity_agents_refused_total{reason}`.
 //!
+//! With `agent_auth = "tokenreview"` the credential is a service account
+//! token instead of the certificate ([`token`]); the node it is bound to
+//! must agree with the identifiers in the same way.
+//!
 //! With `identity = "claimed"` (an explicit opt-out for fleets that share
 //! one agent certificate) nothing is checked here: the agent serves the
 //! nodes its identifiers name, as upstream's server does.
+
+pub(crate) mod admit;
+mod refusal;
+pub mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,7 +33,9 @@ use sshbridge_config::{AgentIdentity, Node};
 use x509_parser::extensions::GeneralName;
 
 use super::identifiers::Identifiers;
+pub use refusal::Refusal;
 use sshbridge_core::metrics::{Counter, EncodeLabelSet, Family, Registry};
+use token::{TokenAuth, TokenProof};
 
 /// What tonic hands the agent service about the connection a stream came
 /// on: the peer address and the client certificate chain that rustls
@@ -36,106 +46,6 @@ pub struct AgentPeer {
     pub addr: SocketAddr,
     /// The verified client certificate chain.
     pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
-
-/// Why an agent was refused. Each message names what the agent claimed,
-/// what its credential proves, and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    /// No client certificate reached the server.
-    #[error("the agent presented no client certificate; give it its node's certificate (CN system:node:NODE) with --cert/--key")]
-    NoCertificate,
-    /// The certificate could not be read.
-    #[error("the agent's client certificate cannot be parsed: {0}")]
-    BadCertificate(String),
-    /// The certificate names no configured node.
-    #[error("certificate {subject:?} names no configured node (it names {names:?}); issue it with CN system:node:NODE or a SAN DNS name NODE, for a node in the bridge's [[node]] list")]
-    UnknownNode {
-        /// Certificate subject.
-        subject: String,
-        /// The node names it carries.
-        names: Vec<String>,
-    },
-    /// The certificate names several configured nodes.
-    #[error(
-        "certificate {subject:?} names several nodes ({nodes:?}); issue one certificate per node"
-    )]
-    SeveralNodes {
-        /// Certificate subject.
-        subject: String,
-        /// The configured nodes it names.
-        nodes: Vec<String>,
-    },
-    /// `host=` is not the certificate's node.
-    #[error("agent of node {node} claims host={claimed}; an agent may only name its own node")]
-    Host {
-        /// The node the certificate proves.
-        node: String,
-        /// The claimed host.
-        claimed: String,
-    },
-    /// `ipv4=`/`ipv6=` is not the node's address.
-    #[error("agent of node {node} claims address {claimed}, but {node}'s address is {address}")]
-    Address {
-        /// The node the certificate proves.
-        node: String,
-        /// The claimed address.
-        claimed: IpAddr,
-        /// The node's configured address.
-        address: IpAddr,
-    },
-    /// `cidr=` is outside the node's pod CIDRs.
-    #[error("agent of node {node} claims cidr={claimed}, which is not inside {node}'s pod_cidrs {pod_cidrs:?}")]
-    Cidr {
-        /// The node the certificate proves.
-        node: String,
-        /// The claimed CIDR.
-        claimed: ipnet::IpNet,
-        /// The node's pod CIDRs.
-        pod_cidrs: Vec<ipnet::IpNet>,
-    },
-    /// The `agentID` is held by an agent of another node.
-    #[error("agentID {id:?} is already held by an agent of {holder}; give each agent a unique --agent-id")]
-    AgentIdTaken {
-        /// The agent ID.
-        id: String,
-        /// Who holds it (a node name, or "an unproven agent").
-        holder: String,
-    },
-}
-
-impl Refusal {
-    /// Every `reason` label value, for the metric.
-    pub const REASONS: [&'static str; 6] = [
-        "no_certificate",
-        "unknown_node",
-        "host",
-        "address",
-        "cidr",
-        "agent_id_taken",
-    ];
-
-    /// The metric label of this refusal.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::NoCertificate => "no_certificate",
-            Refusal::BadCertificate(_)
-            | Refusal::UnknownNode { .. }
-            | Refusal::SeveralNodes { .. } => "unknown_node",
-            Refusal::Host { .. } => "host",
-            Refusal::Address { .. } => "address",
-            Refusal::Cidr { .. } => "cidr",
-            Refusal::AgentIdTaken { .. } => "agent_id_taken",
-        }
-    }
-
-    /// The gRPC status the agent receives.
-    pub fn status(&self) -> tonic::Status {
-        match self {
-            Refusal::NoCertificate => tonic::Status::unauthenticated(self.to_string()),
-            _ => tonic::Status::permission_denied(self.to_string()),
-        }
-    }
 }
 
 /// The label set of `sshbridge_konnectivity_agents_refused_total`; its
@@ -151,6 +61,7 @@ struct RefusedL {
 pub struct Guard {
     mode: AgentIdentity,
     refused: Arc<[Counter; Refusal::REASONS.len()]>,
+    tokens: Option<Arc<TokenAuth>>,
 }
 
 impl Guard {
@@ -168,7 +79,48 @@ impl Guard {
         Guard {
             mode,
             refused: Arc::new(refused),
+            tokens: None,
         }
+    }
+
+    /// This guard proving agents by service account token
+    /// (`agent_auth = "tokenreview"`) rather than by certificate.
+    pub fn with_tokens(mut self, tokens: TokenAuth) -> Guard {
+        self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// In token mode, what the bearer token in `md` proves (or why it is
+    /// refused); `None` in certificate and claimed modes.
+    pub async fn prove_token(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Option<Result<TokenProof, Refusal>> {
+        match (&self.tokens, self.mode) {
+            (Some(tokens), AgentIdentity::Proven) => Some(tokens.prove(md).await),
+            _ => None,
+        }
+    }
+
+    /// The node the token `proof` binds the agent to, if its identifiers
+    /// agree with that node (the same check as for a certificate).
+    pub fn authorize_token(
+        &self,
+        proof: &Result<TokenProof, Refusal>,
+        identifiers: &Identifiers,
+        nodes: &[Node],
+    ) -> Result<Option<String>, Refusal> {
+        let proof = proof.as_ref().map_err(Clone::clone)?;
+        let node = nodes
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(&proof.node))
+            .ok_or_else(|| Refusal::TokenNodeUnknown {
+                account: proof.account.to_string(),
+                node: proof.node.clone(),
+                via: proof.via.clone(),
+            })?;
+        agrees(node, identifiers)?;
+        Ok(Some(node.name.clone()))
     }
 
     /// The mode it enforces.
@@ -186,6 +138,10 @@ impl Guard {
     ) -> Result<Option<String>, Refusal> {
         if self.mode == AgentIdentity::Claimed {
             return Ok(None);
+        }
+        if self.tokens.is_some() {
+            // Token mode proves nodes only through authorize_token.
+            return Err(Refusal::NoToken);
         }
         let leaf = peer
             .and_then(|p| p.certs.as_ref())

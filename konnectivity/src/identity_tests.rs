@@ -1,7 +1,7 @@
 use super::*;
 use crate::flow::Extensions;
 use crate::hub::Hub;
-use crate::server::admit;
+use crate::identity::admit::admit;
 use sshbridge_sim::pki::Pki;
 
 /// No extension announced: the compatibility mode upstream agents get.

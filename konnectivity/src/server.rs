@@ -15,13 +15,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::flow::{self, Extensions};
+use super::flow;
 use super::hub::Hub;
 use super::identifiers::Identifiers;
 use super::identity::{self, AgentPeer};
-use super::peer::Registered;
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
 use super::proto::packet::Payload;
 use super::proto::Packet;
@@ -225,7 +224,14 @@ impl AgentService for AgentSvc {
             .collect();
         let identifiers = Identifiers::parse(&query.join("&"));
         let announced = flow::announced(md);
-        let registered = admit(&self.hub, peer.as_ref(), id, identifiers, announced)?;
+        let token = self.hub.options().identity.prove_token(md).await;
+        let registered = identity::admit::admit_with(
+            &self.hub,
+            (peer.as_ref(), token),
+            id,
+            identifiers,
+            announced,
+        )?;
         let agent = registered.agent.clone();
         self.tasks.spawn(
             "Konnectivity agent stream",
@@ -294,43 +300,4 @@ async fn read_agent(
     debug!(agent = %agent.id, %reason, "Konnectivity agent stream ended");
     agent.end(&reason);
     hub.unregister(&agent);
-}
-
-/// Checks a new agent stream and registers it with `hub`: the node its
-/// credential proves, its claims against that node, and the agent-ID rule.
-/// A refusal is logged with the certificate subject and counted.
-pub(crate) fn admit(
-    hub: &Hub,
-    peer: Option<&AgentPeer>,
-    id: String,
-    identifiers: Identifiers,
-    announced: (Extensions, Option<usize>),
-) -> Result<Registered, tonic::Status> {
-    let guard = &hub.options().identity;
-    let subject = peer
-        .and_then(|p| p.certs.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|leaf| identity::Credential::parse(leaf).ok())
-        .map_or_else(|| "(no certificate)".to_string(), |c| c.subject);
-    let addr = peer.map(|p| p.addr);
-    let claims = identifiers.to_string();
-    let admitted = guard
-        .authorize(peer, &identifiers, &hub.nodes())
-        .and_then(|owner| {
-            let node = owner.clone();
-            hub.register_with(id.clone(), identifiers, owner, announced)
-                .map(|r| (r, node))
-        });
-    match admitted {
-        Ok((registered, node)) => {
-            let node = node.as_deref().unwrap_or("(claimed)");
-            info!(agent = %id, ?addr, %subject, node, identifiers = %claims, "Konnectivity agent connected");
-            Ok(registered)
-        }
-        Err(refusal) => {
-            guard.count(&refusal);
-            warn!(agent = %id, ?addr, %subject, identifiers = %claims, reason = refusal.reason(), "Konnectivity agent refused: {refusal}");
-            Err(refusal.status())
-        }
-    }
 }

@@ -3,7 +3,8 @@
 //!
 //! What it does: build one [`kube::Client`] from a kubeconfig (or the
 //! in-cluster service account); watch the Node objects and turn them into
-//! the bridge's nodes ([`inventory`]).
+//! the bridge's nodes ([`inventory`]); review Konnectivity agents' service
+//! account tokens ([`tokenreview`]).
 //!
 //! What it does not: decide anything about routing; the daemon owns that.
 
@@ -11,5 +12,6 @@
 
 mod client;
 pub mod inventory;
+pub mod tokenreview;
 
 pub use client::{client, ClientError};

@@ -25,6 +25,9 @@ pub struct AgentSpec {
     pub agent_id: String,
     /// `--identifiers`, e.g. `host=node-0&ipv4=127.1.0.1`.
     pub identifiers: String,
+    /// `--service-account-token-path`: a bearer token file, for a bridge
+    /// with `agent_auth = "tokenreview"`.
+    pub token_file: Option<PathBuf>,
     /// Where its log file goes.
     pub dir: PathBuf,
 }
@@ -51,6 +54,7 @@ impl AgentSpec {
             ),
             agent_id: format!("agent-{name}"),
             identifiers: format!("host={name}&ipv4={address}"),
+            token_file: None,
             dir,
         }
     }
@@ -119,6 +123,9 @@ impl Agent {
             .args(["--dial-timeout", "2s"]);
         if let Some((cert, key)) = &s.identity {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(token) = &s.token_file {
+            cmd.arg("--service-account-token-path").arg(token);
         }
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sshbridge=debug".into());
         let child = cmd

@@ -44,6 +44,7 @@ impl Cluster {
             agent_identities,
             identity: None,
             agent_tls: self.pki.client_config(Some(&client))?,
+            extra: String::new(),
         })
     }
 

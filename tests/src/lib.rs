@@ -25,6 +25,7 @@ pub mod netlab;
 pub mod node_sshd;
 pub mod pods;
 pub mod sshd;
+pub mod tokenreview;
 pub mod trust;
 pub mod upstream;
 pub mod usercert;

@@ -57,6 +57,8 @@ mod routing;
 mod shutdown;
 #[path = "e2e/streams.rs"]
 mod streams;
+#[path = "e2e/tokenreview.rs"]
+mod tokenreview;
 #[path = "e2e/trust.rs"]
 mod trust;
 #[path = "e2e/trust_admin.rs"]

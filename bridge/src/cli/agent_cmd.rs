@@ -58,8 +58,15 @@ pub(super) struct AgentArgs {
     /// closed as not reading.
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     write_buffer: usize,
-    /// File with a bearer token sent as `authorization` (read at each connect).
-    #[arg(long, value_name = "FILE")]
+    /// File with a bearer token sent as `authorization: Bearer TOKEN`, read
+    /// again at each connect (a projected service account token rotates);
+    /// for servers with agent_auth = "tokenreview". Upstream's name for it
+    /// is --service-account-token-path.
+    #[arg(
+        long,
+        value_name = "FILE",
+        visible_alias = "service-account-token-path"
+    )]
     token_file: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]

@@ -42,11 +42,15 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
         .client_ca
         .as_ref()
         .map(|v| cx.file("konnectivity", "konnectivity.client_ca", Some(v), "", false));
-    if client_ca.is_none() && identity == AgentIdentity::Proven {
+    let agent_auth = super::tokenreview::agent_auth(cx, raw, identity);
+    if client_ca.is_none()
+        && identity == AgentIdentity::Proven
+        && agent_auth == crate::AgentAuth::Certificate
+    {
         let span = cx.d.section_span("konnectivity");
         let p = Problem {
             message: "not set, so agents cannot prove which node they serve".into(),
-            hint: Some("point client_ca at the CA of the agents' node certificates (the kubelet client CA, for certificates with CN system:node:NAME), or set identity = \"claimed\" to take agents at their word".into()),
+            hint: Some("point client_ca at the CA of the agents' node certificates (the kubelet client CA, for certificates with CN system:node:NAME), set agent_auth = \"tokenreview\" to prove nodes with service account tokens, or set identity = \"claimed\" to take agents at their word".into()),
         };
         cx.report(&span, "konnectivity.client_ca", p);
     }
@@ -81,6 +85,7 @@ pub(super) fn konnectivity(cx: &mut Ctx<'_>, raw: &RawKonnectivity) -> Konnectiv
             1,
         ),
         identity,
+        agent_auth,
         extensions: konnectivity_extensions(cx, raw.extensions.as_deref()),
         credit_window: cx.size(
             "konnectivity.credit_window",

@@ -302,6 +302,9 @@ pub struct KonnectivityConfig {
     /// Client TLS trusting the server and holding the agent identity, for
     /// tests that talk to the agent port themselves.
     pub agent_tls: Arc<rustls::ClientConfig>,
+    /// TOML put after the `[konnectivity]` keys: more keys of it, then
+    /// tables of its own (`[konnectivity.tokenreview]`, `[kubernetes]`).
+    pub extra: String,
 }
 
 impl KonnectivityConfig {
@@ -331,6 +334,7 @@ impl KonnectivityConfig {
         if let Some(identity) = &self.identity {
             t.push_str(&format!("identity = {}\n", toml_str(identity)));
         }
+        t.push_str(&self.extra);
         t
     }
 

@@ -46,6 +46,7 @@ impl Setup {
             identity: Some(identity),
             agent_id: format!("agent-{}", node.name),
             identifiers: format!("host={}&ipv4={}", node.name, node.address),
+            token_file: None,
             dir,
         })
         .await?;

@@ -97,6 +97,7 @@ fn konnectivity_config(pki: &Pki, dir: &Path) -> anyhow::Result<KonnectivityConf
         agent_identities: [(NODE.to_string(), agent_identity)].into(),
         identity: None,
         agent_tls: pki.client_config(Some(&client))?,
+        extra: String::new(),
     })
 }
 
