@@ -21,7 +21,6 @@
 //! one agent certificate) nothing is checked here: the agent serves the
 //! nodes its identifiers name, as upstream's server does.
 
-pub(crate) mod admit;
 mod refusal;
 pub mod token;
 

@@ -1,7 +1,7 @@
 use super::*;
 use crate::flow::Extensions;
 use crate::hub::Hub;
-use crate::identity::admit::admit;
+use crate::server::admit::admit;
 use sshbridge_sim::pki::Pki;
 
 /// No extension announced: the compatibility mode upstream agents get.

@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use super::flow;
 use super::hub::Hub;
 use super::identifiers::Identifiers;
-use super::identity::{self, AgentPeer};
+use super::identity::AgentPeer;
 use super::proto::agent_service_server::{AgentService, AgentServiceServer};
 use super::proto::packet::Payload;
 use super::proto::Packet;
@@ -28,6 +28,7 @@ use sshbridge_core::tasks::Tasks;
 use sshbridge_core::tls::TlsError;
 
 mod accept;
+pub(crate) mod admit;
 use accept::{Accept, AgentConn};
 
 /// Time an agent has to finish its TLS handshake.
@@ -225,7 +226,7 @@ impl AgentService for AgentSvc {
         let identifiers = Identifiers::parse(&query.join("&"));
         let announced = flow::announced(md);
         let token = self.hub.options().identity.prove_token(md).await;
-        let registered = identity::admit::admit_with(
+        let registered = admit::admit_with(
             &self.hub,
             (peer.as_ref(), token),
             id,

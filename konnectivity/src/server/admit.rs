@@ -4,11 +4,11 @@
 
 use tracing::{info, warn};
 
-use super::token::TokenProof;
-use super::{AgentPeer, Credential, Refusal};
 use crate::flow::Extensions;
 use crate::hub::Hub;
 use crate::identifiers::Identifiers;
+use crate::identity::token::TokenProof;
+use crate::identity::{AgentPeer, Credential, Refusal};
 use crate::peer::Registered;
 
 /// Checks a new agent stream and registers it with `hub`: the node its
