@@ -3,8 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where the nodes came from (`[inventory]`).
+/// Where the nodes came from (`[inventory]`). Every field has a default,
+/// so a report of a later v1 version whose `inventory` object differs
+/// still parses (keys may be added within v1; readers ignore what they do
+/// not know and default what is missing).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InventoryReport {
     /// `[inventory] source`: `static` or `kubernetes`.
     pub source: String,
@@ -30,6 +34,7 @@ pub struct Unservable {
 
 /// The state of the Node watch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WatchReport {
     /// The first full list has arrived.
     pub synced: bool,

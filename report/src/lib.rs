@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+mod certificate;
 pub mod diff;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -29,6 +30,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use certificate::CertificateReport;
 pub use diff::{diff, Change, Diff, Thresholds, What};
 pub use inventory::{InventoryReport, Unservable, WatchReport};
 pub use sshbridge_config::Route;
@@ -58,6 +60,11 @@ pub struct Report {
     /// of versions before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventoryReport>,
+    /// The SSH user certificate the bridge logs in with and its expiry;
+    /// absent without `[ssh] certificate` (and in reports of versions
+    /// before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_certificate: Option<CertificateReport>,
 }
 
 /// Identity and age of the bridge that wrote a report.
@@ -225,6 +232,7 @@ impl Report {
             totals: Totals::from_nodes(&nodes),
             nodes,
             inventory: None,
+            ssh_certificate: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 
 use super::diff::ms;
-use super::{Diff, PathState, Report};
+use super::{CertificateReport, Diff, PathState, Report};
 
 /// Widest LAST ERROR cell; longer errors are cut with `...`.
 const MAX_ERROR: usize = 48;
@@ -102,7 +102,34 @@ pub fn report_table(r: &Report, colour: bool) -> String {
     if let Some(inv) = &r.inventory {
         out.push_str(&crate::inventory::table(inv));
     }
+    if let Some(c) = &r.ssh_certificate {
+        out.push('\n');
+        out.push_str(&certificate_line(c));
+    }
     out
+}
+
+/// One line for the report table: which certificate, when it expires, and
+/// what to do when that is soon.
+fn certificate_line(c: &CertificateReport) -> String {
+    let left = compact(std::time::Duration::from_secs(c.seconds_left));
+    let mut line = format!(
+        "ssh certificate \"{}\" (serial {}, principals {}) expires {} (in {left})",
+        c.key_id,
+        c.serial,
+        c.principals.join(","),
+        c.valid_before
+    );
+    if c.seconds_left == 0 {
+        line = format!(
+            "ssh certificate \"{}\" (serial {}) EXPIRED at {}: new sessions cannot log in; issue a new one",
+            c.key_id, c.serial, c.valid_before
+        );
+    } else if c.expiring {
+        line.push_str(": EXPIRING, less than ssh.certificate_warn_before left; issue a new one");
+    }
+    line.push('\n');
+    line
 }
 
 /// The diff as a table of what changed, then the one-line verdict.
@@ -220,7 +247,7 @@ fn age(since: &str, now: &str) -> String {
 }
 
 /// The two largest units of a duration: `45s`, `3m12s`, `2h5m`, `4d3h`.
-fn compact(d: Duration) -> String {
+pub(crate) fn compact(d: Duration) -> String {
     let s = d.as_secs();
     let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
     match () {

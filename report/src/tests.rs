@@ -182,3 +182,33 @@ fn the_konnectivity_flow_control_mode_is_in_json_and_table() {
         "{table}"
     );
 }
+
+#[test]
+fn the_ssh_certificate_is_in_json_and_named_in_the_table_with_its_warning() {
+    let mut r = report(&["node-a"]);
+    r.ssh_certificate = Some(CertificateReport {
+        path: "/etc/sshbridge/id_ed25519-cert.pub".into(),
+        key_id: "bridge-cp-1".into(),
+        serial: 7,
+        principals: vec!["sshbridge".into()],
+        valid_before: "2026-12-08T00:00:00Z".into(),
+        seconds_left: 3 * 86_400 + 3600,
+        expiring: true,
+    });
+    let back = Report::from_json(&r.to_json(), "test").expect("round trip");
+    assert_eq!(back.ssh_certificate, r.ssh_certificate);
+    let table = render::report_table(&r, false);
+    assert!(
+        table.contains(
+            "ssh certificate \"bridge-cp-1\" (serial 7, principals sshbridge) expires \
+             2026-12-08T00:00:00Z (in 3d1h): EXPIRING"
+        ),
+        "{table}"
+    );
+    r.ssh_certificate.as_mut().unwrap().seconds_left = 0;
+    assert!(render::report_table(&r, false).contains("EXPIRED at 2026-12-08T00:00:00Z"));
+    let mut old = serde_json::from_str::<serde_json::Value>(&r.to_json()).unwrap();
+    old.as_object_mut().unwrap().remove("ssh_certificate");
+    let parsed = Report::from_json(&old.to_string(), "old").expect("a report without it parses");
+    assert_eq!(parsed.ssh_certificate, None);
+}

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::admin::Check;
+use crate::report::CertificateReport;
 use crate::ssh::{certificate::rfc3339, CertificateInfo, SshContext};
 
 /// How often the certificate file is read for changes.
@@ -94,6 +95,21 @@ pub(super) fn warning(ctx: &SshContext) -> Option<String> {
     ))
 }
 
+/// The certificate as the report shows it.
+pub(super) fn report(ctx: &SshContext) -> Option<CertificateReport> {
+    let cert = ctx.certificate()?;
+    let now = SystemTime::now();
+    Some(CertificateReport {
+        path: cert.path.display().to_string(),
+        key_id: cert.key_id.clone(),
+        serial: cert.serial,
+        principals: cert.principals.clone(),
+        valid_before: rfc3339(cert.valid_before),
+        seconds_left: cert.remaining(now).as_secs(),
+        expiring: expiring(cert, ctx.config().certificate_warn_before, now),
+    })
+}
+
 /// Logs [`warning`], if any.
 pub(super) fn warn_if_expiring(ctx: &SshContext) {
     if let Some(w) = warning(ctx) {
@@ -149,6 +165,10 @@ impl Shared {
 
     pub(super) fn certificate_check(&self) -> Option<Check> {
         check(&sshbridge_core::lock(&self.ssh).clone())
+    }
+
+    pub(super) fn certificate_report(&self) -> Option<CertificateReport> {
+        report(&sshbridge_core::lock(&self.ssh).clone())
     }
 
     pub(super) fn refresh_certificate_metrics(&self) {

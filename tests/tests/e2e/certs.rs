@@ -179,6 +179,20 @@ async fn a_short_lived_certificate_warns_and_a_renewed_file_is_picked_up() -> an
             );
         }
         assert!(bridge.log().contains("ssh certificate expires soon"));
+        // The report names the certificate, its expiry and the warning.
+        let report = bridge.report().await?;
+        let shown = report
+            .ssh_certificate
+            .ok_or_else(|| anyhow::anyhow!("/report has no ssh_certificate"))?;
+        assert_eq!(
+            (shown.key_id.as_str(), shown.serial, shown.expiring),
+            ("bridge-short", 0, true)
+        );
+        assert!(
+            (500..=660).contains(&shown.seconds_left),
+            "{} s left is not about 10 minutes",
+            shown.seconds_left
+        );
 
         // A renewed certificate in the same file: picked up without SIGHUP.
         let renewed = cluster.dir.path().join("renewed");
