@@ -57,20 +57,7 @@ async fn doctor_names_what_is_wrong_with_each_broken_node() -> anyhow::Result<()
         assert_eq!(json.code, Some(1), "a check failed: {json:?}");
         let doc: serde_json::Value = serde_json::from_str(&json.stdout)?;
         assert_eq!(doc["result"], "fail", "{doc}");
-        let check = |node: &str, check: &str| -> (String, String) {
-            let n = doc["nodes"]
-                .as_array()
-                .and_then(|a| a.iter().find(|n| n["name"] == node))
-                .unwrap_or_else(|| panic!("no node {node} in {doc}"));
-            let c = n["checks"]
-                .as_array()
-                .and_then(|a| a.iter().find(|c| c["check"] == check))
-                .unwrap_or_else(|| panic!("no check {check} for {node} in {n}"));
-            (
-                c["result"].as_str().unwrap_or_default().to_string(),
-                c["message"].as_str().unwrap_or_default().to_string(),
-            )
-        };
+        let check = |node: &str, name: &str| check(&doc, node, name);
         // Healthy: every check passes; the host key names its line (line
         // 1 is the file's comment, the nodes follow in order).
         for c in [
@@ -166,4 +153,21 @@ async fn doctor_names_what_is_wrong_with_each_broken_node() -> anyhow::Result<()
         Ok(())
     })
     .await
+}
+
+/// The `(result, message)` of check `check` of node `node` in doctor's
+/// `-o json` document; panics naming what is missing.
+pub(super) fn check(doc: &serde_json::Value, node: &str, check: &str) -> (String, String) {
+    let n = doc["nodes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == node))
+        .unwrap_or_else(|| panic!("no node {node} in {doc}"));
+    let c = n["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["check"] == check))
+        .unwrap_or_else(|| panic!("no check {check} for {node} in {n}"));
+    (
+        c["result"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    )
 }

@@ -12,6 +12,7 @@ use sshbridge_tests::hostkeys;
 use sshbridge_tests::node_sshd::{GeneratedSshd, Lab};
 use sshbridge_tests::sshbridge_cli;
 
+use super::doctor::check;
 use crate::support::within;
 
 /// The bridge config at `path` with `[ssh] certificate` (and more `[ssh]`
@@ -53,21 +54,6 @@ fn certify(
     let out = dir.join(name);
     std::fs::rename(&written, &out)?;
     Ok(out)
-}
-
-fn check(doc: &serde_json::Value, node: &str, check: &str) -> (String, String) {
-    let n = doc["nodes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|n| n["name"] == node))
-        .unwrap_or_else(|| panic!("no node {node} in {doc}"));
-    let c = n["checks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["check"] == check))
-        .unwrap_or_else(|| panic!("no check {check} for {node} in {n}"));
-    (
-        c["result"].as_str().unwrap_or_default().to_string(),
-        c["message"].as_str().unwrap_or_default().to_string(),
-    )
 }
 
 #[tokio::test]
