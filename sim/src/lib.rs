@@ -8,6 +8,7 @@
 //! one exception to "only `sshbridge-ssh` sees russh": it is never linked
 //! into the production binary.
 
+pub mod agent_server;
 pub mod apiserver;
 pub mod grpc;
 pub mod keys;

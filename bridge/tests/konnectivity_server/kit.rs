@@ -4,32 +4,21 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
-use sshbridge::konnectivity::identity::Guard;
 use sshbridge::konnectivity::proto::agent_service_client::AgentServiceClient;
 use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::Packet;
-use sshbridge::konnectivity::{server, Hub, Options};
-use sshbridge::metrics::Registry;
-use sshbridge_config::{AgentIdentity, Node, Route};
-use sshbridge_sim::pki::{CertPair, Pki};
+use sshbridge::konnectivity::Hub;
+use sshbridge_config::Node;
+use sshbridge_sim::agent_server::{konnectivity_node, AgentServer, Spec};
+use sshbridge_sim::pki::CertPair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tonic::codegen::Service;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Endpoint, Uri};
 
 /// Bounds every await of the tests.
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
@@ -39,26 +28,14 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 }
 
 pub fn node(name: &str, addr: &str) -> Node {
-    Node {
-        route: Route::Konnectivity,
-        ..Node::new(name, addr.parse().unwrap(), vec![])
-    }
+    konnectivity_node(name, addr.parse().unwrap())
 }
 
-/// The agent server with its PKI.
+/// The agent server with node-a's client certificate.
 pub struct Bridge {
     pub hub: Hub,
-    pub addr: SocketAddr,
-    pub pki: Pki,
     pub client: CertPair,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    server: AgentServer,
 }
 
 impl Bridge {
@@ -67,45 +44,18 @@ impl Bridge {
     /// identity is proven ([`Bridge::client`] is node-a's certificate);
     /// without, identity is claimed, as these protocol tests need.
     pub async fn start(mtls: bool, max_conn_buffer: usize) -> Result<Bridge> {
-        let pki = Pki::new("test-ca")?;
-        let dir = tempfile::tempdir()?;
-        let ca = pki.write_ca(dir.path())?;
-        let (cert, key) = pki
-            .issue_server(&["127.0.0.1".parse()?], &[])?
-            .write_to(dir.path(), "server")?;
-        let client_ca: Option<PathBuf> = mtls.then_some(ca);
-        let tls = server::tls_config(&cert, &key, client_ca.as_deref())?;
-        let options = Options {
-            server_id: "cp-test".into(),
+        let nodes = vec![node("node-a", "127.0.0.1"), node("node-b", "10.0.0.6")];
+        let server = AgentServer::start(Spec {
+            mtls,
             server_count: 3,
             max_conn_buffer,
-            stall_timeout: Duration::from_secs(1),
-            dial_timeout: Duration::from_secs(10),
-            identity: Guard::new(
-                if mtls {
-                    AgentIdentity::Proven
-                } else {
-                    AgentIdentity::Claimed
-                },
-                &Registry::new(),
-            ),
-        };
-        let hub = Hub::new(
-            options,
-            &[node("node-a", "127.0.0.1"), node("node-b", "10.0.0.6")],
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        tokio::spawn(server::serve(listener, tls, hub.clone(), stop.clone()));
-        let client = pki.issue_node_client("node-a")?;
+            ..Spec::new(nodes, "cp-test", Duration::from_secs(10))
+        })
+        .await?;
         Ok(Bridge {
-            hub,
-            addr,
-            pki,
-            client,
-            stop,
-            _dir: dir,
+            hub: server.hub.clone(),
+            client: server.pki.issue_node_client("node-a")?,
+            server,
         })
     }
 
@@ -115,37 +65,6 @@ impl Bridge {
         within("agent count", live.wait_for(|v| *v == n))
             .await
             .expect("hub alive");
-    }
-}
-
-/// Dials the server over TLS from a fixed address, for tonic.
-#[derive(Clone)]
-struct TlsDial {
-    addr: SocketAddr,
-    tls: Arc<ClientConfig>,
-}
-
-type Io = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-
-impl Service<Uri> for TlsDial {
-    type Response = Io;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Io>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (addr, tls) = (self.addr, self.tls.clone());
-        Box::pin(async move {
-            let tcp = TcpStream::connect(addr).await?;
-            let name = ServerName::IpAddress(addr.ip().into());
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(stream))
-        })
     }
 }
 
@@ -207,12 +126,10 @@ pub async fn connect_agent_with(
     answer: Answer,
 ) -> Result<TestAgent> {
     let identity = cert.then_some(&bridge.client);
-    let tls = bridge.pki.client_config(identity)?;
-    let channel = Endpoint::from_static("http://127.0.0.1:1")
-        .connect_with_connector(TlsDial {
-            addr: bridge.addr,
-            tls,
-        })
+    let tls = bridge.server.pki.client_config(identity)?;
+    let channel = bridge
+        .server
+        .channel(tls)
         .await
         .context("connect to the agent server")?;
     let (tx, rx) = mpsc::channel(64);

@@ -1,110 +1,38 @@
 //! The real Konnectivity agent server on loopback (identity claimed, as
 //! protocol tests need) and a raw agent stream to feed it packets.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use sshbridge_config::{AgentIdentity, Node, Route};
-use sshbridge_core::metrics::Registry;
-use sshbridge_konnectivity::identity::Guard;
 use sshbridge_konnectivity::proto::agent_service_client::AgentServiceClient;
 use sshbridge_konnectivity::proto::packet::Payload;
 use sshbridge_konnectivity::proto::Packet;
-use sshbridge_konnectivity::{server, Hub, Options};
-use sshbridge_sim::pki::Pki;
-use tokio::net::{TcpListener, TcpStream};
+use sshbridge_konnectivity::Hub;
+use sshbridge_sim::agent_server::{konnectivity_node, AgentServer, Spec};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tonic::codegen::Service;
-use tonic::transport::{Endpoint, Uri};
 
-/// The agent server for node `node-a` (127.0.0.1).
+/// The agent server for node `node-a` (127.0.0.1), identity claimed.
 pub struct Server {
     pub hub: Hub,
-    addr: SocketAddr,
+    inner: AgentServer,
     tls: Arc<ClientConfig>,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 impl Server {
     pub async fn start() -> Result<Server> {
-        let pki = Pki::new("fuzz-ca")?;
-        let dir = tempfile::tempdir()?;
-        let (cert, key) = pki
-            .issue_server(&["127.0.0.1".parse()?], &[])?
-            .write_to(dir.path(), "server")?;
-        let tls = server::tls_config(&cert, &key, None)?;
-        let options = Options {
-            server_id: "cp-fuzz".into(),
-            server_count: 1,
-            max_conn_buffer: Options::DEFAULT_MAX_CONN_BUFFER,
-            stall_timeout: Duration::from_secs(1),
-            dial_timeout: Duration::from_secs(1),
-            identity: Guard::new(AgentIdentity::Claimed, &Registry::new()),
-        };
-        let node = Node {
-            route: Route::Konnectivity,
-            ..Node::new("node-a", "127.0.0.1".parse()?, vec![])
-        };
-        let hub = Hub::new(options, &[node]);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        tokio::spawn(server::serve(listener, tls, hub.clone(), stop.clone()));
+        let node = konnectivity_node("node-a", "127.0.0.1".parse()?);
+        let inner =
+            AgentServer::start(Spec::new(vec![node], "cp-fuzz", Duration::from_secs(1))).await?;
         Ok(Server {
-            hub,
-            addr,
-            tls: pki.client_config(None)?,
-            stop,
-            _dir: dir,
-        })
-    }
-}
-
-/// Dials the server over TLS, for tonic.
-#[derive(Clone)]
-struct TlsDial {
-    addr: SocketAddr,
-    tls: Arc<ClientConfig>,
-}
-
-type Io = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-
-impl Service<Uri> for TlsDial {
-    type Response = Io;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Io>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let (addr, tls) = (self.addr, self.tls.clone());
-        Box::pin(async move {
-            let tcp = TcpStream::connect(addr).await?;
-            let name = ServerName::IpAddress(addr.ip().into());
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(stream))
+            hub: inner.hub.clone(),
+            tls: inner.pki.client_config(None)?,
+            inner,
         })
     }
 }
@@ -126,11 +54,9 @@ impl RawAgent {
 }
 
 pub async fn connect_agent(server: &Server, id: &str) -> Result<RawAgent> {
-    let channel = Endpoint::from_static("http://127.0.0.1:1")
-        .connect_with_connector(TlsDial {
-            addr: server.addr,
-            tls: server.tls.clone(),
-        })
+    let channel = server
+        .inner
+        .channel(server.tls.clone())
         .await
         .context("connect to the agent server")?;
     let (tx, rx) = mpsc::channel(256);
