@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::fleet::Fleet;
 use crate::plan::Plan;
 use crate::settings::{ApplyOptions, Settings};
-use crate::state::{NodePhase, RunPhase};
+use crate::state::{MigrationState, NodePhase, RunPhase};
 use crate::store::{Store, StoreError};
 
 pub use status::{NodeStatus, Status};
@@ -120,19 +120,33 @@ impl Controller {
     ///
     /// Fails, writing nothing, when the store cannot be read. Must be called
     /// inside a tokio runtime.
-    pub fn start<F: Fleet, S: Store>(
+    pub async fn start<F: Fleet, S: Store>(
         fleet: Arc<F>,
-        store: S,
+        mut store: S,
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Result<Controller, ControllerError> {
-        let state = store.load()?.unwrap_or_default();
+        let state = store.load().await?.unwrap_or_default();
+        Ok(Controller::start_with(
+            fleet, store, state, settings, shutdown,
+        ))
+    }
+
+    /// [`Controller::start`] with the state already loaded from `store`
+    /// (for callers that cannot await, e.g. with [`crate::FileStore::read`]).
+    pub fn start_with<F: Fleet, S: Store>(
+        fleet: Arc<F>,
+        store: S,
+        state: MigrationState,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Controller {
         let (tx, rx) = mpsc::channel(16);
         let (tasks, stop) = (TaskTracker::new(), shutdown.child_token());
         let engine =
             engine::Engine::new(fleet, store, settings, state, (stop.clone(), tasks.clone()));
         tasks.spawn(engine.run(rx));
-        Ok(Controller { tx, tasks, stop })
+        Controller { tx, tasks, stop }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {

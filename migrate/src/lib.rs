@@ -27,4 +27,4 @@ pub use plan::{plan, Plan};
 pub use settings::{ApplyOptions, BatchSpec, Settings};
 pub use sshbridge_config::Route;
 pub use state::{MigrationState, NodePhase, RunPhase, SCHEMA};
-pub use store::{open_store, FileStore, Store, StoreError};
+pub use store::{decode, encode, open_store, DecodeError, FileStore, Store, StoreError, StoreSpec};

@@ -50,6 +50,17 @@ pub(super) struct Engine<F: Fleet, S: Store> {
     tasks: TaskTracker,
 }
 
+/// What became of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// It landed.
+    Yes,
+    /// It failed; the state in memory is still the one that was not saved.
+    No,
+    /// Another writer won; the state is now the record as read again.
+    Superseded,
+}
+
 /// How often steps are retried after a failed write.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -85,18 +96,18 @@ impl<F: Fleet, S: Store> Engine<F, S> {
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut events = self.events_rx.take().expect("run once");
         self.restore_routes();
-        self.drive();
+        self.drive().await;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => self.command(cmd).await,
                     None => break,
                 },
-                Some(ev) = events.recv() => self.event(ev),
+                Some(ev) = events.recv() => self.event(ev).await,
                 _ = tokio::time::sleep(RETRY_AFTER), if self.retry => {}
             }
-            self.drive();
+            self.drive().await;
         }
         for w in self.workers.values() {
             w.token.cancel();
@@ -120,15 +131,22 @@ impl<F: Fleet, S: Store> Engine<F, S> {
 
     /// Write the state, trying [`WRITE_ATTEMPTS`] times. On failure the
     /// error is kept for status and the engine retries its steps until a
-    /// write lands.
-    fn commit(&mut self) -> bool {
+    /// write lands. A conflict (another writer changed the record) is never
+    /// retried: the record is read again and becomes the state
+    /// ([`Written::Superseded`]).
+    pub(super) async fn commit(&mut self) -> Written {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.store.save(&self.state) {
+            match self.store.save(&self.state).await {
                 Ok(()) => {
                     self.retry = false;
-                    return true;
+                    return Written::Yes;
+                }
+                Err(e) if e.is_conflict() => {
+                    tracing::error!(error = %e, "migration: state not saved: another writer won");
+                    self.last_error = Some(e.to_string());
+                    return self.reread().await;
                 }
                 Err(e) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(error = %e, "migration: state not saved; trying again");
@@ -137,16 +155,45 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                     tracing::error!(error = %e, "migration: state not saved; the step is undone");
                     self.last_error = Some(e.to_string());
                     self.retry = true;
-                    return false;
+                    return Written::No;
                 }
+            }
+        }
+    }
+
+    /// After a conflict: the record as the other writer left it becomes
+    /// the state (watchers stopped, routes set from it, steps decided anew
+    /// by [`Engine::drive`]). A record that cannot be read is reported and
+    /// the step is undone as for any failed write; nothing is overwritten.
+    async fn reread(&mut self) -> Written {
+        match self.store.load().await {
+            Ok(state) => {
+                tracing::warn!(
+                    store = %self.store.describe(),
+                    "migration: continuing from the record another writer left"
+                );
+                for (_, w) in self.workers.drain() {
+                    w.token.cancel();
+                }
+                self.state = state.unwrap_or_default();
+                self.restore_routes();
+                self.retry = false;
+                Written::Superseded
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "migration: the record cannot be read again");
+                self.last_error = Some(e.to_string());
+                self.retry = true;
+                Written::No
             }
         }
     }
 
     /// Apply `change` and write it; if either fails, the in-memory state is
     /// restored and the rollout is held (unsaved), so nothing moves forward
-    /// that was not recorded first.
-    pub(super) fn forward(
+    /// that was not recorded first. After a conflict the state is the
+    /// record as read again.
+    pub(super) async fn forward(
         &mut self,
         change: impl FnOnce(&mut MigrationState) -> Result<(), TransitionError>,
     ) -> bool {
@@ -156,8 +203,10 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             self.last_error = Some(e.to_string());
             return false;
         }
-        if self.commit() {
-            return true;
+        match self.commit().await {
+            Written::Yes => return true,
+            Written::Superseded => return false,
+            Written::No => {}
         }
         self.state = before;
         if self.state.phase == RunPhase::Running {
@@ -235,7 +284,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
 
     /// Do whatever the state allows next: finish cutovers, (re)start
     /// watchers, start the next nodes and batches.
-    fn drive(&mut self) {
+    async fn drive(&mut self) {
         let nodes: Vec<_> = self
             .state
             .nodes
@@ -247,7 +296,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 continue;
             }
             match phase {
-                NodePhase::Cutover => self.cut_over(&node),
+                NodePhase::Cutover => self.cut_over(&node).await,
                 NodePhase::Soak => {
                     let deadline = workers::later(Instant::now(), self.settings().soak);
                     self.spawn_worker(&node, Some(deadline));
@@ -258,11 +307,11 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 _ => {}
             }
         }
-        while self.state.phase == RunPhase::Running && self.step_batch() {}
+        while self.state.phase == RunPhase::Running && self.step_batch().await {}
     }
 
     /// Start or finish the current batch; true when it moved to the next.
-    fn step_batch(&mut self) -> bool {
+    async fn step_batch(&mut self) -> bool {
         let Some(run) = &self.state.run else {
             return false;
         };
@@ -271,7 +320,8 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             self.forward(|s| {
                 s.phase = RunPhase::Finished;
                 Ok(())
-            });
+            })
+            .await;
             return false;
         };
         let fresh: Vec<_> = batch
@@ -281,13 +331,15 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             .collect();
         if !fresh.is_empty() {
             let i = run.current_batch + 1;
-            let ok = self.forward(|s| {
-                for n in &fresh {
-                    s.transition(n, NodePhase::Shadow, format!("rollout batch {i}"))?;
-                    s.run.as_mut().expect("run").started.insert(n.clone());
-                }
-                Ok(())
-            });
+            let ok = self
+                .forward(|s| {
+                    for n in &fresh {
+                        s.transition(n, NodePhase::Shadow, format!("rollout batch {i}"))?;
+                        s.run.as_mut().expect("run").started.insert(n.clone());
+                    }
+                    Ok(())
+                })
+                .await;
             if ok {
                 for n in &fresh {
                     self.spawn_worker(n, None);
@@ -302,22 +354,26 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             )
         });
         finished
-            && self.forward(|s| {
-                s.run.as_mut().expect("run").current_batch += 1;
-                Ok(())
-            })
+            && self
+                .forward(|s| {
+                    s.run.as_mut().expect("run").current_batch += 1;
+                    Ok(())
+                })
+                .await
     }
 
     /// `cutover` is written, then the route flips, then `soak` is written
     /// and watched. A route that cannot flip is a breach.
-    fn cut_over(&mut self, node: &str) {
+    async fn cut_over(&mut self, node: &str) {
         if self.state.phase_of(node) == NodePhase::Shadow
-            && !self.forward(|s| s.transition(node, NodePhase::Cutover, "shadow comparison passed"))
+            && !self
+                .forward(|s| s.transition(node, NodePhase::Cutover, "shadow comparison passed"))
+                .await
         {
             return;
         }
         if let Err(e) = self.fleet.set_route(node, Route::Konnectivity) {
-            self.breach(node, format!("cutover failed: {e}"));
+            self.breach(node, format!("cutover failed: {e}")).await;
             return;
         }
         let soak = self.settings().soak;
@@ -328,7 +384,8 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         // Watched either way: a node serving over konnectivity is never
         // left alone. Unsaved, it stays `cutover` (on konnectivity, as the
         // store says) and a clean soak records both steps at once.
-        self.forward(|s| s.transition(node, NodePhase::Soak, why));
+        self.forward(|s| s.transition(node, NodePhase::Soak, why))
+            .await;
         self.spawn_worker(node, Some(workers::later(Instant::now(), soak)));
     }
 }
