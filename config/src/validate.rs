@@ -5,6 +5,7 @@
 mod admin;
 mod konnectivity;
 mod kubernetes;
+mod leader;
 mod nodes;
 mod sections;
 mod tokenreview;

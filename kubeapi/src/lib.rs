@@ -5,7 +5,8 @@
 //! in-cluster service account); watch the Node objects and turn them into
 //! the bridge's nodes ([`inventory`]); review Konnectivity agents' service
 //! account tokens ([`tokenreview`]); keep the migration record of several
-//! bridges in one ConfigMap ([`record`]).
+//! bridges in one ConfigMap ([`record`]); elect the one bridge that drives
+//! it with a Lease ([`lease`]).
 //!
 //! What it does not: decide anything about routing; the daemon owns that.
 
@@ -13,6 +14,7 @@
 
 mod client;
 pub mod inventory;
+pub mod lease;
 pub mod record;
 pub mod tokenreview;
 

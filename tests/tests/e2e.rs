@@ -31,6 +31,8 @@ mod kit;
 mod konnectivity;
 #[path = "e2e/latency.rs"]
 mod latency;
+#[path = "e2e/leader_election.rs"]
+mod leader_election;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/manifests.rs"]

@@ -307,7 +307,6 @@ pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration, have_kubernetes: b
         }),
     };
     Migration {
-        store,
         batch_size,
         shadow_probes: cx.count("migration.shadow_probes", raw.shadow_probes.as_ref(), 5, 1),
         max_failure_ratio: cx.number(
@@ -325,6 +324,8 @@ pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration, have_kubernetes: b
             "above 0",
         ),
         soak: cx.duration("migration.soak", raw.soak.as_ref(), "2m", true),
+        leader_election: super::leader::leader_election(cx, raw, &store),
+        store,
     }
 }
 
