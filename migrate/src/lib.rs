@@ -21,7 +21,9 @@ pub mod state;
 pub mod store;
 
 pub use compare::{compare, Comparison, PathSummary};
-pub use controller::{Controller, ControllerError, FinalState, NodeStatus, RollbackTarget, Status};
+pub use controller::{
+    Controller, ControllerError, FinalState, NodeStatus, Role, RollbackTarget, Status,
+};
 pub use fleet::{Fleet, LiveCounters, NodeView, ProbeSample, RouteError};
 pub use plan::{plan, Plan};
 pub use settings::{ApplyOptions, BatchSpec, Settings};

@@ -10,6 +10,30 @@ use crate::store::Store;
 
 impl<F: Fleet, S: Store> Engine<F, S> {
     pub(super) async fn command(&mut self, cmd: Command) {
+        if !self.leading {
+            let refuse = || ControllerError::NotLeader(self.leader.clone());
+            match cmd {
+                Command::Plan(o, r) => {
+                    let _ = r.send(Ok(self.plan(&o)));
+                }
+                Command::Status(r) => {
+                    let _ = r.send(Ok(self.status()));
+                }
+                Command::Apply(_, r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+                Command::Pause(r) | Command::Resume(r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+                Command::Rollback(_, r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+                Command::Finalize(r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+            }
+            return;
+        }
         match cmd {
             Command::Plan(o, r) => {
                 let _ = r.send(Ok(self.plan(&o)));

@@ -3,21 +3,22 @@
 //! What the watchers report and what a failed check does: [`outcome`].
 
 mod outcome;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sshbridge_config::Route;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::workers::{self, Event};
-use super::Command;
+use super::{Command, Role};
 use crate::fleet::Fleet;
 use crate::settings::Settings;
-use crate::state::{MigrationState, NodePhase, RunPhase, TransitionError};
+use crate::state::{MigrationState, NodePhase, RunPhase};
 use crate::store::Store;
 
 /// A running watcher of one node. Dropping it does not stop the watcher;
@@ -45,6 +46,11 @@ pub(super) struct Engine<F: Fleet, S: Store> {
     /// its steps every [`RETRY_AFTER`] until a write lands again.
     retry: bool,
     shutdown: CancellationToken,
+    /// Whether this bridge drives the rollout (always, without a role) and
+    /// who does; a follower takes no step and follows the record.
+    pub(super) role: Option<watch::Receiver<Role>>,
+    pub(super) leading: bool,
+    pub(super) leader: Option<String>,
     /// Where the watchers run (with the engine's own task), so that
     /// [`super::Controller::shutdown`] can wait for them.
     tasks: TaskTracker,
@@ -60,6 +66,9 @@ pub(super) enum Written {
     /// Another writer won; the state is now the record as read again.
     Superseded,
 }
+
+/// How often a follower reads the record to apply its routes.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often steps are retried after a failed write.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -89,17 +98,28 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             last_error: None,
             retry: false,
             shutdown,
+            role: None,
+            leading: true,
+            leader: None,
             tasks,
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut events = self.events_rx.take().expect("run once");
+        let mut role = self.role.take();
+        if let Some(r) = role.as_mut() {
+            let now = r.borrow_and_update().clone();
+            (self.leading, self.leader) = (now.leading, now.leader);
+        }
         self.restore_routes();
         self.drive().await;
         loop {
+            let following = !self.leading;
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
+                Some(changed) = writes::role_changed(&mut role) => self.role_changed(changed).await,
+                _ = tokio::time::sleep(FOLLOW_EVERY), if following => self.follow().await,
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => break,
@@ -127,97 +147,6 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             tracing::error!(%node, %route, error = %e, "migration: route change failed");
             self.last_error = Some(e.to_string());
         }
-    }
-
-    /// Write the state, trying [`WRITE_ATTEMPTS`] times. On failure the
-    /// error is kept for status and the engine retries its steps until a
-    /// write lands. A conflict (another writer changed the record) is never
-    /// retried: the record is read again and becomes the state
-    /// ([`Written::Superseded`]).
-    pub(super) async fn commit(&mut self) -> Written {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.store.save(&self.state).await {
-                Ok(()) => {
-                    self.retry = false;
-                    return Written::Yes;
-                }
-                Err(e) if e.is_conflict() => {
-                    tracing::error!(error = %e, "migration: state not saved: another writer won");
-                    self.last_error = Some(e.to_string());
-                    return self.reread().await;
-                }
-                Err(e) if attempt < WRITE_ATTEMPTS => {
-                    tracing::warn!(error = %e, "migration: state not saved; trying again");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "migration: state not saved; the step is undone");
-                    self.last_error = Some(e.to_string());
-                    self.retry = true;
-                    return Written::No;
-                }
-            }
-        }
-    }
-
-    /// After a conflict: the record as the other writer left it becomes
-    /// the state (watchers stopped, routes set from it, steps decided anew
-    /// by [`Engine::drive`]). A record that cannot be read is reported and
-    /// the step is undone as for any failed write; nothing is overwritten.
-    async fn reread(&mut self) -> Written {
-        match self.store.load().await {
-            Ok(state) => {
-                tracing::warn!(
-                    store = %self.store.describe(),
-                    "migration: continuing from the record another writer left"
-                );
-                for (_, w) in self.workers.drain() {
-                    w.token.cancel();
-                }
-                self.state = state.unwrap_or_default();
-                self.restore_routes();
-                self.retry = false;
-                Written::Superseded
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "migration: the record cannot be read again");
-                self.last_error = Some(e.to_string());
-                self.retry = true;
-                Written::No
-            }
-        }
-    }
-
-    /// Apply `change` and write it; if either fails, the in-memory state is
-    /// restored and the rollout is held (unsaved), so nothing moves forward
-    /// that was not recorded first. After a conflict the state is the
-    /// record as read again.
-    pub(super) async fn forward(
-        &mut self,
-        change: impl FnOnce(&mut MigrationState) -> Result<(), TransitionError>,
-    ) -> bool {
-        let before = self.state.clone();
-        if let Err(e) = change(&mut self.state) {
-            tracing::error!(error = %e, "migration: refused transition");
-            self.last_error = Some(e.to_string());
-            return false;
-        }
-        match self.commit().await {
-            Written::Yes => return true,
-            Written::Superseded => return false,
-            Written::No => {}
-        }
-        self.state = before;
-        if self.state.phase == RunPhase::Running {
-            self.state.phase = RunPhase::Paused;
-            self.state.pause_reason = Some(format!(
-                "cannot write the migration state to {}; fix it, then run `sshbridge migrate resume`",
-                self.store.describe()
-            ));
-        }
-        self.stop_shadows();
-        false
     }
 
     /// After a (re)start: every node the state knows goes on the path its
@@ -285,6 +214,9 @@ impl<F: Fleet, S: Store> Engine<F, S> {
     /// Do whatever the state allows next: finish cutovers, (re)start
     /// watchers, start the next nodes and batches.
     async fn drive(&mut self) {
+        if !self.leading {
+            return;
+        }
         let nodes: Vec<_> = self
             .state
             .nodes

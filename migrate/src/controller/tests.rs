@@ -5,6 +5,7 @@ mod conflict;
 mod crash;
 mod failing_store;
 mod fake;
+mod follow;
 mod lifecycle;
 
 use std::sync::Arc;

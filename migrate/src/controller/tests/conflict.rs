@@ -15,16 +15,19 @@ use crate::store::{Store, StoreError};
 
 /// The shared record: a version that every write moves.
 #[derive(Default)]
-struct Remote {
-    version: u64,
-    state: Option<MigrationState>,
-    writes: usize,
+pub(super) struct Remote {
+    pub(super) version: u64,
+    pub(super) state: Option<MigrationState>,
+    pub(super) writes: usize,
+    /// Who wrote each write, in order.
+    pub(super) writers: Vec<&'static str>,
 }
 
 /// A store with optimistic concurrency, like the Kubernetes one.
-struct Versioned {
-    remote: Arc<Mutex<Remote>>,
-    seen: u64,
+pub(super) struct Versioned {
+    pub(super) remote: Arc<Mutex<Remote>>,
+    pub(super) seen: u64,
+    pub(super) who: &'static str,
 }
 
 impl Store for Versioned {
@@ -44,6 +47,7 @@ impl Store for Versioned {
         }
         r.version += 1;
         r.writes += 1;
+        r.writers.push(self.who);
         r.state = Some(state.clone());
         self.seen = r.version;
         Ok(())
@@ -61,6 +65,7 @@ async fn a_conflict_is_not_retried_and_the_record_is_read_again() {
     let store = Versioned {
         remote: remote.clone(),
         seen: 0,
+        who: "this bridge",
     };
     let ctl = Controller::start(fleet.clone(), store, settings(2), CancellationToken::new())
         .await
