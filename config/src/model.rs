@@ -8,7 +8,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 mod kubernetes;
+mod migration;
 pub use kubernetes::*;
+pub use migration::*;
 
 /// The whole, validated configuration of one bridge.
 #[derive(Debug, Clone, PartialEq)]
@@ -282,32 +284,6 @@ impl Config {
         }
         out
     }
-}
-
-/// A batch size: a node count or a percentage of the nodes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum BatchSize {
-    /// This many nodes per batch.
-    Count(usize),
-    /// This percentage of all nodes per batch, rounded up, at least one.
-    Percent(f64),
-}
-
-/// `[migration]`
-#[derive(Debug, Clone, PartialEq)]
-pub struct Migration {
-    /// State store, e.g. `file:/var/lib/sshbridge/migration.json`.
-    pub store: String,
-    /// Nodes per batch.
-    pub batch_size: BatchSize,
-    /// Probes per path during shadow.
-    pub shadow_probes: u32,
-    /// Largest tolerated failure ratio of the new path.
-    pub max_failure_ratio: f64,
-    /// Largest tolerated konnectivity p99 / ssh p99.
-    pub max_latency_ratio: f64,
-    /// How long a cut-over node is watched before `done`.
-    pub soak: Duration,
 }
 
 /// A node's path: its SSH tunnel or its Konnectivity agents. Also the

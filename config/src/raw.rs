@@ -186,6 +186,17 @@ pub(crate) struct RawMigration {
     pub max_failure_ratio: Option<Spanned<f64>>,
     pub max_latency_ratio: Option<Spanned<f64>>,
     pub soak: Option<Str>,
+    pub leader_election: Option<RawLeaderElection>,
+}
+
+/// `[migration.leader_election]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLeaderElection {
+    pub lease: Option<Str>,
+    pub lease_duration: Option<Str>,
+    pub renew_deadline: Option<Str>,
+    pub retry_period: Option<Str>,
 }
 
 /// `[[node]]`

@@ -5,6 +5,7 @@
 mod admin;
 mod konnectivity;
 mod kubernetes;
+mod leader;
 mod nodes;
 mod sections;
 mod tokenreview;
@@ -33,11 +34,11 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         .konnectivity
         .as_ref()
         .map(|k| konnectivity::konnectivity(&mut cx, k));
-    let migration = sections::migration(&mut cx, &raw.migration);
     let kubernetes = raw
         .kubernetes
         .as_ref()
         .map(|k| kubernetes::kubernetes(&mut cx, k));
+    let migration = sections::migration(&mut cx, &raw.migration, kubernetes.is_some());
     let inventory = kubernetes::inventory(&mut cx, &raw.inventory, kubernetes.is_some());
     if let (Some(raw_k), Some(k)) = (&raw.konnectivity, &konnectivity) {
         tokenreview::needs_kubernetes(&mut cx, raw_k, k, kubernetes.is_some());

@@ -4,7 +4,9 @@
 //! What it does: build one [`kube::Client`] from a kubeconfig (or the
 //! in-cluster service account); watch the Node objects and turn them into
 //! the bridge's nodes ([`inventory`]); review Konnectivity agents' service
-//! account tokens ([`tokenreview`]).
+//! account tokens ([`tokenreview`]); keep the migration record of several
+//! bridges in one ConfigMap ([`record`]); elect the one bridge that drives
+//! it with a Lease ([`lease`]).
 //!
 //! What it does not: decide anything about routing; the daemon owns that.
 
@@ -12,6 +14,8 @@
 
 mod client;
 pub mod inventory;
+pub mod lease;
+pub mod record;
 pub mod tokenreview;
 
 pub use client::{client, ClientError};

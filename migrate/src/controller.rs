@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::fleet::Fleet;
 use crate::plan::Plan;
 use crate::settings::{ApplyOptions, Settings};
-use crate::state::{NodePhase, RunPhase};
+use crate::state::{MigrationState, NodePhase, RunPhase};
 use crate::store::{Store, StoreError};
 
 pub use status::{NodeStatus, Status};
@@ -42,6 +42,15 @@ pub struct FinalState {
     pub nodes: Vec<String>,
     /// When finalize was recorded (RFC 3339, UTC).
     pub finalized_at: String,
+}
+
+/// Who drives a shared migration, as the leader election says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Role {
+    /// Whether this bridge leads (and so steps the rollout).
+    pub leading: bool,
+    /// The leader's identity, when known.
+    pub leader: Option<String>,
 }
 
 /// Why a command was refused.
@@ -80,6 +89,9 @@ pub enum ControllerError {
     /// `rollback` of a node the bridge does not know.
     #[error("no node named {0} in the bridge's config or the migration state")]
     UnknownNode(String),
+    /// A command that changes the rollout, sent to a follower.
+    #[error("this bridge does not drive the migration; {}", .0.as_ref().map_or_else(|| "no bridge leads right now: try again in a few seconds".to_owned(), |l| format!("send it to the leader, bridge {l}")))]
+    NotLeader(Option<String>),
     /// `finalize` before every node is done.
     #[error("finalize needs every node done; not yet: {}", .0.iter().map(|(n, p)| format!("{n} ({p})")).collect::<Vec<_>>().join(", "))]
     NotDone(Vec<(String, NodePhase)>),
@@ -120,19 +132,54 @@ impl Controller {
     ///
     /// Fails, writing nothing, when the store cannot be read. Must be called
     /// inside a tokio runtime.
-    pub fn start<F: Fleet, S: Store>(
+    pub async fn start<F: Fleet, S: Store>(
         fleet: Arc<F>,
-        store: S,
+        mut store: S,
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Result<Controller, ControllerError> {
-        let state = store.load()?.unwrap_or_default();
+        let state = store.load().await?.unwrap_or_default();
+        Ok(Controller::start_with(
+            fleet, store, state, settings, shutdown,
+        ))
+    }
+
+    /// [`Controller::start`] with the state already loaded from `store`
+    /// (for callers that cannot await, e.g. with [`crate::FileStore::read`]).
+    pub fn start_with<F: Fleet, S: Store>(
+        fleet: Arc<F>,
+        store: S,
+        state: MigrationState,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Controller {
         let (tx, rx) = mpsc::channel(16);
         let (tasks, stop) = (TaskTracker::new(), shutdown.child_token());
         let engine =
             engine::Engine::new(fleet, store, settings, state, (stop.clone(), tasks.clone()));
         tasks.spawn(engine.run(rx));
-        Ok(Controller { tx, tasks, stop })
+        Controller { tx, tasks, stop }
+    }
+
+    /// [`Controller::start_with`] for a shared record: the engine steps
+    /// only while `role` says this bridge leads; a follower refuses
+    /// commands that change the rollout ([`ControllerError::NotLeader`])
+    /// and applies the routes of the record as it changes.
+    pub fn start_shared<F: Fleet, S: Store>(
+        fleet: Arc<F>,
+        store: S,
+        state: MigrationState,
+        settings: Settings,
+        shutdown: CancellationToken,
+        role: tokio::sync::watch::Receiver<Role>,
+    ) -> Controller {
+        let (tx, rx) = mpsc::channel(16);
+        let (tasks, stop) = (TaskTracker::new(), shutdown.child_token());
+        let mut engine =
+            engine::Engine::new(fleet, store, settings, state, (stop.clone(), tasks.clone()));
+        engine.role = Some(role);
+        tasks.spawn(engine.run(rx));
+        Controller { tx, tasks, stop }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ControllerError> {

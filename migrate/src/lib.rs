@@ -21,10 +21,12 @@ pub mod state;
 pub mod store;
 
 pub use compare::{compare, Comparison, PathSummary};
-pub use controller::{Controller, ControllerError, FinalState, NodeStatus, RollbackTarget, Status};
+pub use controller::{
+    Controller, ControllerError, FinalState, NodeStatus, Role, RollbackTarget, Status,
+};
 pub use fleet::{Fleet, LiveCounters, NodeView, ProbeSample, RouteError};
 pub use plan::{plan, Plan};
 pub use settings::{ApplyOptions, BatchSpec, Settings};
 pub use sshbridge_config::Route;
 pub use state::{MigrationState, NodePhase, RunPhase, SCHEMA};
-pub use store::{open_store, FileStore, Store, StoreError};
+pub use store::{decode, encode, open_store, DecodeError, FileStore, Store, StoreError, StoreSpec};

@@ -1,28 +1,26 @@
-//! Where the migration state lives between restarts. Every write is atomic
-//! and durable: temp file in the same directory, fsync, rename over the old
-//! file, fsync of the directory. A file this build cannot read is refused
-//! and never overwritten.
+//! Where the migration state lives between restarts: one JSON file for a
+//! single bridge ([`FileStore`], `file:PATH`), or one object in the
+//! Kubernetes API for a highly available control plane (`kubernetes:NS/NAME`,
+//! implemented in `sshbridge-kubeapi`, which owns the API client).
 //!
-//! One daemon owns a store: [`open_store`] takes an exclusive `flock` on
-//! `PATH.lock` (which holds the owner's pid) for as long as the store lives,
-//! and a second daemon on the same file is refused, naming that pid. The
-//! temp file is created fresh (`O_EXCL|O_NOFOLLOW`, mode 0600), so a
-//! symlink planted at its name is never followed.
+//! Every store writes the same document ([`encode`]) and refuses, never
+//! overwrites, one this build cannot read ([`decode`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod file;
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
 
 use crate::state::{MigrationState, SCHEMA};
+
+pub use file::FileStore;
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The `[migration] store` string names no supported store.
-    #[error("migration store {spec:?} is not supported in this version: {why}")]
+    #[error("migration store {spec:?} is not supported: {why}")]
     Unsupported {
         /// The string from the config.
         spec: String,
@@ -84,212 +82,203 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// Another writer changed the record since this store read it: this
+    /// write was not applied. The writer must read the record again and
+    /// decide anew; it never repeats the write blindly.
+    #[error(
+        "migration record {object} was changed by another writer since this bridge read it \
+         ({seen}); this write was not applied, and the record is read again. Two bridges \
+         driving one rollout: check that only the leader steps"
+    )]
+    Conflict {
+        /// `configmap NS/NAME`.
+        object: String,
+        /// The version this store had read (`resourceVersion 123`, or
+        /// `none: it did not exist`).
+        seen: String,
+    },
+    /// The record was deleted after this store read or wrote it.
+    #[error(
+        "migration record {object} was deleted while this bridge uses it; it was not \
+         recreated (that would forget every node's migration). Restore it from a backup \
+         (`kubectl apply -f`), or restart the bridges to start over from an empty record \
+         (every node is then treated as not migrated, so check routes with \
+         `sshbridge report` first)"
+    )]
+    Deleted {
+        /// `configmap NS/NAME`.
+        object: String,
+    },
+    /// The record holds something this build cannot read.
+    #[error(
+        "migration record {object} is not a record this sshbridge reads ({problem}); it was \
+         left untouched. Restore it from a backup (`kubectl apply -f`), run the sshbridge \
+         version that wrote it, or delete it to start over (`kubectl delete {object}`; every \
+         node is then treated as not migrated, so check routes with `sshbridge report` first)"
+    )]
+    RecordCorrupt {
+        /// `configmap NS/NAME`.
+        object: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The Kubernetes API refused or did not answer.
+    #[error("migration record {object}: cannot {op}: {source}")]
+    Api {
+        /// `configmap NS/NAME`.
+        object: String,
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// A durable home for [`MigrationState`]. The controller calls it from its
-/// task, synchronously: a write is a few kilobytes and an fsync, once per
-/// transition, and a transition must not proceed before it lands.
+impl StoreError {
+    /// Whether another writer won: the caller must read the record again
+    /// rather than retry the same write.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+}
+
+/// A durable home for [`MigrationState`]. The controller awaits every call
+/// from its task: a transition must not proceed before its write lands.
 pub trait Store: Send + 'static {
-    /// The saved state, or `None` when nothing was ever saved.
-    fn load(&self) -> Result<Option<MigrationState>, StoreError>;
+    /// The saved state, or `None` when nothing was ever saved. A store with
+    /// optimistic concurrency remembers the version it read, so that the
+    /// next [`Store::save`] fails with [`StoreError::Conflict`] if anyone
+    /// wrote in between.
+    fn load(&mut self) -> impl Future<Output = Result<Option<MigrationState>, StoreError>> + Send;
     /// Save `state` so that a crash at any instant leaves either the old or
     /// the new state, complete.
-    fn save(&mut self, state: &MigrationState) -> Result<(), StoreError>;
+    fn save(
+        &mut self,
+        state: &MigrationState,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
 }
 
-/// Open the store a `[migration] store` string names: `file:PATH`.
+/// A `[migration] store` string, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// `file:PATH`: one bridge.
+    File(PathBuf),
+    /// `kubernetes:NAMESPACE/NAME`: a ConfigMap shared by every bridge.
+    Kubernetes {
+        /// The ConfigMap's namespace.
+        namespace: String,
+        /// The ConfigMap's name.
+        name: String,
+    },
+}
+
+impl StoreSpec {
+    /// Parses `file:PATH` or `kubernetes:NAMESPACE/NAME`; the error says
+    /// what to write instead.
+    pub fn parse(spec: &str) -> Result<StoreSpec, StoreError> {
+        let unsupported = |why: &str| StoreError::Unsupported {
+            spec: spec.to_owned(),
+            why: why.to_owned(),
+        };
+        if let Some(path) = spec.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(unsupported(
+                    "file: needs a path, e.g. file:/var/lib/sshbridge/migration.json",
+                ));
+            }
+            return Ok(StoreSpec::File(PathBuf::from(path)));
+        }
+        if let Some(rest) = spec.strip_prefix("kubernetes:") {
+            return match rest.split_once('/') {
+                Some((ns, name)) if dns_label(ns) && dns_subdomain(name) => {
+                    Ok(StoreSpec::Kubernetes {
+                        namespace: ns.to_owned(),
+                        name: name.to_owned(),
+                    })
+                }
+                _ => Err(unsupported(
+                    "kubernetes: needs NAMESPACE/NAME of a ConfigMap (lower-case DNS names), \
+                     e.g. kubernetes:kube-system/sshbridge-migration",
+                )),
+            };
+        }
+        Err(unsupported(
+            "write kubernetes:NAMESPACE/NAME (the Kubernetes API; required when several \
+             bridges serve one control plane) or file:PATH (one bridge), e.g. \
+             file:/var/lib/sshbridge/migration.json",
+        ))
+    }
+}
+
+/// An RFC 1123 label: a namespace.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 subdomain: a ConfigMap's name.
+fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label)
+}
+
+/// Open the file store a `[migration] store` string names (`file:PATH`),
+/// locked for this process. A `kubernetes:` store needs the API client:
+/// `sshbridge_kubeapi::record::KubeStore` opens it.
 pub fn open_store(spec: &str) -> Result<FileStore, StoreError> {
-    if let Some(path) = spec.strip_prefix("file:") {
-        if path.is_empty() {
-            return Err(StoreError::Unsupported {
-                spec: spec.to_owned(),
-                why: "file: needs a path, e.g. file:/var/lib/sshbridge/migration.json".into(),
-            });
+    match StoreSpec::parse(spec)? {
+        StoreSpec::File(path) => {
+            let mut store = FileStore::new(path);
+            store.lock()?;
+            Ok(store)
         }
-        let mut store = FileStore::new(path);
-        store.lock()?;
-        return Ok(store);
-    }
-    let why = if spec.starts_with("etcd://") {
-        "the etcd store is planned; use file:PATH on each control-plane host for now"
-    } else {
-        "write file:PATH, e.g. file:/var/lib/sshbridge/migration.json"
-    };
-    Err(StoreError::Unsupported {
-        spec: spec.to_owned(),
-        why: why.into(),
-    })
-}
-
-/// The state as one JSON file.
-#[derive(Debug, Clone)]
-pub struct FileStore {
-    path: PathBuf,
-    /// The open lock file while this store holds the lock; dropping the
-    /// last clone closes it, which releases the `flock`.
-    lock: Option<Arc<File>>,
-}
-
-impl FileStore {
-    /// A store at `path` (created on first save; its directory must exist).
-    /// It takes no lock; [`open_store`] does, or call [`FileStore::lock`].
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStore {
-            path: path.into(),
-            lock: None,
-        }
-    }
-
-    /// The lock file beside the state file: `PATH.lock`.
-    pub fn lock_path(&self) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(".lock");
-        PathBuf::from(name)
-    }
-
-    /// Takes an exclusive lock on the store for the life of this value (and
-    /// its clones), writing this process's pid into the lock file. Fails
-    /// with [`StoreError::Locked`], naming the holder's pid, when another
-    /// process holds it.
-    pub fn lock(&mut self) -> Result<(), StoreError> {
-        if self.lock.is_some() {
-            return Ok(());
-        }
-        let path = self.lock_path();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(self.io(&path, "open its lock file"))?;
-        // SAFETY: flock(2) on a descriptor this function owns. (nix's
-        // `Flock` would take the file, which is read below on failure.)
-        #[allow(unsafe_code)]
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(self.io(&path, "lock it")(e));
-            }
-            let mut text = String::new();
-            let _ = f.read_to_string(&mut text);
-            return Err(StoreError::Locked {
-                path: self.path.clone(),
-                lock: path,
-                pid: text.trim().parse().ok(),
-            });
-        }
-        let pid = format!("{}\n", std::process::id());
-        f.set_len(0)
-            .and_then(|()| f.rewind())
-            .and_then(|()| f.write_all(pid.as_bytes()))
-            .and_then(|()| f.sync_all())
-            .map_err(self.io(&path, "write its lock file"))?;
-        self.lock = Some(Arc::new(f));
-        Ok(())
-    }
-
-    /// The state file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn io(&self, path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> StoreError {
-        let path = path.to_owned();
-        move |source| StoreError::Io { path, op, source }
-    }
-
-    fn corrupt(&self, problem: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            problem: problem.into(),
-        }
+        StoreSpec::Kubernetes { .. } => Err(StoreError::Unsupported {
+            spec: spec.to_owned(),
+            why: "this build's daemon does not open kubernetes: stores yet (the record and \
+                  leader election exist as libraries, see docs/migration.md); the migration is \
+                  unavailable while the bridge serves egress. Use file:PATH on a single bridge"
+                .into(),
+        }),
     }
 }
 
-impl Store for FileStore {
-    fn load(&self) -> Result<Option<MigrationState>, StoreError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io(&self.path, "read it")(e)),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| self.corrupt(format!("not valid JSON: {e}")))?;
-        let found = value
-            .get("schema")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| self.corrupt("no numeric \"schema\" field"))?;
-        if found > u64::from(SCHEMA) {
-            return Err(StoreError::NewerSchema {
-                path: self.path.clone(),
-                found,
-                supported: SCHEMA,
-            });
-        }
-        if found < u64::from(SCHEMA) {
-            return Err(self.corrupt(format!("unknown old schema {found}")));
-        }
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| self.corrupt(e.to_string()))
-    }
+/// The document every store writes: the state as compact JSON.
+pub fn encode(state: &MigrationState) -> Vec<u8> {
+    serde_json::to_vec(state).expect("the state serializes")
+}
 
-    fn save(&mut self, state: &MigrationState) -> Result<(), StoreError> {
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "migration.json".into());
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let mut json = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Io {
-            path: self.path.clone(),
-            op: "encode the state",
-            source: io::Error::other(e),
-        })?;
-        json.push(b'\n');
-        let write = || -> Result<(), StoreError> {
-            // A temp file left by a crash of this pid is ours to replace;
-            // anything else at its name (a symlink included) is not
-            // followed: O_EXCL|O_NOFOLLOW fails on it.
-            if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file()) {
-                let _ = fs::remove_file(&tmp);
-            }
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)
-                .map_err(self.io(&tmp, "create its temp file"))?;
-            f.write_all(&json)
-                .map_err(self.io(&tmp, "write its temp file"))?;
-            f.sync_all().map_err(self.io(&tmp, "fsync its temp file"))?;
-            fs::rename(&tmp, &self.path)
-                .map_err(self.io(&self.path, "rename the temp file over it"))
-        };
-        if let Err(e) = write() {
-            if fs::symlink_metadata(&tmp).is_ok_and(|m| m.file_type().is_file()) {
-                let _ = fs::remove_file(&tmp);
-            }
-            return Err(e);
-        }
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io(&dir, "fsync its directory"))
-    }
+/// Why a stored document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, no schema, an unknown old schema, or a bad field.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Written by a newer sshbridge.
+    #[error("schema {0} is newer than the {SCHEMA} this sshbridge reads")]
+    Newer(u64),
+}
 
-    fn describe(&self) -> String {
-        format!("file:{}", self.path.display())
+/// Reads a document [`encode`] (or an older pretty-printed file) wrote.
+pub fn decode(bytes: &[u8]) -> Result<MigrationState, DecodeError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError::Corrupt(format!("not valid JSON: {e}")))?;
+    let found = value
+        .get("schema")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| DecodeError::Corrupt("no numeric \"schema\" field".into()))?;
+    if found > u64::from(SCHEMA) {
+        return Err(DecodeError::Newer(found));
     }
+    if found < u64::from(SCHEMA) {
+        return Err(DecodeError::Corrupt(format!("unknown old schema {found}")));
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use sshbridge_migrate::{FileStore, NodePhase, RunPhase, Settings, Store, SCHEMA};
+use sshbridge_migrate::{FileStore, NodePhase, RunPhase, Settings, SCHEMA};
 
 /// A copy of the fixture `name` in a fresh directory (loads never write,
 /// but saves do).
@@ -21,8 +21,8 @@ fn fixture_store(name: &str) -> (tempfile::TempDir, FileStore) {
 
 #[test]
 fn a_store_written_by_0_1_0_is_read_with_every_phase_and_history() {
-    let (_dir, mut store) = fixture_store("store-v1-0.1.0.json");
-    let state = store.load().unwrap().expect("the fixture holds a state");
+    let (_dir, store) = fixture_store("store-v1-0.1.0.json");
+    let state = store.read().unwrap().expect("the fixture holds a state");
     assert_eq!(state.schema, 1);
     assert_eq!(state.phase, RunPhase::Paused);
     assert_eq!(state.phase_of("node-a"), NodePhase::Done);
@@ -39,11 +39,11 @@ fn a_store_written_by_0_1_0_is_read_with_every_phase_and_history() {
     assert_eq!(run.settings.ready_timeout, Settings::READY_TIMEOUT);
 
     // Saved again, it is in this version's format and reads back the same.
-    store.save(&state).unwrap();
+    store.write(&state).unwrap();
     let text = std::fs::read_to_string(store.path()).unwrap();
     assert!(text.contains(&format!("\"schema\": {SCHEMA}")), "{text}");
     assert!(text.contains("\"ready_timeout\""), "{text}");
-    assert_eq!(store.load().unwrap().unwrap(), state);
+    assert_eq!(store.read().unwrap().unwrap(), state);
 }
 
 #[test]
@@ -56,11 +56,11 @@ fn a_newer_minor_with_extra_keys_is_read_and_a_newer_schema_refused() {
     v["future_key"] = "from a newer sshbridge".into();
     v["nodes"]["node-a"]["future_node_key"] = 7.into();
     std::fs::write(store.path(), v.to_string()).unwrap();
-    let state = store.load().unwrap().unwrap();
+    let state = store.read().unwrap().unwrap();
     assert_eq!(state.phase_of("node-a"), NodePhase::Done);
 
     v["schema"] = (SCHEMA + 1).into();
     std::fs::write(store.path(), v.to_string()).unwrap();
-    let err = store.load().unwrap_err().to_string();
+    let err = store.read().unwrap_err().to_string();
     assert!(err.contains("newer than"), "{err}");
 }

@@ -31,12 +31,16 @@ mod kit;
 mod konnectivity;
 #[path = "e2e/latency.rs"]
 mod latency;
+#[path = "e2e/leader_election.rs"]
+mod leader_election;
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 #[path = "e2e/manifests.rs"]
 mod manifests;
 #[path = "e2e/migration.rs"]
 mod migration;
+#[path = "e2e/migration_record.rs"]
+mod migration_record;
 #[path = "e2e/netfaults.rs"]
 mod netfaults;
 #[path = "e2e/netfaults_agent.rs"]

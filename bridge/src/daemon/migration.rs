@@ -167,9 +167,12 @@ pub(super) fn start(
     let fleet = Arc::new(DaemonFleet {
         shared: Arc::downgrade(shared),
     });
-    let controller =
-        Controller::start(fleet, store, Settings::from_config(&config.migration), stop)
-            .map_err(Unavailable::Start)?;
+    let state = store
+        .read()
+        .map_err(|e| Unavailable::Start(e.into()))?
+        .unwrap_or_default();
+    let settings = Settings::from_config(&config.migration);
+    let controller = Controller::start_with(fleet, store, state, settings, stop);
     info!(store = %config.migration.store, "migration controller started");
     Ok(controller)
 }

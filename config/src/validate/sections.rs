@@ -292,17 +292,10 @@ pub(super) fn health(cx: &mut Ctx<'_>, raw: &RawHealth) -> Health {
     }
 }
 
-pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration) -> Migration {
+pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration, have_kubernetes: bool) -> Migration {
     let store = Ctx::string(raw.store.as_ref(), "file:/var/lib/sshbridge/migration.json");
     if let Some(v) = &raw.store {
-        let s = v.get_ref();
-        let ok = s.strip_prefix("file:").is_some_and(|p| !p.is_empty())
-            || s.strip_prefix("etcd://").is_some_and(|p| !p.is_empty());
-        if !ok {
-            let p = Problem {
-                message: format!("unsupported store {s:?}"),
-                hint: Some("write \"file:/path/state.json\" or \"etcd://host:2379/prefix\"".into()),
-            };
+        if let Some(p) = store_problem(v.get_ref(), have_kubernetes) {
             cx.report(&v.span(), "migration.store", p);
         }
     }
@@ -314,7 +307,6 @@ pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration) -> Migration {
         }),
     };
     Migration {
-        store,
         batch_size,
         shadow_probes: cx.count("migration.shadow_probes", raw.shadow_probes.as_ref(), 5, 1),
         max_failure_ratio: cx.number(
@@ -332,5 +324,65 @@ pub(super) fn migration(cx: &mut Ctx<'_>, raw: &RawMigration) -> Migration {
             "above 0",
         ),
         soak: cx.duration("migration.soak", raw.soak.as_ref(), "2m", true),
+        leader_election: super::leader::leader_election(cx, raw, &store),
+        store,
     }
+}
+
+/// What is wrong with a `[migration] store` string, if anything: it is
+/// `file:PATH` (one bridge) or `kubernetes:NAMESPACE/NAME` (a ConfigMap,
+/// for several bridges; needs `[kubernetes]`).
+fn store_problem(s: &str, have_kubernetes: bool) -> Option<Problem> {
+    let problem = |message: String, hint: &str| {
+        Some(Problem {
+            message,
+            hint: Some(hint.into()),
+        })
+    };
+    if let Some(path) = s.strip_prefix("file:") {
+        return path
+            .is_empty()
+            .then(|| {
+                problem(
+                    "file: needs a path".into(),
+                    "write \"file:/var/lib/sshbridge/migration.json\"",
+                )
+            })
+            .flatten();
+    }
+    if let Some(rest) = s.strip_prefix("kubernetes:") {
+        let dns_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        let ok = rest.split_once('/').is_some_and(|(ns, name)| {
+            dns_label(ns) && name.len() <= 253 && name.split('.').all(dns_label)
+        });
+        if !ok {
+            return problem(
+                format!("{s:?} is not kubernetes:NAMESPACE/NAME"),
+                "write the ConfigMap's namespace and name in lower-case DNS form, e.g. \"kubernetes:kube-system/sshbridge-migration\"",
+            );
+        }
+        if !have_kubernetes {
+            return problem(
+                format!("{s:?} needs a [kubernetes] section"),
+                "add [kubernetes] with kubeconfig = \"PATH\", or an empty [kubernetes] for the in-cluster service account",
+            );
+        }
+        return None;
+    }
+    let message = if s.starts_with("etcd://") {
+        format!("unsupported store {s:?}: the etcd store was removed")
+    } else {
+        format!("unsupported store {s:?}")
+    };
+    problem(
+        message,
+        "write \"kubernetes:NAMESPACE/NAME\" (a ConfigMap; for several bridges on one control plane, highly available) or \"file:PATH\" (one bridge), e.g. \"file:/var/lib/sshbridge/migration.json\"",
+    )
 }

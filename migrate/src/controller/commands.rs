@@ -9,25 +9,49 @@ use crate::state::{now_rfc3339, NodePhase, Run, RunPhase};
 use crate::store::Store;
 
 impl<F: Fleet, S: Store> Engine<F, S> {
-    pub(super) fn command(&mut self, cmd: Command) {
+    pub(super) async fn command(&mut self, cmd: Command) {
+        if !self.leading {
+            let refuse = || ControllerError::NotLeader(self.leader.clone());
+            match cmd {
+                Command::Plan(o, r) => {
+                    let _ = r.send(Ok(self.plan(&o)));
+                }
+                Command::Status(r) => {
+                    let _ = r.send(Ok(self.status()));
+                }
+                Command::Apply(_, r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+                Command::Pause(r) | Command::Resume(r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+                Command::Rollback(_, r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+                Command::Finalize(r) => {
+                    let _ = r.send(Err(refuse()));
+                }
+            }
+            return;
+        }
         match cmd {
             Command::Plan(o, r) => {
                 let _ = r.send(Ok(self.plan(&o)));
             }
             Command::Apply(o, r) => {
-                let _ = r.send(self.apply(o));
+                let _ = r.send(self.apply(o).await);
             }
             Command::Pause(r) => {
-                let _ = r.send(self.pause());
+                let _ = r.send(self.pause().await);
             }
             Command::Resume(r) => {
-                let _ = r.send(self.resume());
+                let _ = r.send(self.resume().await);
             }
             Command::Rollback(t, r) => {
-                let _ = r.send(self.rollback(t));
+                let _ = r.send(self.rollback(t).await);
             }
             Command::Finalize(r) => {
-                let _ = r.send(self.finalize());
+                let _ = r.send(self.finalize().await);
             }
             Command::Status(r) => {
                 let _ = r.send(Ok(self.status()));
@@ -45,7 +69,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         )
     }
 
-    fn apply(&mut self, options: ApplyOptions) -> Result<Plan, ControllerError> {
+    async fn apply(&mut self, options: ApplyOptions) -> Result<Plan, ControllerError> {
         if self.state.phase == RunPhase::Running {
             return Err(ControllerError::Busy(RunPhase::Running));
         }
@@ -72,16 +96,18 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             started: Default::default(),
             started_at: now_rfc3339(),
         };
-        let ok = self.forward(|s| {
-            for n in plan.nodes() {
-                s.nodes.entry(n.clone()).or_default();
-            }
-            s.run = Some(run);
-            s.phase = RunPhase::Running;
-            s.pause_reason = None;
-            s.finalized_at = None;
-            Ok(())
-        });
+        let ok = self
+            .forward(|s| {
+                for n in plan.nodes() {
+                    s.nodes.entry(n.clone()).or_default();
+                }
+                s.run = Some(run);
+                s.phase = RunPhase::Running;
+                s.pause_reason = None;
+                s.finalized_at = None;
+                Ok(())
+            })
+            .await;
         if !ok {
             return Err(self.store_failure());
         }
@@ -96,7 +122,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         })
     }
 
-    fn set_phase(
+    async fn set_phase(
         &mut self,
         from: RunPhase,
         to: RunPhase,
@@ -113,28 +139,33 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 needs: from,
             });
         }
-        if !self.forward(|s| {
-            s.phase = to;
-            s.pause_reason = why;
-            Ok(())
-        }) {
+        if !self
+            .forward(|s| {
+                s.phase = to;
+                s.pause_reason = why;
+                Ok(())
+            })
+            .await
+        {
             return Err(self.store_failure());
         }
         Ok(())
     }
 
-    fn pause(&mut self) -> Result<(), ControllerError> {
+    async fn pause(&mut self) -> Result<(), ControllerError> {
         let why = Some("paused by the operator; `sshbridge migrate resume` continues".into());
-        self.set_phase(RunPhase::Running, RunPhase::Paused, "pause", why)?;
+        self.set_phase(RunPhase::Running, RunPhase::Paused, "pause", why)
+            .await?;
         self.stop_shadows();
         Ok(())
     }
 
-    fn resume(&mut self) -> Result<(), ControllerError> {
+    async fn resume(&mut self) -> Result<(), ControllerError> {
         self.set_phase(RunPhase::Paused, RunPhase::Running, "resume", None)
+            .await
     }
 
-    fn rollback(&mut self, target: RollbackTarget) -> Result<Vec<String>, ControllerError> {
+    async fn rollback(&mut self, target: RollbackTarget) -> Result<Vec<String>, ControllerError> {
         let movable = |p: NodePhase| p.can_go_to(NodePhase::RolledBack);
         let (nodes, run) = match target {
             RollbackTarget::All => {
@@ -176,13 +207,13 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         };
         let why = "rolled back by the operator".to_owned();
         let pairs: Vec<_> = nodes.iter().map(|n| (n.clone(), why.clone())).collect();
-        if !self.roll_back(&pairs, run) {
+        if !self.roll_back(&pairs, run).await {
             return Err(self.store_failure());
         }
         Ok(nodes)
     }
 
-    fn finalize(&mut self) -> Result<FinalState, ControllerError> {
+    async fn finalize(&mut self) -> Result<FinalState, ControllerError> {
         let mut names: Vec<String> = self.fleet.nodes().into_iter().map(|v| v.name).collect();
         for n in self.state.nodes.keys() {
             if !names.contains(n) {
@@ -198,10 +229,13 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             return Err(ControllerError::NotDone(not_done));
         }
         let at = now_rfc3339();
-        if !self.forward(|s| {
-            s.finalized_at = Some(at.clone());
-            Ok(())
-        }) {
+        if !self
+            .forward(|s| {
+                s.finalized_at = Some(at.clone());
+                Ok(())
+            })
+            .await
+        {
             return Err(self.store_failure());
         }
         Ok(FinalState {

@@ -3,21 +3,22 @@
 //! What the watchers report and what a failed check does: [`outcome`].
 
 mod outcome;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sshbridge_config::Route;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::workers::{self, Event};
-use super::Command;
+use super::{Command, Role};
 use crate::fleet::Fleet;
 use crate::settings::Settings;
-use crate::state::{MigrationState, NodePhase, RunPhase, TransitionError};
+use crate::state::{MigrationState, NodePhase, RunPhase};
 use crate::store::Store;
 
 /// A running watcher of one node. Dropping it does not stop the watcher;
@@ -45,10 +46,29 @@ pub(super) struct Engine<F: Fleet, S: Store> {
     /// its steps every [`RETRY_AFTER`] until a write lands again.
     retry: bool,
     shutdown: CancellationToken,
+    /// Whether this bridge drives the rollout (always, without a role) and
+    /// who does; a follower takes no step and follows the record.
+    pub(super) role: Option<watch::Receiver<Role>>,
+    pub(super) leading: bool,
+    pub(super) leader: Option<String>,
     /// Where the watchers run (with the engine's own task), so that
     /// [`super::Controller::shutdown`] can wait for them.
     tasks: TaskTracker,
 }
+
+/// What became of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Written {
+    /// It landed.
+    Yes,
+    /// It failed; the state in memory is still the one that was not saved.
+    No,
+    /// Another writer won; the state is now the record as read again.
+    Superseded,
+}
+
+/// How often a follower reads the record to apply its routes.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often steps are retried after a failed write.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -78,25 +98,36 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             last_error: None,
             retry: false,
             shutdown,
+            role: None,
+            leading: true,
+            leader: None,
             tasks,
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut events = self.events_rx.take().expect("run once");
+        let mut role = self.role.take();
+        if let Some(r) = role.as_mut() {
+            let now = r.borrow_and_update().clone();
+            (self.leading, self.leader) = (now.leading, now.leader);
+        }
         self.restore_routes();
-        self.drive();
+        self.drive().await;
         loop {
+            let following = !self.leading;
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
+                Some(changed) = writes::role_changed(&mut role) => self.role_changed(changed).await,
+                _ = tokio::time::sleep(FOLLOW_EVERY), if following => self.follow().await,
                 cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => self.command(cmd).await,
                     None => break,
                 },
-                Some(ev) = events.recv() => self.event(ev),
+                Some(ev) = events.recv() => self.event(ev).await,
                 _ = tokio::time::sleep(RETRY_AFTER), if self.retry => {}
             }
-            self.drive();
+            self.drive().await;
         }
         for w in self.workers.values() {
             w.token.cancel();
@@ -116,59 +147,6 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             tracing::error!(%node, %route, error = %e, "migration: route change failed");
             self.last_error = Some(e.to_string());
         }
-    }
-
-    /// Write the state, trying [`WRITE_ATTEMPTS`] times. On failure the
-    /// error is kept for status and the engine retries its steps until a
-    /// write lands.
-    fn commit(&mut self) -> bool {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.store.save(&self.state) {
-                Ok(()) => {
-                    self.retry = false;
-                    return true;
-                }
-                Err(e) if attempt < WRITE_ATTEMPTS => {
-                    tracing::warn!(error = %e, "migration: state not saved; trying again");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "migration: state not saved; the step is undone");
-                    self.last_error = Some(e.to_string());
-                    self.retry = true;
-                    return false;
-                }
-            }
-        }
-    }
-
-    /// Apply `change` and write it; if either fails, the in-memory state is
-    /// restored and the rollout is held (unsaved), so nothing moves forward
-    /// that was not recorded first.
-    pub(super) fn forward(
-        &mut self,
-        change: impl FnOnce(&mut MigrationState) -> Result<(), TransitionError>,
-    ) -> bool {
-        let before = self.state.clone();
-        if let Err(e) = change(&mut self.state) {
-            tracing::error!(error = %e, "migration: refused transition");
-            self.last_error = Some(e.to_string());
-            return false;
-        }
-        if self.commit() {
-            return true;
-        }
-        self.state = before;
-        if self.state.phase == RunPhase::Running {
-            self.state.phase = RunPhase::Paused;
-            self.state.pause_reason = Some(format!(
-                "cannot write the migration state to {}; fix it, then run `sshbridge migrate resume`",
-                self.store.describe()
-            ));
-        }
-        self.stop_shadows();
-        false
     }
 
     /// After a (re)start: every node the state knows goes on the path its
@@ -235,7 +213,10 @@ impl<F: Fleet, S: Store> Engine<F, S> {
 
     /// Do whatever the state allows next: finish cutovers, (re)start
     /// watchers, start the next nodes and batches.
-    fn drive(&mut self) {
+    async fn drive(&mut self) {
+        if !self.leading {
+            return;
+        }
         let nodes: Vec<_> = self
             .state
             .nodes
@@ -247,7 +228,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 continue;
             }
             match phase {
-                NodePhase::Cutover => self.cut_over(&node),
+                NodePhase::Cutover => self.cut_over(&node).await,
                 NodePhase::Soak => {
                     let deadline = workers::later(Instant::now(), self.settings().soak);
                     self.spawn_worker(&node, Some(deadline));
@@ -258,11 +239,11 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 _ => {}
             }
         }
-        while self.state.phase == RunPhase::Running && self.step_batch() {}
+        while self.state.phase == RunPhase::Running && self.step_batch().await {}
     }
 
     /// Start or finish the current batch; true when it moved to the next.
-    fn step_batch(&mut self) -> bool {
+    async fn step_batch(&mut self) -> bool {
         let Some(run) = &self.state.run else {
             return false;
         };
@@ -271,7 +252,8 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             self.forward(|s| {
                 s.phase = RunPhase::Finished;
                 Ok(())
-            });
+            })
+            .await;
             return false;
         };
         let fresh: Vec<_> = batch
@@ -281,13 +263,15 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             .collect();
         if !fresh.is_empty() {
             let i = run.current_batch + 1;
-            let ok = self.forward(|s| {
-                for n in &fresh {
-                    s.transition(n, NodePhase::Shadow, format!("rollout batch {i}"))?;
-                    s.run.as_mut().expect("run").started.insert(n.clone());
-                }
-                Ok(())
-            });
+            let ok = self
+                .forward(|s| {
+                    for n in &fresh {
+                        s.transition(n, NodePhase::Shadow, format!("rollout batch {i}"))?;
+                        s.run.as_mut().expect("run").started.insert(n.clone());
+                    }
+                    Ok(())
+                })
+                .await;
             if ok {
                 for n in &fresh {
                     self.spawn_worker(n, None);
@@ -302,22 +286,26 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             )
         });
         finished
-            && self.forward(|s| {
-                s.run.as_mut().expect("run").current_batch += 1;
-                Ok(())
-            })
+            && self
+                .forward(|s| {
+                    s.run.as_mut().expect("run").current_batch += 1;
+                    Ok(())
+                })
+                .await
     }
 
     /// `cutover` is written, then the route flips, then `soak` is written
     /// and watched. A route that cannot flip is a breach.
-    fn cut_over(&mut self, node: &str) {
+    async fn cut_over(&mut self, node: &str) {
         if self.state.phase_of(node) == NodePhase::Shadow
-            && !self.forward(|s| s.transition(node, NodePhase::Cutover, "shadow comparison passed"))
+            && !self
+                .forward(|s| s.transition(node, NodePhase::Cutover, "shadow comparison passed"))
+                .await
         {
             return;
         }
         if let Err(e) = self.fleet.set_route(node, Route::Konnectivity) {
-            self.breach(node, format!("cutover failed: {e}"));
+            self.breach(node, format!("cutover failed: {e}")).await;
             return;
         }
         let soak = self.settings().soak;
@@ -328,7 +316,8 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         // Watched either way: a node serving over konnectivity is never
         // left alone. Unsaved, it stays `cutover` (on konnectivity, as the
         // store says) and a clean soak records both steps at once.
-        self.forward(|s| s.transition(node, NodePhase::Soak, why));
+        self.forward(|s| s.transition(node, NodePhase::Soak, why))
+            .await;
         self.spawn_worker(node, Some(workers::later(Instant::now(), soak)));
     }
 }

@@ -1,9 +1,11 @@
 //! The controller against a fake fleet, in paused time, with a real file
 //! store in a temp dir.
 
+mod conflict;
 mod crash;
 mod failing_store;
 mod fake;
+mod follow;
 mod lifecycle;
 
 use std::sync::Arc;
@@ -16,11 +18,12 @@ use self::fake::{name, settings, wait_until, within, FakeFleet};
 use super::{Controller, ControllerError, RollbackTarget};
 use crate::settings::{ApplyOptions, Settings};
 use crate::state::{NodePhase, RunPhase};
-use crate::store::{FileStore, Store};
+use crate::store::FileStore;
 
 fn start(fleet: &Arc<FakeFleet>, dir: &tempfile::TempDir, s: Settings) -> Controller {
     let store = FileStore::new(dir.path().join("migration.json"));
-    Controller::start(fleet.clone(), store, s, CancellationToken::new()).expect("start")
+    let state = store.read().expect("start").unwrap_or_default();
+    Controller::start_with(fleet.clone(), store, state, s, CancellationToken::new())
 }
 
 fn phases(s: &super::Status) -> Vec<(String, NodePhase)> {
@@ -67,7 +70,7 @@ async fn full_apply_moves_five_nodes_batch_by_batch() {
         assert!(n.comparison.as_ref().unwrap().passed);
     }
     let saved = FileStore::new(dir.path().join("migration.json"))
-        .load()
+        .read()
         .unwrap()
         .unwrap();
     assert_eq!(saved.phase, RunPhase::Finished);
@@ -196,7 +199,7 @@ async fn rollback_all_returns_every_node_to_ssh_and_is_saved() {
     assert_eq!(s.phase, RunPhase::Aborted);
     assert!(s.regressed());
     let saved = FileStore::new(dir.path().join("migration.json"))
-        .load()
+        .read()
         .unwrap()
         .unwrap();
     assert!(saved
@@ -310,6 +313,7 @@ async fn a_corrupt_state_file_stops_the_start_and_is_kept() {
         settings(1),
         CancellationToken::new(),
     )
+    .await
     .err()
     .expect("a corrupt file must be refused");
     assert!(err.to_string().contains("corrupt"), "{err}");

@@ -1,6 +1,8 @@
 //! The file store: atomic saves, refusals that leave the file untouched,
 //! the owner's lock, and the temp file's safety.
 
+use std::fs;
+
 use super::*;
 use crate::state::NodePhase;
 
@@ -13,13 +15,13 @@ fn sample() -> MigrationState {
 #[test]
 fn missing_file_is_a_fresh_start_and_saves_are_complete_and_atomic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open_store(&format!("file:{}/m.json", dir.path().display())).unwrap();
-    assert!(store.load().unwrap().is_none());
+    let store = open_store(&format!("file:{}/m.json", dir.path().display())).unwrap();
+    assert!(store.read().unwrap().is_none());
     let first = MigrationState::default();
-    store.save(&first).unwrap();
+    store.write(&first).unwrap();
     let second = sample();
-    store.save(&second).unwrap();
-    assert_eq!(store.load().unwrap(), Some(second));
+    store.write(&second).unwrap();
+    assert_eq!(store.read().unwrap(), Some(second));
     let names: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -47,7 +49,7 @@ fn corrupt_file_is_refused_named_and_left_untouched() {
     ] {
         fs::write(&path, bad).unwrap();
         let store = FileStore::new(&path);
-        let err = store.load().unwrap_err();
+        let err = store.read().unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -65,7 +67,7 @@ fn newer_schema_is_refused() {
     v["something_new"] = true.into();
     let text = v.to_string();
     fs::write(&path, &text).unwrap();
-    let err = FileStore::new(&path).load().unwrap_err();
+    let err = FileStore::new(&path).read().unwrap_err();
     assert!(
         matches!(err, StoreError::NewerSchema { found: 2, .. }),
         "{err}"
@@ -103,23 +105,41 @@ fn the_temp_file_is_private_and_never_follows_a_symlink() {
         .path()
         .join(format!(".m.json.tmp.{}", std::process::id()));
     std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-    let mut store = FileStore::new(&path);
-    let err = store.save(&sample()).unwrap_err();
+    let store = FileStore::new(&path);
+    let err = store.write(&sample()).unwrap_err();
     assert!(err.to_string().contains("temp file"), "{err}");
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
     fs::remove_file(&tmp).unwrap();
-    store.save(&sample()).unwrap();
+    store.write(&sample()).unwrap();
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "state file mode {mode:o}");
 }
 
 #[test]
-fn only_file_stores_are_supported() {
+fn store_strings_are_file_or_kubernetes_and_etcd_says_what_to_use() {
     let err = open_store("etcd://127.0.0.1:2379/sshbridge").unwrap_err();
+    let shown = err.to_string();
     assert!(
-        err.to_string().contains("not supported in this version"),
-        "{err}"
+        shown.contains("kubernetes:NAMESPACE/NAME") && shown.contains("file:PATH"),
+        "{shown}"
     );
     assert!(open_store("file:").is_err());
     assert!(open_store("/var/lib/x.json").is_err());
+    assert_eq!(
+        StoreSpec::parse("kubernetes:kube-system/sshbridge-migration").unwrap(),
+        StoreSpec::Kubernetes {
+            namespace: "kube-system".into(),
+            name: "sshbridge-migration".into()
+        }
+    );
+    for bad in [
+        "kubernetes:",
+        "kubernetes:kube-system",
+        "kubernetes:/name",
+        "kubernetes:ns/",
+        "kubernetes:Kube/x",
+        "kubernetes:ns/a/b",
+    ] {
+        assert!(StoreSpec::parse(bad).is_err(), "{bad} accepted");
+    }
 }

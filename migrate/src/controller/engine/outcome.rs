@@ -5,7 +5,7 @@
 use sshbridge_config::Route;
 use tokio::time::Instant;
 
-use super::{Engine, RETRY_AFTER};
+use super::{Engine, Written, RETRY_AFTER};
 use crate::compare::compare;
 use crate::controller::workers::{self, Event};
 use crate::fleet::Fleet;
@@ -19,7 +19,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
     /// nodes keep their route and their watchers, which find the breach
     /// again and retry; an operator's rollback gets the error. Returns
     /// whether it happened.
-    pub(in crate::controller) fn roll_back(
+    pub(in crate::controller) async fn roll_back(
         &mut self,
         nodes: &[(String, String)],
         run: Option<(RunPhase, String)>,
@@ -37,7 +37,11 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             self.state.phase = phase;
             self.state.pause_reason = Some(why);
         }
-        if !self.commit() {
+        let written = self.commit().await;
+        if written == Written::Superseded {
+            return false;
+        }
+        if written == Written::No {
             self.state = before;
             if self.state.phase == RunPhase::Running {
                 self.state.phase = RunPhase::Paused;
@@ -64,7 +68,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
 
     /// A node failed a check: roll it back, then pause the rollout, or
     /// abort it (every other node in a step goes back to ssh too).
-    pub(super) fn breach(&mut self, node: &str, reason: String) {
+    pub(super) async fn breach(&mut self, node: &str, reason: String) {
         let abort = self
             .state
             .run
@@ -89,7 +93,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                 (RunPhase::Paused, next)
             })
         };
-        if !self.roll_back(&nodes, run) {
+        if !self.roll_back(&nodes, run).await {
             // Unsaved: watch the node again so the breach is found and the
             // rollback retried.
             if self.state.phase_of(node).route() == Route::Konnectivity {
@@ -101,7 +105,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
         }
     }
 
-    pub(super) fn event(&mut self, ev: Event) {
+    pub(super) async fn event(&mut self, ev: Event) {
         let (node, gen) = match &ev {
             Event::Shadow { node, gen, .. }
             | Event::SoakBreach { node, gen, .. }
@@ -127,21 +131,24 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                     rec.comparison = Some(c);
                 }
                 if !passed {
-                    self.breach(&node, format!("shadow comparison failed: {reason}"));
+                    self.breach(&node, format!("shadow comparison failed: {reason}"))
+                        .await;
                 } else if self.state.phase == RunPhase::Running {
-                    self.cut_over(&node);
+                    self.cut_over(&node).await;
                 }
             }
-            Event::SoakBreach { reason, .. } => self.breach(&node, reason),
+            Event::SoakBreach { reason, .. } => self.breach(&node, reason).await,
             Event::SoakClean { summary, .. } => {
                 let why = format!("soak clean: {summary}");
-                let done = self.forward(|s| {
-                    if s.phase_of(&node) == NodePhase::Cutover {
-                        // Its `soak` write had failed; record both steps.
-                        s.transition(&node, NodePhase::Soak, "soak watched while unsaved")?;
-                    }
-                    s.transition(&node, NodePhase::Done, why)
-                });
+                let done = self
+                    .forward(|s| {
+                        if s.phase_of(&node) == NodePhase::Cutover {
+                            // Its `soak` write had failed; record both steps.
+                            s.transition(&node, NodePhase::Soak, "soak watched while unsaved")?;
+                        }
+                        s.transition(&node, NodePhase::Done, why)
+                    })
+                    .await;
                 if !done {
                     // Unsaved: the node is still watched, and the step retried.
                     let soak = Some(workers::later(Instant::now(), RETRY_AFTER));

@@ -35,11 +35,21 @@ struct CrashStore {
 }
 
 impl Store for CrashStore {
-    fn load(&self) -> Result<Option<MigrationState>, StoreError> {
-        self.inner.load()
+    async fn load(&mut self) -> Result<Option<MigrationState>, StoreError> {
+        self.inner.read()
     }
 
-    fn save(&mut self, state: &MigrationState) -> Result<(), StoreError> {
+    async fn save(&mut self, state: &MigrationState) -> Result<(), StoreError> {
+        self.save_now(state)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+impl CrashStore {
+    fn save_now(&mut self, state: &MigrationState) -> Result<(), StoreError> {
         if self.crashed.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
                 path: self.inner.path().to_owned(),
@@ -52,19 +62,15 @@ impl Store for CrashStore {
         if crash_now && !self.crash.is_some_and(|c| c.after) {
             self.crashed.store(true, Ordering::SeqCst);
             self.fleet.freeze();
-            return self.save(state);
+            return self.save_now(state);
         }
-        self.inner.save(state)?;
+        self.inner.write(state)?;
         self.writes.store(n, Ordering::SeqCst);
         if crash_now {
             self.crashed.store(true, Ordering::SeqCst);
             self.fleet.freeze();
         }
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
     }
 }
 
@@ -81,8 +87,9 @@ async fn run_until_crash(dir: &std::path::Path, crash: Option<Crash>) -> (usize,
         crashed: crashed.clone(),
         fleet: fleet.clone(),
     };
-    let ctl =
-        Controller::start(fleet.clone(), store, settings(1), CancellationToken::new()).unwrap();
+    let ctl = Controller::start(fleet.clone(), store, settings(1), CancellationToken::new())
+        .await
+        .unwrap();
     let applied = within(ctl.apply(ApplyOptions::default())).await;
     assert!(
         applied.is_ok() || crashed.load(Ordering::SeqCst),
@@ -111,7 +118,7 @@ async fn a_crash_around_any_write_resumes_and_completes() {
         let dir = tempfile::tempdir().unwrap();
         let (_, dead) = run_until_crash(dir.path(), Some(crash)).await;
         let file = FileStore::new(dir.path().join("migration.json"));
-        let saved = file.load().unwrap().unwrap_or_default();
+        let saved = file.read().unwrap().unwrap_or_default();
         // Persist before effect: the dead daemon served konnectivity only
         // for nodes whose saved phase had reached it.
         for (node, route) in dead.routes() {
@@ -123,8 +130,9 @@ async fn a_crash_around_any_write_resumes_and_completes() {
         }
         // Restart over a fresh daemon (every node on ssh, as configured).
         let fleet = FakeFleet::new(2);
-        let ctl =
-            Controller::start(fleet.clone(), file, settings(1), CancellationToken::new()).unwrap();
+        let ctl = Controller::start(fleet.clone(), file, settings(1), CancellationToken::new())
+            .await
+            .unwrap();
         let s = within(ctl.status()).await.unwrap();
         for node in &s.nodes {
             assert_eq!(

@@ -39,11 +39,21 @@ struct FailingStore {
 }
 
 impl Store for FailingStore {
-    fn load(&self) -> Result<Option<MigrationState>, StoreError> {
-        self.inner.load()
+    async fn load(&mut self) -> Result<Option<MigrationState>, StoreError> {
+        self.inner.read()
     }
 
-    fn save(&mut self, state: &MigrationState) -> Result<(), StoreError> {
+    async fn save(&mut self, state: &MigrationState) -> Result<(), StoreError> {
+        self.save_now(state)
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+impl FailingStore {
+    fn save_now(&mut self, state: &MigrationState) -> Result<(), StoreError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         for (node, route) in self.fleet.routes() {
             let recorded = self.saved.phase_of(&node);
@@ -63,13 +73,9 @@ impl Store for FailingStore {
                 source: std::io::Error::other("disk full"),
             });
         }
-        self.inner.save(state)?;
+        self.inner.write(state)?;
         self.saved = state.clone();
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
     }
 }
 
@@ -128,8 +134,9 @@ async fn run(fail: Option<Fail>) -> (usize, Vec<String>) {
         saved: MigrationState::default(),
         broken: broken.clone(),
     };
-    let ctl =
-        Controller::start(fleet.clone(), store, settings(1), CancellationToken::new()).unwrap();
+    let ctl = Controller::start(fleet.clone(), store, settings(1), CancellationToken::new())
+        .await
+        .unwrap();
     until_saved(async || ctl.apply(ApplyOptions::default()).await).await;
     let mut breached = false;
     within(async {
@@ -159,7 +166,7 @@ async fn run(fail: Option<Fail>) -> (usize, Vec<String>) {
         assert_eq!(fleet.route(node), Route::Ssh, "{fail:?}: {s:?}");
     }
     let saved = FileStore::new(dir.path().join("migration.json"))
-        .load()
+        .read()
         .unwrap()
         .unwrap();
     assert!(saved
