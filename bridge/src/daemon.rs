@@ -11,6 +11,7 @@ mod inventory;
 pub mod listen;
 mod migration;
 mod migration_api;
+mod migration_shared;
 mod node;
 mod observe;
 mod reload;
@@ -151,7 +152,13 @@ impl Daemon {
         let file = config.clone();
         let merged = inventory::merge(&file, &Default::default());
         let config = merged.config;
-        let store = migration::open_store(&config)?;
+        // A shared record (`kubernetes:`) is read by the "migration
+        // controller" task below; a file store is opened and locked here.
+        let record = migration_shared::record(&config);
+        let store = match record {
+            None => Some(migration::open_store(&config)?),
+            Some(_) => None,
+        };
         let ctx = SshContext::load(&config.ssh)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
@@ -259,21 +266,28 @@ impl Daemon {
             "ssh certificate watch",
             certs::watch(shared.clone(), root.child_token()),
         );
-        // Not a child of `root`: the "migration controller" task below
-        // stops it with `Controller::shutdown` and waits for its watchers.
-        let controller = migration::start(&shared, store, CancellationToken::new());
-        if let Err(why) = &controller {
-            tracing::error!("{why}; nodes keep their configured routes");
+        if let Some(store) = store {
+            // Not a child of `root`: the "migration controller" task below
+            // stops it with `Controller::shutdown` and waits for its watchers.
+            let controller = migration::start(&shared, store, CancellationToken::new());
+            if let Err(why) = &controller {
+                tracing::error!("{why}; nodes keep their configured routes");
+            }
+            let _ = shared.migration.set(controller);
+            tasks.spawn(
+                "migration controller",
+                migration::stop_on(shared.clone(), root.clone()),
+            );
+            tasks.spawn(
+                "migration restart check",
+                migration::park_if_finalized(shared.clone()),
+            );
+        } else if let Some(record) = record {
+            tasks.spawn(
+                "migration controller",
+                migration_shared::run(shared.clone(), record, root.clone()),
+            );
         }
-        let _ = shared.migration.set(controller);
-        tasks.spawn(
-            "migration controller",
-            migration::stop_on(shared.clone(), root.clone()),
-        );
-        tasks.spawn(
-            "migration restart check",
-            migration::park_if_finalized(shared.clone()),
-        );
         if let Some(l) = listeners.http_connect_uds {
             tasks.spawn(
                 "egress listener (HTTP CONNECT, unix)",

@@ -125,6 +125,9 @@ pub(crate) enum Unavailable {
     /// The controller could not start on it (corrupt or newer state).
     #[error("migration unavailable: {0}")]
     Start(ControllerError),
+    /// A shared record (`kubernetes:` store) cannot be used.
+    #[error("migration unavailable: {0}")]
+    Shared(String),
 }
 
 /// Opens (and locks) the configured store. A store held by another
@@ -156,6 +159,13 @@ pub(super) fn open_store(
     }
 }
 
+/// The fleet the controller drives: this daemon, held weakly.
+pub(super) fn fleet(shared: &Arc<Shared>) -> Arc<DaemonFleet> {
+    Arc::new(DaemonFleet {
+        shared: Arc::downgrade(shared),
+    })
+}
+
 /// Starts the controller on the opened store, or says why it cannot.
 pub(super) fn start(
     shared: &Arc<Shared>,
@@ -164,9 +174,7 @@ pub(super) fn start(
 ) -> Result<Controller, Unavailable> {
     let config = shared.snapshot().config.clone();
     let store = store?;
-    let fleet = Arc::new(DaemonFleet {
-        shared: Arc::downgrade(shared),
-    });
+    let fleet = fleet(shared);
     let state = store
         .read()
         .map_err(|e| Unavailable::Start(e.into()))?
