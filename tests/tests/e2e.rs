@@ -37,6 +37,8 @@ mod lifecycle;
 mod manifests;
 #[path = "e2e/migration.rs"]
 mod migration;
+#[path = "e2e/multiagent.rs"]
+mod multiagent;
 #[path = "e2e/netfaults.rs"]
 mod netfaults;
 #[path = "e2e/netfaults_agent.rs"]
