@@ -2,6 +2,7 @@
 
 mod admin_auth;
 mod agent_cmd;
+mod agent_metrics;
 mod config_cmd;
 #[cfg(feature = "demo")]
 mod demo;

@@ -227,7 +227,7 @@ async fn an_abandoned_dial_sends_dial_cls_with_its_random() {
 }
 
 #[tokio::test]
-async fn drain_lowers_liveness_and_a_reconnect_replaces_the_old_stream() {
+async fn drain_lowers_liveness_and_a_reconnect_that_stays_replaces_the_old_stream() {
     let bridge = Bridge::start(false, Options::DEFAULT_MAX_CONN_BUFFER)
         .await
         .unwrap();
@@ -261,4 +261,59 @@ async fn drain_lowers_liveness_and_a_reconnect_replaces_the_old_stream() {
     )
     .await
     .unwrap();
+}
+
+/// An agent behind a load balancer lands here again while it already
+/// serves from here, reads `serverID`, finds a duplicate and closes the new
+/// stream at once: its first stream and the connection on it are untouched.
+#[tokio::test]
+async fn a_duplicate_stream_that_closes_at_once_leaves_the_serving_one() {
+    let bridge = Bridge::start(false, Options::DEFAULT_MAX_CONN_BUFFER)
+        .await
+        .unwrap();
+    let echo = echo_server().await;
+    let first = connect_agent(&bridge, &["a1"], "host=node-a", false, Answer::Dial)
+        .await
+        .unwrap();
+    bridge.wait_live("node-a", 1).await;
+    let mut stream = within("dial", bridge.hub.dial("node-a", "127.0.0.1", echo.port()))
+        .await
+        .unwrap();
+    {
+        let mut buf = [0u8; 4];
+        stream.write_all(b"pong").await.expect("write before");
+        within("echo before", stream.read_exact(&mut buf))
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        let dup = connect_agent(&bridge, &["a1"], "host=node-a", false, Answer::Dial)
+            .await
+            .unwrap();
+        assert_eq!(dup.headers.get("serverid").unwrap(), "cp-test");
+        dup.kill();
+    }
+    within("the duplicates are gone", async {
+        while bridge.hub.standby_streams() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let mut buf = [0u8; 4];
+    stream
+        .write_all(b"ping")
+        .await
+        .expect("write on the first stream");
+    within("echo on the first stream", stream.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"ping");
+    assert_eq!(bridge.hub.agents("node-a").len(), 1);
+    within(
+        "a new dial",
+        bridge.hub.dial("node-a", "127.0.0.1", echo.port()),
+    )
+    .await
+    .unwrap();
+    drop(first);
 }

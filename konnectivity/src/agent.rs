@@ -30,15 +30,22 @@
 //! a target's EOF into HALF_CLOSE and the server's HALF_CLOSE into
 //! `shutdown(SHUT_WR)` on the target.
 //!
-//! Not here: the server side (`crate`) and the several-servers
-//! logic of upstream (`serverCount` is logged, one server is dialed).
+//! Several servers behind one address (bridges of a highly available
+//! control plane behind a load balancer): the agent dials again until it
+//! holds one stream to each distinct `serverID`, `serverCount` of them, as
+//! upstream's agent does ([`servers`] has the rules, [`sync`] the loop).
+//! Each stream serves only the dials of its own server.
+//!
+//! Not here: the server side (`crate`).
 
 mod allow;
 mod config;
 mod conn;
+mod servers;
 mod session;
 mod state;
 mod stats;
+mod sync;
 mod transport;
 
 use std::sync::Arc;
@@ -51,7 +58,7 @@ pub use allow::{AllowList, AllowParseError, AllowRule};
 pub use config::{AgentConfig, AgentError};
 pub use stats::AgentStats;
 
-use sshbridge_core::backoff::Backoff;
+pub use servers::{SYNC_FACTOR, SYNC_JITTER};
 use stats::{bump, Counters};
 
 /// What the sessions of one agent share.
@@ -64,26 +71,38 @@ struct Shared {
     stop: CancellationToken,
 }
 
+/// The servers an agent holds a stream to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Servers {
+    /// The `serverID`s held, sorted.
+    pub ids: Vec<String>,
+    /// How many it should hold (the last `serverCount` received);
+    /// `None` before a server answered.
+    pub wanted: Option<usize>,
+}
+
 /// A running agent; see [`Agent::spawn`].
 pub struct Agent {
     shared: Arc<Shared>,
-    connected: watch::Sender<bool>,
+    watches: sync::Watches,
 }
 
 /// Controls a running agent. Dropping it stops the agent at once.
 pub struct AgentHandle {
     shared: Arc<Shared>,
+    servers: watch::Receiver<Servers>,
     connected: watch::Receiver<bool>,
     /// The agent's task; `None` once [`AgentHandle::wait`] saw it end.
     task: Option<JoinHandle<()>>,
 }
 
 impl Agent {
-    /// Starts an agent on the current tokio runtime. It connects, serves,
-    /// reconnects with backoff, and ends when `shutdown` is cancelled (at
+    /// Starts an agent on the current tokio runtime. It connects to every
+    /// server behind its address, serves, reconnects, and ends when `shutdown` is cancelled (at
     /// once), or after [`AgentHandle::drain`] once its connections are done.
     pub fn spawn(config: AgentConfig, shutdown: CancellationToken) -> AgentHandle {
-        let (tx, rx) = watch::channel(false);
+        let (servers, servers_rx) = watch::channel(Servers::default());
+        let (connected, connected_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             cfg: config,
             counters: Counters::default(),
@@ -92,68 +111,19 @@ impl Agent {
         });
         let agent = Agent {
             shared: shared.clone(),
-            connected: tx,
+            watches: sync::Watches { servers, connected },
         };
         let task = tokio::spawn(agent.run());
         AgentHandle {
             shared,
-            connected: rx,
+            servers: servers_rx,
+            connected: connected_rx,
             task: Some(task),
         }
     }
 
     async fn run(self) {
-        let shared = &self.shared;
-        let cfg = &shared.cfg;
-        let mut backoff = Backoff::new(&cfg.backoff);
-        loop {
-            let attempt = tokio::select! {
-                r = transport::connect(cfg) => r,
-                _ = shared.stop.cancelled() => break,
-            };
-            match attempt {
-                Ok(link) => {
-                    bump(&shared.counters.connects, 1);
-                    tracing::info!(
-                        server = %cfg.server, server_id = %link.server_id,
-                        server_count = %link.server_count, agent_id = %cfg.agent_id,
-                        extensions = %link.ext.header(), flow_control = link.ext.mode(),
-                        "connected to the Konnectivity server"
-                    );
-                    self.connected.send_replace(true);
-                    let up = tokio::time::Instant::now();
-                    let end = session::serve(link, shared).await;
-                    self.connected.send_replace(false);
-                    match end {
-                        session::End::Drained => {
-                            tracing::info!(server = %cfg.server, "drained: no connection left, exiting");
-                            break;
-                        }
-                        session::End::Stopped => break,
-                        session::End::Lost(why) => tracing::warn!(
-                            server = %cfg.server,
-                            "stream to the Konnectivity server ended: {why}; reconnecting"
-                        ),
-                    }
-                    backoff.reset_if_stable(up.elapsed());
-                }
-                Err(e) => {
-                    bump(&shared.counters.connect_failures, 1);
-                    tracing::warn!(server = %cfg.server, attempt = backoff.attempts() + 1, "{e}");
-                }
-            }
-            // A lost stream took its connections with it; a draining agent
-            // has nothing left to wait for.
-            if shared.drain.is_cancelled() {
-                break;
-            }
-            tokio::select! {
-                _ = backoff.wait() => {}
-                _ = shared.stop.cancelled() => break,
-                _ = shared.drain.cancelled() => break,
-            }
-        }
-        self.connected.send_replace(false);
+        sync::run(self.shared, self.watches).await;
     }
 }
 
@@ -169,15 +139,28 @@ impl AgentHandle {
         self.shared.stop.cancel();
     }
 
-    /// Whether a stream to the server is up now; changes as it connects
-    /// and reconnects.
+    /// Whether a stream to at least one server is up now; changes as it
+    /// connects and reconnects.
     pub fn connected(&self) -> watch::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// The servers held now and how many are wanted; changes as streams
+    /// come and go.
+    pub fn servers(&self) -> watch::Receiver<Servers> {
+        self.servers.clone()
     }
 
     /// A snapshot of the agent's counters.
     pub fn stats(&self) -> AgentStats {
         self.shared.counters.snapshot()
+    }
+
+    /// A reader of [`AgentHandle::stats`] that lives apart from the handle
+    /// (for a metrics endpoint).
+    pub fn stats_reader(&self) -> Arc<dyn Fn() -> AgentStats + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.counters.snapshot())
     }
 
     /// Whether the agent has exited.
@@ -209,7 +192,7 @@ impl std::fmt::Debug for AgentHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentHandle")
             .field("server", &self.shared.cfg.server)
-            .field("connected", &*self.connected.borrow())
+            .field("servers", &*self.servers.borrow())
             .finish_non_exhaustive()
     }
 }

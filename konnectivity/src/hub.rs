@@ -2,6 +2,7 @@
 //! through them (the dial itself: [`dial`]).
 
 mod dial;
+mod standby;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use super::identifiers::Identifiers;
 use super::identity::{Guard, Refusal};
 use super::peer::{lock, Agent, Limits, Registered};
 use super::stats::{LimitHits, NodeStats, Stats};
+pub use standby::STANDBY_SETTLE;
 
 /// Settings of the agent server.
 #[derive(Debug, Clone)]
@@ -89,6 +91,9 @@ struct State {
     /// serves what its identifiers name). Set and removed with `agents`.
     owners: HashMap<String, Option<String>>,
     per_node: HashMap<String, NodeEntry>,
+    /// Newer streams of an agent ID that serves already, oldest first
+    /// ([`standby`]).
+    standby: HashMap<String, Vec<Arc<Agent>>>,
 }
 
 struct NodeEntry {
@@ -234,9 +239,11 @@ impl Hub {
         let agents: Vec<_> = {
             let mut state = lock(&self.inner.state);
             state.owners.clear();
-            state.agents.drain().collect()
+            let mut all = standby::take_all(&mut state);
+            all.extend(state.agents.drain().map(|(_, a)| a));
+            all
         };
-        for (_, agent) in agents {
+        for agent in agents {
             agent.end("the bridge is shutting down");
         }
         refresh(&mut lock(&self.inner.state));
@@ -256,9 +263,10 @@ impl Hub {
 
     /// Registers a new agent stream for `owner`, the node its credential
     /// proves (`None` when identity is claimed), that announced `announced`
-    /// (and, with `credit`, the receive window `peer_window`). An older
-    /// stream of the same ID and the same owner is ended (the newest wins);
-    /// one of another owner keeps its ID and the newcomer is refused.
+    /// (and, with `credit`, the receive window `peer_window`). A stream of
+    /// an ID that serves already (same owner) waits as a standby
+    /// ([`standby`]); one of another owner keeps its ID and the newcomer is
+    /// refused.
     pub(crate) fn register_with(
         &self,
         id: String,
@@ -283,7 +291,7 @@ impl Hub {
             max_queued_control: f.max_queued_control,
             half_close_idle: f.half_close_idle,
         };
-        let (registered, old) = {
+        let registered = {
             let mut state = lock(&self.inner.state);
             if let Some(holder) = state.owners.get(&id).filter(|h| **h != owner) {
                 return Err(Refusal::AgentIdTaken {
@@ -298,18 +306,14 @@ impl Hub {
                 (ext, limits, self.inner.hits.clone()),
             );
             state.owners.insert(agent.id.clone(), owner);
-            let old = state.agents.insert(agent.id.clone(), agent.clone());
+            standby::admit(&mut state, agent.clone());
             refresh(&mut state);
-            let registered = Registered {
+            Registered {
                 agent,
                 data_rx,
                 control_rx,
-            };
-            (registered, old)
+            }
         };
-        if let Some(old) = old {
-            old.end("replaced by a newer stream with the same agent ID");
-        }
         Ok(registered)
     }
 
@@ -318,17 +322,11 @@ impl Hub {
         lock(&self.inner.state).nodes.clone()
     }
 
-    /// Removes `agent` if it is still the registered stream of its ID.
+    /// Removes `agent`'s stream (serving or standby); a standby of its ID
+    /// serves next.
     pub(crate) fn unregister(&self, agent: &Arc<Agent>) {
         let mut state = lock(&self.inner.state);
-        if state
-            .agents
-            .get(&agent.id)
-            .is_some_and(|a| a.serial == agent.serial)
-        {
-            state.agents.remove(&agent.id);
-            state.owners.remove(&agent.id);
-        }
+        standby::remove(&mut state, agent);
         refresh(&mut state);
     }
 
@@ -345,6 +343,7 @@ fn refresh(state: &mut State) {
         agents,
         owners,
         per_node,
+        ..
     } = state;
     for node in nodes.iter() {
         per_node

@@ -87,7 +87,40 @@ fn draining_agents_serve_only_as_last_resort() {
 }
 
 #[test]
-fn reconnect_with_the_same_id_replaces_the_old_stream() {
+fn a_duplicate_stream_waits_as_standby_and_its_close_leaves_the_serving_one() {
+    let hub = hub();
+    let first = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
+    // The agent dials again through a load balancer and lands here.
+    let dup = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
+    assert!(
+        !first.agent.ended.is_cancelled(),
+        "the serving stream stays"
+    );
+    assert!(hub.is_standby(&dup.agent) && !hub.is_standby(&first.agent));
+    assert_eq!(hub.standby_streams(), 1);
+    assert_eq!(hub.agents("node-a").len(), 1, "one agent, not two");
+    // It closes the duplicate at once: the first stream still serves.
+    hub.unregister(&dup.agent);
+    assert_eq!(hub.standby_streams(), 0);
+    assert_eq!(*hub.subscribe("node-a").borrow(), 1);
+    assert_eq!(picked(&hub, "node-a", 1), ["a1"]);
+    assert!(!first.agent.ended.is_cancelled());
+    // A second bridge's duplicate is no business of this hub; an agent ID
+    // held by another node is still refused, standby or not.
+    let other = hub.register(
+        "a1".into(),
+        Identifiers::parse("host=node-b"),
+        Some("node-b".into()),
+    );
+    assert!(other.is_err(), "another owner never queues behind a1");
+}
+
+#[test]
+fn a_standby_serves_when_the_old_stream_ends_or_once_it_settled() {
     let hub = hub();
     let old = hub
         .register("a1".into(), Identifiers::parse("host=node-a"), None)
@@ -95,15 +128,40 @@ fn reconnect_with_the_same_id_replaces_the_old_stream() {
     let new = hub
         .register("a1".into(), Identifiers::parse("host=node-a"), None)
         .unwrap();
-    assert!(old.agent.ended.is_cancelled());
-    assert!(!new.agent.ended.is_cancelled());
-    // The old stream's reader unregisters late: the new one must stay.
+    // The old stream ends: the standby serves, nothing else is cut.
     hub.unregister(&old.agent);
+    assert!(!hub.is_standby(&new.agent));
+    assert!(!new.agent.ended.is_cancelled());
+    assert_eq!(*hub.subscribe("node-a").borrow(), 1);
+    // A reconnect whose old stream is half-open: the newer stream stays
+    // open past the settle time and replaces the old one.
+    let newer = hub
+        .register("a1".into(), Identifiers::parse("host=node-a"), None)
+        .unwrap();
+    hub.settle(&newer.agent);
+    assert!(new.agent.ended.is_cancelled(), "the stale stream is ended");
+    assert!(!newer.agent.ended.is_cancelled());
+    assert_eq!(hub.standby_streams(), 0);
+    // The old stream's reader unregisters late: the newer one must stay.
+    hub.unregister(&new.agent);
     assert_eq!(hub.agents("node-a").len(), 1);
     assert_eq!(*hub.subscribe("node-a").borrow(), 1);
-    hub.unregister(&new.agent);
+    hub.settle(&newer.agent);
+    assert!(
+        !newer.agent.ended.is_cancelled(),
+        "settling twice is a no-op"
+    );
+    hub.unregister(&newer.agent);
     assert!(hub.agents("node-a").is_empty());
     assert_eq!(*hub.subscribe("node-a").borrow(), 0);
+    // The ID is free again for any owner.
+    assert!(hub
+        .register(
+            "a1".into(),
+            Identifiers::parse("host=node-b"),
+            Some("node-b".into())
+        )
+        .is_ok());
 }
 
 #[test]

@@ -171,8 +171,11 @@ async fn an_agent_id_of_another_node_is_refused_never_replaced() {
         .identity
         .refused()
         .contains(&("agent_id_taken", 1)));
-    // The same node reconnecting replaces its own older stream.
+    // The same node reconnecting queues behind its own older stream
+    // (hub/standby.rs) and replaces it once it has settled.
     let again = admit(&b, "host=node-b").expect("node-b reconnecting");
+    assert!(hub.is_standby(&again.agent));
+    hub.settle(&again.agent);
     assert!(real_b.agent.ended.is_cancelled());
     assert_eq!(hub.agents("node-b").len(), 1);
     drop(again);

@@ -12,10 +12,12 @@
 //! with a connectID or an error, DATA both ways, CLOSE_REQ/CLOSE_RSP, and
 //! DIAL_CLS when the dialer gives up before the answer. Several agents may
 //! serve a node: streams go round-robin over the ones that have not sent
-//! DRAIN; draining agents are used only when no other is connected. An agent
-//! that reconnects with the same ID replaces its old stream, whose
-//! connections end. An agent whose stream ends takes its connections and
-//! pending dials with it, at once.
+//! DRAIN; draining agents are used only when no other is connected. A newer
+//! stream of an agent ID that serves already waits as a standby (an agent
+//! behind a load balancer dials duplicates while it looks for every
+//! bridge): it takes over when the old stream ends, or replaces it after
+//! 2 s open (a reconnect over a half-open old stream). An agent whose
+//! stream ends takes its connections and pending dials with it, at once.
 //!
 //! # Flow control and half-close
 //!

@@ -49,6 +49,7 @@ impl Path for NodePath {
             reconnects: 0,
             last_error: None,
             flow_control: self.hub.flow_control(&self.node).map(str::to_string),
+            agents: Some(self.hub.agents(&self.node).len() as u64),
         }
     }
 }

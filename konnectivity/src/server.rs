@@ -270,6 +270,11 @@ async fn read_agent(
     stop: CancellationToken,
 ) {
     let mut handled: u32 = 0;
+    // A standby (a newer stream of an agent ID that serves) takes over
+    // once it has stayed open this long (hub/standby.rs).
+    let mut standby = hub.is_standby(&agent);
+    let settle = tokio::time::sleep(super::hub::STANDBY_SETTLE);
+    tokio::pin!(settle);
     let reason = loop {
         handled = handled.wrapping_add(1);
         if handled % YIELD_EVERY == 0 {
@@ -279,6 +284,11 @@ async fn read_agent(
             tokio::task::yield_now().await;
         }
         let next = tokio::select! {
+            _ = &mut settle, if standby => {
+                standby = false;
+                hub.settle(&agent);
+                continue;
+            }
             _ = agent.ended.cancelled() => break "stream replaced or server shutting down".to_string(),
             _ = stop.cancelled() => break "the server is shutting down".to_string(),
             next = inbound.message() => next,

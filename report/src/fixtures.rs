@@ -29,6 +29,7 @@ pub fn healthy_path() -> PathReport {
             failed: BTreeMap::new(),
         },
         flow_control: None,
+        agents: None,
     }
 }
 

@@ -149,6 +149,11 @@ pub struct PathReport {
     /// none does, `mixed` otherwise (docs/konnectivity.md). Absent for SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_control: Option<String>,
+    /// Konnectivity only: the node's agents connected to this bridge
+    /// (distinct agent IDs; with several bridges, each agent should be on
+    /// every one). Absent for SSH and in reports of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<u64>,
 }
 
 /// Probe statistics over the sliding window of recent probes.

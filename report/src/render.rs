@@ -89,8 +89,12 @@ pub fn report_table(r: &Report, colour: bool) -> String {
         .nodes
         .iter()
         .filter_map(|n| {
-            let mode = n.paths.konnectivity.as_ref()?.flow_control.as_deref()?;
-            Some(format!("{} {mode}", n.name))
+            let k = n.paths.konnectivity.as_ref()?;
+            let mode = k.flow_control.as_deref()?;
+            Some(match k.agents {
+                Some(a) => format!("{} {mode} ({a} agent{})", n.name, plural(a)),
+                None => format!("{} {mode}", n.name),
+            })
         })
         .collect();
     if !modes.is_empty() {

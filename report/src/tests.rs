@@ -166,6 +166,7 @@ fn the_konnectivity_flow_control_mode_is_in_json_and_table() {
     let mut r = report(&["node-a", "node-b"]);
     r.nodes[0].paths.konnectivity = Some(PathReport {
         flow_control: Some("credit".into()),
+        agents: Some(2),
         ..healthy_path()
     });
     let json = r.to_json();
@@ -174,11 +175,12 @@ fn the_konnectivity_flow_control_mode_is_in_json_and_table() {
         1,
         "{json}"
     );
+    assert_eq!(json.matches("\"agents\": 2").count(), 1, "{json}");
     let back = Report::from_json(&json, "r.json").unwrap();
     assert_eq!(back, r);
     let table = render::report_table(&r, false);
     assert!(
-        table.contains("konnectivity flow control: node-a credit"),
+        table.contains("konnectivity flow control: node-a credit (2 agents)"),
         "{table}"
     );
 }

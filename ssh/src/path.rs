@@ -31,6 +31,7 @@ impl Path for Tunnel {
             reconnects: s.reconnects,
             last_error: s.last_error,
             flow_control: None,
+            agents: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct AgentSpec {
     pub token_file: Option<PathBuf>,
     /// Where its log file goes.
     pub dir: PathBuf,
+    /// More flags, after the kit's (e.g. `--metrics-listen ADDR`).
+    pub extra_args: Vec<String>,
 }
 
 impl AgentSpec {
@@ -56,6 +58,7 @@ impl AgentSpec {
             identifiers: format!("host={name}&ipv4={address}"),
             token_file: None,
             dir,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -127,6 +130,7 @@ impl Agent {
         if let Some(token) = &s.token_file {
             cmd.arg("--service-account-token-path").arg(token);
         }
+        cmd.args(&s.extra_args);
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sshbridge=debug".into());
         let child = cmd
             .env("RUST_LOG", filter)

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod hostkeys;
 pub mod inventory;
 pub mod konnectivity;
+pub mod lb;
 pub mod manifests;
 pub mod migration;
 pub mod net;

@@ -41,6 +41,8 @@ mod manifests;
 mod migration;
 #[path = "e2e/migration_record.rs"]
 mod migration_record;
+#[path = "e2e/multiagent.rs"]
+mod multiagent;
 #[path = "e2e/netfaults.rs"]
 mod netfaults;
 #[path = "e2e/netfaults_agent.rs"]

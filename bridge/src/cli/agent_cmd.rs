@@ -45,12 +45,23 @@ pub(super) struct AgentArgs {
     /// Without it, the agent dials whatever the server asks.
     #[arg(long, value_name = "CIDR:PORTS")]
     allow: Vec<AllowRule>,
-    /// First delay between connect attempts; doubles up to --sync-interval-cap.
+    /// How often the agent checks that it holds a stream to every server
+    /// behind --server (serverCount distinct serverIDs) and dials for a
+    /// missing one; after a failed dial the delay grows by 1.5 up to
+    /// --sync-interval-cap.
     #[arg(long, value_parser = humantime_duration, default_value = "1s")]
     sync_interval: Duration,
     /// Longest delay between connect attempts.
     #[arg(long, value_parser = humantime_duration, default_value = "10s")]
     sync_interval_cap: Duration,
+    /// Keep dialing even when every server is held, so that a serverCount
+    /// that grew is found (each extra stream is a duplicate, closed at once).
+    #[arg(long)]
+    sync_forever: bool,
+    /// Serve the agent's Prometheus metrics on http://ADDR/metrics (servers
+    /// held out of wanted, dials); off by default.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Time limit of one dial to a target.
     #[arg(long, value_parser = humantime_duration, default_value = "5s")]
     dial_timeout: Duration,
@@ -116,8 +127,15 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     cfg.backoff = sshbridge_config::Backoff {
         initial: args.sync_interval,
         max: args.sync_interval_cap.max(args.sync_interval),
-        multiplier: 2.0,
-        jitter: 0.2,
+        multiplier: sshbridge::agent::SYNC_FACTOR,
+        jitter: sshbridge::agent::SYNC_JITTER,
+    };
+    cfg.sync_forever = args.sync_forever;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("--metrics-listen {addr}: cannot listen; is the port free?")
+        })?),
+        None => None,
     };
     info!(
         server = %cfg.server, agent_id = %cfg.agent_id, identifiers = %cfg.identifiers,
@@ -128,6 +146,16 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut handle = Agent::spawn(cfg, CancellationToken::new());
+    let stop_metrics = CancellationToken::new();
+    if let Some(listener) = metrics {
+        let stats = handle.stats_reader();
+        info!(listen = %listener.local_addr()?, "serving the agent's /metrics");
+        tokio::spawn(super::agent_metrics::serve(
+            listener,
+            stats,
+            stop_metrics.clone(),
+        ));
+    }
     let mut signals = 0;
     loop {
         tokio::select! {
@@ -145,6 +173,7 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             handle.stop();
         }
     }
+    stop_metrics.cancel();
     info!("sshbridge agent stopped");
     Ok(ExitCode::SUCCESS)
 }

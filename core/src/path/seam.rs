@@ -78,6 +78,9 @@ pub struct PathStats {
     pub last_error: Option<String>,
     /// How the path bounds a slow reader (Konnectivity's flow control).
     pub flow_control: Option<String>,
+    /// Konnectivity: the node's agents connected to this bridge (distinct
+    /// agent IDs); `None` for SSH.
+    pub agents: Option<u64>,
 }
 
 /// Follows whether a path's transport is up, without a task of its own:

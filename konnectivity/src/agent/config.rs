@@ -35,8 +35,12 @@ pub struct AgentConfig {
     /// HTTP/2 ping interval; the stream is dropped when a ping is not
     /// answered within the same time.
     pub keepalive: Duration,
-    /// Delays between connect attempts.
+    /// Delays between turns of the sync loop (upstream's `--sync-interval`
+    /// and `--sync-interval-cap`, growing by 1.5 with 10 % jitter).
     pub backoff: sshbridge_config::Backoff,
+    /// Keep dialing when every server is held, to find a `serverCount`
+    /// that grew (upstream's `--sync-forever`).
+    pub sync_forever: bool,
     /// Bytes that may wait towards one target; past it the agent stops
     /// reading the stream until the target takes some.
     pub write_buffer: usize,
@@ -94,8 +98,8 @@ pub enum AgentError {
 }
 
 impl AgentConfig {
-    /// A config with upstream's defaults: dial timeout 5 s, reconnects from
-    /// 1 s up to 10 s, 4 MiB per-connection write queue. The server name is
+    /// A config with upstream's defaults: dial timeout 5 s, sync interval
+    /// 1 s growing by 1.5 up to 10 s, 4 MiB per-connection write queue. The server name is
     /// the host part of `server`.
     pub fn new(
         server: impl Into<String>,
@@ -123,9 +127,10 @@ impl AgentConfig {
             backoff: sshbridge_config::Backoff {
                 initial: Duration::from_secs(1),
                 max: Duration::from_secs(10),
-                multiplier: 2.0,
-                jitter: 0.2,
+                multiplier: super::servers::SYNC_FACTOR,
+                jitter: super::servers::SYNC_JITTER,
             },
+            sync_forever: false,
             write_buffer: 4 << 20,
             stall_timeout: Duration::from_secs(30),
             close_grace: Duration::from_secs(5),

@@ -10,6 +10,13 @@ pub struct AgentStats {
     pub connects_total: u64,
     /// Connect attempts that failed.
     pub connect_failures_total: u64,
+    /// Streams closed at once because they reached a server already held.
+    pub duplicate_servers_total: u64,
+    /// Distinct servers (`serverID`s) held now.
+    pub servers_held: u64,
+    /// Servers the agent should hold (the last `serverCount` received);
+    /// 0 before the first server answered.
+    pub servers_wanted: u64,
     /// DIAL_REQs received.
     pub dials_total: u64,
     /// Dials answered with an error (refused, timeout, not allowed).
@@ -32,6 +39,9 @@ pub struct AgentStats {
 pub(super) struct Counters {
     pub(super) connects: AtomicU64,
     pub(super) connect_failures: AtomicU64,
+    pub(super) duplicates: AtomicU64,
+    pub(super) held: AtomicU64,
+    pub(super) wanted: AtomicU64,
     pub(super) dials: AtomicU64,
     pub(super) dial_failures: AtomicU64,
     pub(super) dials_denied: AtomicU64,
@@ -52,6 +62,9 @@ impl Counters {
         AgentStats {
             connects_total: get(&self.connects),
             connect_failures_total: get(&self.connect_failures),
+            duplicate_servers_total: get(&self.duplicates),
+            servers_held: get(&self.held),
+            servers_wanted: get(&self.wanted),
             dials_total: get(&self.dials),
             dial_failures_total: get(&self.dial_failures),
             dials_denied_total: get(&self.dials_denied),

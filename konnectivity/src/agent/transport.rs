@@ -35,8 +35,9 @@ pub(super) struct Link {
     pub outbound: mpsc::Sender<Packet>,
     /// The server's `serverID` header.
     pub server_id: String,
-    /// The server's `serverCount` header.
-    pub server_count: String,
+    /// The server's `serverCount` header; `None` when missing or not a
+    /// number.
+    pub server_count: Option<usize>,
     /// Extensions both sides announced.
     pub ext: Extensions,
     /// The server's receive window per connection (with `credit`).
@@ -169,12 +170,13 @@ async fn open(cfg: &AgentConfig) -> Result<Link, ConnectError> {
             .unwrap_or("")
             .to_string()
     };
-    let (server_id, server_count) = (header("serverid"), header("servercount"));
+    let (server_id, count) = (header("serverid"), header("servercount"));
+    let server_count = count.parse::<usize>().ok();
     let (announced, window) = flow::announced(response.metadata());
     let mut ext = cfg.extensions.both(announced);
     ext.credit &= window.is_some();
-    if server_id.is_empty() || server_count.is_empty() {
-        tracing::warn!(%server, "the server sent no serverID/serverCount header; is it a Konnectivity server?");
+    if server_id.is_empty() || server_count.is_none() {
+        tracing::warn!(%server, server_id, server_count = count, "the server sent no usable serverID/serverCount header; is it a Konnectivity server?");
     }
     Ok(Link {
         inbound: response.into_inner(),

@@ -48,6 +48,7 @@ impl Setup {
             identifiers: format!("host={}&ipv4={}", node.name, node.address),
             token_file: None,
             dir,
+            extra_args: Vec::new(),
         })
         .await?;
         server.wait_ready(UP).await?;

@@ -78,6 +78,7 @@ fn path_report(p: &PathEntry) -> PathReport {
         bytes_sent: stats.bytes_sent,
         bytes_received: stats.bytes_received,
         flow_control: stats.flow_control,
+        agents: stats.agents,
         ..report
     }
 }
