@@ -1,7 +1,8 @@
 //! sshbridge-manifests: ready-to-apply manifests built from an operator's config: kube-apiserver's
 //! EgressSelectorConfiguration, the Konnectivity agent DaemonSet, a static
 //! Pod running the bridge on a control-plane host, and a hardened systemd
-//! unit, and the node-side sshd setup (`node-sshd`).
+//! unit, the node-side sshd setup (`node-sshd`), and the bridge's own RBAC
+//! (`rbac`).
 //!
 //! Rendering only: every function here is pure (a validated
 //! [`sshbridge_config::Config`] and flags in, text out). Loading the config
@@ -18,6 +19,7 @@ mod mounts;
 mod node_sshd;
 mod node_sshd_opts;
 mod node_sshd_text;
+mod rbac;
 mod static_pod;
 mod systemd;
 mod version;
@@ -26,6 +28,8 @@ mod version;
 mod tests;
 #[cfg(test)]
 mod tests_node_sshd;
+#[cfg(test)]
+mod tests_rbac;
 
 use std::path::PathBuf;
 
@@ -37,6 +41,7 @@ pub use node_sshd::{node_sshd, permits};
 pub use node_sshd_opts::{
     NodeSshdError, NodeSshdForm, NodeSshdOptions, PermitScope, MAX_PERMIT_ENTRIES, WAIT_COMMAND,
 };
+pub use rbac::{rbac, RbacOptions};
 pub use static_pod::{static_pod, StaticPodOptions};
 pub use systemd::{systemd_unit, SystemdOptions};
 pub use version::{KubeVersion, VersionError};
@@ -84,6 +89,17 @@ pub enum ManifestError {
         config: PathBuf,
         /// `konnectivity.agent_listen`.
         listen: std::net::SocketAddr,
+    },
+    /// Neither the inventory nor the agents' auth calls the API.
+    #[error(
+        "{}: this config makes no Kubernetes API call, so the bridge needs no RBAC; \
+         [inventory] source = \"kubernetes\" needs list/watch on nodes, \
+         [konnectivity] agent_auth = \"tokenreview\" needs create on tokenreviews and get on pods",
+        .config.display()
+    )]
+    NoApiAccess {
+        /// The config file.
+        config: PathBuf,
     },
 }
 

@@ -6,7 +6,12 @@ use super::*;
 
 /// A valid config in `dir` (keys mode 0600), with `extra` TOML appended
 /// to its `[egress]`/`[admin]`/`[konnectivity]` choices.
-fn config(dir: &Path, egress: &str, admin: &str, konnectivity: &str) -> sshbridge_config::Config {
+pub(super) fn config(
+    dir: &Path,
+    egress: &str,
+    admin: &str,
+    konnectivity: &str,
+) -> sshbridge_config::Config {
     for f in [
         "id_ed25519",
         "known_hosts",

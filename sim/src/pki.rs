@@ -150,17 +150,22 @@ impl Pki {
         self.sign(params)
     }
 
-    /// A node's client certificate in the kubelet's form: common name
-    /// `system:node:NAME`, organization `system:nodes`. The bridge takes it
-    /// as proof that a Konnectivity agent serves node `name`.
-    pub fn issue_node_client(&self, name: &str) -> Result<CertPair, PkiError> {
+    /// A client certificate `cn`, organization (Kubernetes group) `group`.
+    pub fn issue_client_in_group(&self, cn: &str, group: &str) -> Result<CertPair, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let mut dn = dn(&format!("system:node:{name}"));
-        dn.push(DnType::OrganizationName, "system:nodes");
+        let mut dn = dn(cn);
+        dn.push(DnType::OrganizationName, group);
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params)
+    }
+
+    /// A node's client certificate in the kubelet's form: common name
+    /// `system:node:NAME`, organization `system:nodes`. The bridge takes it
+    /// as proof that a Konnectivity agent serves node `name`.
+    pub fn issue_node_client(&self, name: &str) -> Result<CertPair, PkiError> {
+        self.issue_client_in_group(&format!("system:node:{name}"), "system:nodes")
     }
 
     /// A client certificate with common name `cn` and SAN DNS names `dns`.

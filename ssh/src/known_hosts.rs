@@ -8,6 +8,7 @@
 //! `@cert-authority` lines (host certificates signed by that CA) and
 //! `@revoked` lines (a key listed there is refused for every host).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,12 @@ struct Entry {
 pub struct KnownHosts {
     path: PathBuf,
     entries: Vec<Entry>,
+    /// Entries whose patterns are all plain host names (no wildcard, no
+    /// negation), by each of those names: a lookup, not a scan, for the
+    /// one-line-per-node files of large fleets.
+    literal: HashMap<String, Vec<usize>>,
+    /// The other entries (hashed, wildcards, negations), scanned.
+    scanned: Vec<usize>,
 }
 
 impl KnownHosts {
@@ -139,10 +146,41 @@ impl KnownHosts {
                 key: key.key_data().clone(),
             });
         }
+        let mut literal: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut scanned = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match e.hosts.literals() {
+                Some(names) => names
+                    .into_iter()
+                    .for_each(|n| literal.entry(n.to_owned()).or_default().push(i)),
+                None => scanned.push(i),
+            }
+        }
         Ok(KnownHosts {
             path: path.to_owned(),
             entries,
+            literal,
+            scanned,
         })
+    }
+
+    /// The entries covering one of `candidates`, in file order.
+    fn matching<'a>(&'a self, candidates: &[String]) -> impl Iterator<Item = &'a Entry> {
+        let mut found: Vec<usize> = candidates
+            .iter()
+            .filter_map(|c| self.literal.get(c))
+            .flatten()
+            .copied()
+            .chain(
+                self.scanned
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.entries[i].matches(candidates)),
+            )
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().map(|i| &self.entries[i])
     }
 
     /// The file this was read from.
@@ -157,7 +195,7 @@ impl KnownHosts {
         let candidates = target.candidates();
         let mut algs = Vec::new();
         let mut ca = false;
-        for e in self.entries.iter().filter(|e| e.matches(&candidates)) {
+        for e in self.matching(&candidates) {
             match e.marker {
                 Marker::None => {
                     let alg = e.key.algorithm();
@@ -210,9 +248,8 @@ impl KnownHosts {
         let candidates = target.candidates();
         let mut lines = String::new();
         for e in self
-            .entries
-            .iter()
-            .filter(|e| e.marker == Marker::None && e.matches(&candidates))
+            .matching(&candidates)
+            .filter(|e| e.marker == Marker::None)
         {
             if &e.key == key {
                 return Ok(());
@@ -256,11 +293,10 @@ impl KnownHosts {
         self.revoked(target, cert.public_key())?;
         self.revoked(target, cert.signature_key())?;
         let candidates = target.candidates();
-        let Some(ca) = self.entries.iter().find(|e| {
-            e.marker == Marker::CertAuthority
-                && &e.key == cert.signature_key()
-                && e.matches(&candidates)
-        }) else {
+        let Some(ca) = self
+            .matching(&candidates)
+            .find(|e| e.marker == Marker::CertAuthority && &e.key == cert.signature_key())
+        else {
             // Like OpenSSH: a certificate from an unknown CA is judged by
             // the plain key inside it.
             return self.verify_plain(target, cert.public_key());

@@ -26,6 +26,16 @@ pub async fn api_only(pki: &Pki, ca: &Path, dir: &Path) -> anyhow::Result<Contro
     ControlPlane::start(&bins, pki, ca, dir, &egress).await
 }
 
+/// [`api_only`] with RBAC authorization
+/// ([`ControlPlane::start_rbac`]): only the admin may do anything.
+pub async fn api_only_rbac(pki: &Pki, ca: &Path, dir: &Path) -> anyhow::Result<ControlPlane> {
+    let bins = Binaries::from_env()?;
+    std::fs::create_dir_all(dir)?;
+    let egress = dir.join("egress-direct.yaml");
+    std::fs::write(&egress, DIRECT_EGRESS)?;
+    ControlPlane::start_rbac(&bins, pki, ca, dir, &egress).await
+}
+
 /// A Node object as a test registers it: labels, the SSH address
 /// annotation, `spec.podCIDR`, and (through the status subresource) its
 /// InternalIP.

@@ -55,6 +55,8 @@ mod netfaults_slow;
 mod node_sshd;
 #[path = "e2e/node_sshd_certs.rs"]
 mod node_sshd_certs;
+#[path = "e2e/rbac.rs"]
+mod rbac;
 #[path = "e2e/rotation.rs"]
 mod rotation;
 #[path = "e2e/routing.rs"]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use sshbridge::manifests::{
-    self, AgentOptions, EgressOptions, EgressProtocol, KubeVersion, StaticPodOptions,
+    self, AgentOptions, EgressOptions, EgressProtocol, KubeVersion, RbacOptions, StaticPodOptions,
     SystemdOptions,
 };
 
@@ -61,6 +61,23 @@ enum Kind {
         /// Namespace of the agents.
         #[arg(long, default_value = "kube-system")]
         namespace: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The bridge's own RBAC: only what the config needs (list/watch nodes
+    /// for the Kubernetes inventory; create tokenreviews and get pods in
+    /// the agents' namespaces for agent_auth = "tokenreview").
+    Rbac {
+        /// Name of the ServiceAccount, roles and bindings.
+        #[arg(long, default_value = "sshbridge")]
+        name: String,
+        /// Namespace of the ServiceAccount.
+        #[arg(long, default_value = "kube-system")]
+        namespace: String,
+        /// Bind this user (the CN of the kubeconfig's client certificate)
+        /// instead of creating a ServiceAccount.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -170,6 +187,20 @@ pub fn run(args: ManifestsArgs) -> anyhow::Result<ExitCode> {
                 image,
                 server_address,
                 namespace,
+                kubernetes: target.resolve()?,
+            },
+        )?,
+        Kind::Rbac {
+            name,
+            namespace,
+            user,
+            target,
+        } => manifests::rbac(
+            &cfg,
+            &RbacOptions {
+                name,
+                namespace,
+                user,
                 kubernetes: target.resolve()?,
             },
         )?,

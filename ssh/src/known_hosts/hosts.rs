@@ -40,6 +40,20 @@ impl Hosts {
     }
 }
 
+impl Hosts {
+    /// The patterns, when every one is a plain name (no wildcard, no
+    /// negation): then [`Hosts::matches`] is equality with one of them.
+    pub(super) fn literals(&self) -> Option<Vec<&str>> {
+        match self {
+            Hosts::Hashed { .. } => None,
+            Hosts::Patterns(pats) => pats
+                .iter()
+                .map(|(negated, p)| (!negated && !p.contains(['*', '?'])).then_some(p.as_str()))
+                .collect(),
+        }
+    }
+}
+
 /// Parse the host field of a line.
 pub(super) fn parse_hosts(field: &str) -> Result<Hosts, String> {
     if let Some(rest) = field.strip_prefix("|1|") {

@@ -289,3 +289,36 @@ fn malformed_lines_name_file_and_line() {
     let err = KnownHosts::parse(Path::new("/kh"), "h ssh-ed25519 !!!notbase64\n").unwrap_err();
     assert!(err.to_string().starts_with("/kh:1:"), "{err}");
 }
+
+/// Plain lines are found by lookup, the others by a scan; together they
+/// give the same lines, in file order, as a scan of every line would.
+#[test]
+fn looked_up_and_scanned_lines_merge_in_file_order() {
+    let k = Keys::new();
+    let (a, b) = (k.key("a"), k.key("b"));
+    let mut text = format!("10.0.0.*,!10.0.0.9 {a}\n");
+    for i in 0..1000 {
+        text.push_str(&format!("[10.1.{}.{}]:2222 {a}\n", i / 250, i % 250));
+    }
+    text.push_str(&format!(
+        "NODE-A,10.0.0.5 {a}\n[10.0.0.5]:2222,Other {a}\n!x,node-a {a}\n"
+    ));
+    let file = kh(&text);
+    let n = node("node-a", "10.0.0.5", "10.0.0.5", 2222);
+    let err = file.verify(&n, &plain(&b), NOW).unwrap_err();
+    // Line 1 is for port 22 only; 1002 by name, 1003 by [host]:port,
+    // 1004 by name (negation of another host).
+    assert!(
+        matches!(&err, HostKeyError::Mismatch { lines, .. } if lines == "1002, 1003, 1004"),
+        "{err:?}"
+    );
+    file.verify(&n, &plain(&a), NOW).expect("listed");
+    let far = node("n-999", "10.1.3.249", "10.1.3.249", 2222);
+    file.verify(&far, &plain(&a), NOW)
+        .expect("the 1000th plain line");
+    assert!(file
+        .verify(&node("n", "10.0.0.9", "10.0.0.9", 22), &plain(&a), NOW)
+        .is_err());
+    file.verify(&node("n", "10.0.0.8", "10.0.0.8", 22), &plain(&a), NOW)
+        .expect("wildcard line");
+}

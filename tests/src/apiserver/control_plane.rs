@@ -100,12 +100,35 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd and kube-apiserver in `dir` with
     /// `--egress-selector-config-file=egress`, and waits for `/readyz`.
+    /// Every request is allowed (`--authorization-mode=AlwaysAllow`).
     pub async fn start(
         bins: &Binaries,
         pki: &Pki,
         ca: &Path,
         dir: &Path,
         egress: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(bins, pki, ca, dir, egress, "AlwaysAllow").await
+    }
+
+    /// With `--authorization-mode=RBAC`: the admin (`system:masters`) may do all.
+    pub async fn start_rbac(
+        bins: &Binaries,
+        pki: &Pki,
+        ca: &Path,
+        dir: &Path,
+        egress: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(bins, pki, ca, dir, egress, "RBAC").await
+    }
+
+    async fn start_with(
+        bins: &Binaries,
+        pki: &Pki,
+        ca: &Path,
+        dir: &Path,
+        egress: &Path,
+        authorization: &str,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let block = net::block();
@@ -132,7 +155,8 @@ impl ControlPlane {
 
         let files = Files::write(pki, dir, api_ip, egress)?;
         let addr = SocketAddr::new(api_ip, net::free_port(api_ip)?);
-        let flags = apiserver_flags(&files, ca, &etcd_url, addr);
+        let mut flags = apiserver_flags(&files, ca, &etcd_url, addr);
+        flags.push(format!("--authorization-mode={authorization}"));
         let apiserver = spawn(
             Command::new(&bins.apiserver).args(&flags),
             &dir.join("kube-apiserver.log"),
@@ -302,7 +326,7 @@ impl Files {
         let kubelet_client = pki
             .issue_client("kube-apiserver-kubelet-client")?
             .write_to(dir, "apiserver-kubelet-client")?;
-        let admin_pair = pki.issue_client("e2e-admin")?;
+        let admin_pair = pki.issue_client_in_group("e2e-admin", "system:masters")?;
         let admin = admin_pair.write_to(dir, "admin")?;
         // Service-account tokens: a signing key (PKCS#8) and its public
         // half (SPKI); the apiserver insists on both flags.
@@ -341,7 +365,6 @@ fn apiserver_flags(files: &Files, ca: &Path, etcd: &str, addr: SocketAddr) -> Ve
         format!("--kubelet-client-key={}", p(&files.kubelet_client.1)),
         "--kubelet-preferred-address-types=InternalIP".into(),
         format!("--egress-selector-config-file={}", p(&files.egress)),
-        "--authorization-mode=AlwaysAllow".into(),
         "--disable-admission-plugins=ServiceAccount".into(),
         "--endpoint-reconciler-type=none".into(),
         "--service-account-issuer=https://kubernetes.default.svc".into(),

@@ -1,7 +1,7 @@
 //! `bench`: the sshbridge benchmarks of `scripts/bench`, side by side with
 //! OpenSSH and at cluster scale, all on 127.0.0.0/8.
 //!
-//! Usage: `bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale]`.
+//! Usage: `bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale|inventory]`.
 //! Prints a table and writes a JSON report (default
 //! `target/bench/report.json`). Exits 1 on errors only, never because a
 //! number missed its target; in quick mode any broken stream or failed
@@ -12,6 +12,10 @@
 mod daemon;
 #[path = "bench/interactive.rs"]
 mod interactive;
+#[path = "bench/inventory.rs"]
+mod inventory;
+#[path = "bench/inventory_api.rs"]
+mod inventory_api;
 #[path = "bench/konn_path.rs"]
 mod konn_path;
 #[path = "bench/load.rs"]
@@ -37,7 +41,7 @@ use serde_json::json;
 /// How long and how big the run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// CI: under 2 minutes; scale N = 100, 1000. Any broken stream or
+    /// CI: under 3 minutes; scale N = 100, 1000; inventory N = 200. Any broken stream or
     /// failed request fails the run.
     Quick,
     /// Longer windows, three rounds per throughput row; N up to 5000.
@@ -71,10 +75,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--full" => args.mode = Mode::Full,
             "--bin" => args.bin = it.next().context("--bin needs a path")?.into(),
             "--out" => args.out = it.next().context("--out needs a path")?.into(),
-            "--only" => args.only = Some(it.next().context("--only needs ssh, konn or scale")?),
+            "--only" => {
+                args.only = Some(
+                    it.next()
+                        .context("--only needs ssh, konn, scale or inventory")?,
+                )
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale]"
+                    "usage: bench [--quick|--full] [--bin PATH] [--out FILE] [--only ssh|konn|scale|inventory]"
                 );
                 std::process::exit(0);
             }
@@ -82,8 +91,8 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     if let Some(only) = &args.only {
-        if !["ssh", "konn", "scale"].contains(&only.as_str()) {
-            bail!("--only {only:?}: expected ssh, konn or scale");
+        if !["ssh", "konn", "scale", "inventory"].contains(&only.as_str()) {
+            bail!("--only {only:?}: expected ssh, konn, scale or inventory");
         }
     }
     if !args.bin.exists() {
@@ -168,6 +177,26 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<()> {
         eprintln!("bench: scale, N = {:?} ...", plan.sizes);
         rows.extend(scale::run(&args.bin, &work.path().join("scale"), &plan).await?);
     }
+    if matches!(args.only.as_deref(), None | Some("inventory")) {
+        let plan = match args.mode {
+            Mode::Quick => inventory::Plan {
+                nodes: 200,
+                add: 50,
+                delete: 50,
+            },
+            Mode::Full => inventory::Plan {
+                nodes: 5000,
+                add: 500,
+                delete: 500,
+            },
+        };
+        eprintln!(
+            "bench: inventory from a real kube-apiserver, N = {}, burst +{}/-{} ...",
+            plan.nodes, plan.add, plan.delete
+        );
+        let dir = work.path().join("inventory");
+        rows.extend(inventory::run(&args.bin, &dir, plan).await?);
+    }
     let table = report::table(&rows);
     println!("{table}");
     let header = json!({
@@ -220,7 +249,7 @@ fn main() -> ExitCode {
         }
     };
     let limit = match args.mode {
-        Mode::Quick => Duration::from_secs(170),
+        Mode::Quick => Duration::from_secs(230),
         Mode::Full => Duration::from_secs(1800),
     };
     let result = rt.block_on(async {

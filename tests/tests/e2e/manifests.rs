@@ -22,13 +22,15 @@ type Doc = [&'static str; 2];
 
 const UPSTREAM_IMAGE: &str = "registry.k8s.io/kas-network-proxy/proxy-agent:v0.33.1";
 
-/// Two configs covering every branch of the generators: (a) admin on a
+/// Configs covering every branch of the generators: (a) admin on a
 /// unix socket, agents with their nodes' own identity, sshbridge's image;
-/// (b) admin on TCP, agents sharing one certificate, upstream's image.
+/// (b) admin on TCP, agents sharing one certificate, upstream's image;
+/// (c) the Node inventory and agents' tokens, for the bridge's RBAC.
 struct Configs {
     dir: tempfile::TempDir,
     a: PathBuf,
     b: PathBuf,
+    c: PathBuf,
 }
 
 fn configs() -> anyhow::Result<Configs> {
@@ -69,7 +71,19 @@ fn configs() -> anyhow::Result<Configs> {
         "listen = \"127.0.0.1:8133\"\ntoken_file = \"token\"",
         "claimed",
     )?;
-    Ok(Configs { dir, a, b })
+    let c = dir.path().join("c.toml");
+    std::fs::write(
+        &c,
+        "[bridge]\nid = \"cp-1\"\n[egress]\nhttp_connect_uds = \"/run/sshbridge/egress.sock\"\n\
+         [ssh]\nidentity = \"id_ed25519\"\nknown_hosts = \"known_hosts\"\n\
+         [admin]\nlisten = \"unix:/run/sshbridge/admin.sock\"\n[konnectivity]\n\
+         agent_listen = \"10.0.0.1:8132\"\ncert = \"k.crt\"\nkey = \"k.key\"\n\
+         agent_auth = \"tokenreview\"\n[konnectivity.tokenreview]\n\
+         service_accounts = [\"kube-system/konnectivity-agent\"]\n[kubernetes]\n\
+         [inventory]\nsource = \"kubernetes\"\n\
+         [migration]\nstore = \"file:/var/lib/sshbridge/migration.json\"\n",
+    )?;
+    Ok(Configs { dir, a, b, c })
 }
 
 /// Every Kubernetes manifest for release `v`, written under `dir`: the
@@ -81,6 +95,13 @@ fn render(c: &Configs, v: KubeVersion, dir: &Path) -> anyhow::Result<Vec<(PathBu
         ["DaemonSet", "konnectivity-agent"],
     ];
     let pod = vec![["Pod", "sshbridge"]];
+    let rbac = vec![
+        ["ServiceAccount", "sshbridge"],
+        ["ClusterRole", "sshbridge"],
+        ["ClusterRoleBinding", "sshbridge"],
+        ["Role", "sshbridge"],
+        ["RoleBinding", "sshbridge"],
+    ];
     let sets = [
         ("agent-a", &c.a, vec!["konnectivity-agent"], agent.clone()),
         (
@@ -91,6 +112,7 @@ fn render(c: &Configs, v: KubeVersion, dir: &Path) -> anyhow::Result<Vec<(PathBu
         ),
         ("pod-a", &c.a, vec!["static-pod"], pod.clone()),
         ("pod-b", &c.b, vec!["static-pod"], pod),
+        ("rbac-c", &c.c, vec!["rbac"], rbac),
     ];
     std::fs::create_dir_all(dir)?;
     let mut out = Vec::new();
@@ -177,7 +199,7 @@ fn manifests_validate_against_the_schemas_of_every_release_in_the_range() -> any
         expected.len(),
         failures.join("\n")
     );
-    assert_eq!(expected.len(), 4 * 18, "every manifest for 1.20 to 1.37");
+    assert_eq!(expected.len(), 5 * 18, "every manifest for 1.20 to 1.37");
     let control = &verdicts[&(newest_agent, oldest)];
     assert!(
         control.iter().any(|l| l.starts_with("ERROR")
@@ -262,6 +284,9 @@ async fn kube_apiserver_1_20_accepts_the_manifests_generated_for_it() -> anyhow:
 fn kubectl_kind(kind: &str) -> String {
     match kind {
         "DaemonSet" => "daemonset.apps".into(),
+        "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding" => {
+            format!("{}.rbac.authorization.k8s.io", kind.to_lowercase())
+        }
         other => other.to_lowercase(),
     }
 }

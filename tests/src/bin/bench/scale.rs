@@ -2,7 +2,7 @@
 //! on many loopback addresses in front of one real `sshbridge run`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,17 +20,19 @@ use crate::ssh_path::bridge_config;
 /// Bound on "all tunnels up" (cold or after the storm).
 const ALL_UP: Duration = Duration::from_secs(120);
 
-/// N simulated nodes, each a `SimSshd` on its own 127.x address.
-struct Farm {
+/// N simulated nodes, each a `SimSshd` on its own 127.x address (also
+/// the inventory group's nodes).
+pub struct Farm {
     config: Vec<SimSshdConfig>,
-    addrs: Vec<SocketAddr>,
+    /// Where each node's SSH server listens.
+    pub addrs: Vec<SocketAddr>,
     servers: Vec<SimSshd>,
     stop: CancellationToken,
 }
 
 impl Farm {
     /// `template` gives the host key and the authorized client key.
-    async fn start(n: usize, template: &SimSshdConfig) -> anyhow::Result<Self> {
+    pub async fn start(n: usize, template: &SimSshdConfig) -> anyhow::Result<Self> {
         let mut farm = Farm {
             config: Vec::new(),
             addrs: Vec::new(),
@@ -57,7 +59,8 @@ impl Farm {
         Ok(farm)
     }
 
-    fn known_hosts(&self) -> String {
+    /// One known_hosts line per node (`[ip]:port KEY`).
+    pub fn known_hosts(&self) -> String {
         let key = self.config[0].host_key.public_key();
         self.addrs
             .iter()
@@ -109,8 +112,13 @@ impl Drop for Farm {
 
 impl Farm {
     /// Connections the farm is serving right now (handshaking or up).
-    fn active(&self) -> u64 {
-        self.servers
+    pub fn active(&self) -> u64 {
+        self.active_on(0..self.servers.len())
+    }
+
+    /// Connections the nodes `nodes` (indexes) are serving right now.
+    pub fn active_on(&self, nodes: std::ops::Range<usize>) -> u64 {
+        self.servers[nodes]
             .iter()
             .map(|s| s.stats().connections_active)
             .sum()
@@ -128,8 +136,9 @@ pub struct Plan {
     pub streams: usize,
 }
 
-/// Runs rows 5 and 6.
-pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>> {
+/// The bridge's client key (written to `dir/id_ed25519`, whose path is
+/// returned) and a farm template with a fresh host key that authorizes it.
+pub fn farm_keys(dir: &Path) -> anyhow::Result<(PathBuf, SimSshdConfig)> {
     std::fs::create_dir_all(dir)?;
     let client = keys::generate_ed25519();
     let identity = dir.join("id_ed25519");
@@ -140,6 +149,12 @@ pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>
         allow: Vec::new(),
         name: String::new(),
     };
+    Ok((identity, template))
+}
+
+/// Runs rows 5 and 6.
+pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>> {
+    let (identity, template) = farm_keys(dir)?;
     // A one-node bridge: the fixed cost that per-tunnel numbers exclude.
     let base = {
         let farm = Farm::start(1, &template).await?;

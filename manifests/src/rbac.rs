@@ -1,0 +1,164 @@
+//! The bridge's own access to the Kubernetes API: a ServiceAccount (for a
+//! bridge running in a pod) or a named user (a kubeconfig's), and the
+//! least RBAC the config in use needs, nothing more:
+//!
+//! - `[inventory] source = "kubernetes"`: `list` and `watch` on `nodes`
+//!   (the Node watch, and its one-item list while the watch fails);
+//! - `[konnectivity] agent_auth = "tokenreview"`: `create` on
+//!   `tokenreviews` (cluster scope), and `get` on `pods` only in the
+//!   namespaces of the allowed service accounts (a token is bound to a
+//!   node through its pod's `spec.nodeName`), as a Role per namespace.
+//!
+//! A config that makes no API call gets an error, not an empty role.
+
+use std::collections::BTreeSet;
+
+use sshbridge_config::{AgentAuth, Config, InventorySource};
+
+use super::{for_version, header, quote, KubeVersion, ManifestError};
+
+/// Flags of `manifests rbac`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacOptions {
+    /// `--name`: the ServiceAccount, ClusterRole and binding names.
+    pub name: String,
+    /// `--namespace`: the ServiceAccount's.
+    pub namespace: String,
+    /// `--user NAME`: bind this user (the kubeconfig's client certificate
+    /// CN) instead of creating a ServiceAccount.
+    pub user: Option<String>,
+    /// `--kubernetes-version`: the cluster's release.
+    pub kubernetes: KubeVersion,
+}
+
+impl Default for RbacOptions {
+    fn default() -> Self {
+        RbacOptions {
+            name: "sshbridge".into(),
+            namespace: "kube-system".into(),
+            user: None,
+            kubernetes: KubeVersion::NEWEST,
+        }
+    }
+}
+
+/// One rule: why (a comment), API group, resource, verbs.
+struct Rule {
+    why: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+}
+
+const NODES: Rule = Rule {
+    why: "[inventory] source = \"kubernetes\": the Node watch",
+    group: "",
+    resource: "nodes",
+    verbs: &["list", "watch"],
+};
+const TOKENREVIEWS: Rule = Rule {
+    why: "[konnectivity] agent_auth = \"tokenreview\": agents' service account tokens",
+    group: "authentication.k8s.io",
+    resource: "tokenreviews",
+    verbs: &["create"],
+};
+const PODS: Rule = Rule {
+    why: "agent_auth = \"tokenreview\": an agent's pod's spec.nodeName binds its token to a node",
+    group: "",
+    resource: "pods",
+    verbs: &["get"],
+};
+
+/// The ServiceAccount (unless `--user`), ClusterRole and ClusterRoleBinding
+/// of the cluster-wide rules, and a Role and RoleBinding per namespace of
+/// the allowed agent service accounts.
+pub fn rbac(cfg: &Config, opts: &RbacOptions) -> Result<String, ManifestError> {
+    let mut cluster = Vec::new();
+    if cfg.inventory.source == InventorySource::Kubernetes {
+        cluster.push(NODES);
+    }
+    let mut pod_namespaces = BTreeSet::new();
+    if let Some(AgentAuth::TokenReview(t)) = cfg.konnectivity.as_ref().map(|k| &k.agent_auth) {
+        cluster.push(TOKENREVIEWS);
+        pod_namespaces.extend(t.service_accounts.iter().map(|s| s.namespace.clone()));
+    }
+    if cluster.is_empty() {
+        return Err(ManifestError::NoApiAccess {
+            config: cfg.source.clone(),
+        });
+    }
+    let mut out = header(
+        "The bridge's access to the Kubernetes API: only what this config needs.",
+        &cfg.source,
+    );
+    out.push_str(&for_version(opts.kubernetes, &[]));
+    let name = quote(&opts.name);
+    let mut docs = Vec::new();
+    let subject = match &opts.user {
+        Some(user) => format!(
+            "- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: {}\n",
+            quote(user)
+        ),
+        None => {
+            docs.push(format!(
+                "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  \
+                 namespace: {}\n",
+                quote(&opts.namespace)
+            ));
+            format!(
+                "- kind: ServiceAccount\n  name: {name}\n  namespace: {}\n",
+                quote(&opts.namespace)
+            )
+        }
+    };
+    docs.push(format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  \
+         name: {name}\nrules:\n{}",
+        rules(&cluster)
+    ));
+    docs.push(binding(
+        "ClusterRoleBinding",
+        "ClusterRole",
+        &name,
+        None,
+        &subject,
+    ));
+    for ns in &pod_namespaces {
+        let ns = quote(ns);
+        docs.push(format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  \
+             name: {name}\n  namespace: {ns}\nrules:\n{}",
+            rules(&[PODS])
+        ));
+        docs.push(binding("RoleBinding", "Role", &name, Some(&ns), &subject));
+    }
+    out.push_str(&docs.join("---\n"));
+    Ok(out)
+}
+
+fn rules(rules: &[Rule]) -> String {
+    rules
+        .iter()
+        .map(|r| {
+            let verbs: Vec<String> = r.verbs.iter().map(|v| quote(v)).collect();
+            format!(
+                "# {}\n- apiGroups: [{}]\n  resources: [{}]\n  verbs: [{}]\n",
+                r.why,
+                quote(r.group),
+                quote(r.resource),
+                verbs.join(", ")
+            )
+        })
+        .collect()
+}
+
+fn binding(kind: &str, role: &str, name: &str, ns: Option<&str>, subject: &str) -> String {
+    let ns = ns
+        .map(|n| format!("\n  namespace: {n}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {name}{ns}\n\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: {role}\n  name: {name}\n\
+         subjects:\n{subject}"
+    )
+}
