@@ -7,13 +7,19 @@
 //! - `[konnectivity] agent_auth = "tokenreview"`: `create` on
 //!   `tokenreviews` (cluster scope), and `get` on `pods` only in the
 //!   namespaces of the allowed service accounts (a token is bound to a
-//!   node through its pod's `spec.nodeName`), as a Role per namespace.
+//!   node through its pod's `spec.nodeName`), as a Role per namespace;
+//! - `[migration] store = "kubernetes:NS/NAME"`: in the record's
+//!   namespace `get`/`update` on that ConfigMap only, and in the Lease's
+//!   namespace `get`/`update` on that Lease only (`[migration.leader_election]`),
+//!   plus `create` on each kind (RBAC cannot name an object that does not
+//!   exist yet).
 //!
 //! A config that makes no API call gets an error, not an empty role.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use sshbridge_config::{AgentAuth, Config, InventorySource};
+use sshbridge_migrate::StoreSpec;
 
 use super::{for_version, header, quote, KubeVersion, ManifestError};
 
@@ -42,32 +48,82 @@ impl Default for RbacOptions {
     }
 }
 
-/// One rule: why (a comment), API group, resource, verbs.
+/// One rule: why (a comment), API group, resource, verbs, and the only
+/// objects it applies to (all when empty).
+#[derive(Clone)]
 struct Rule {
     why: &'static str,
     group: &'static str,
     resource: &'static str,
     verbs: &'static [&'static str],
+    names: Vec<String>,
 }
 
-const NODES: Rule = Rule {
-    why: "[inventory] source = \"kubernetes\": the Node watch",
-    group: "",
-    resource: "nodes",
-    verbs: &["list", "watch"],
-};
-const TOKENREVIEWS: Rule = Rule {
-    why: "[konnectivity] agent_auth = \"tokenreview\": agents' service account tokens",
-    group: "authentication.k8s.io",
-    resource: "tokenreviews",
-    verbs: &["create"],
-};
-const PODS: Rule = Rule {
-    why: "agent_auth = \"tokenreview\": an agent's pod's spec.nodeName binds its token to a node",
-    group: "",
-    resource: "pods",
-    verbs: &["get"],
-};
+fn nodes() -> Rule {
+    Rule {
+        why: "[inventory] source = \"kubernetes\": the Node watch",
+        group: "",
+        resource: "nodes",
+        verbs: &["list", "watch"],
+        names: Vec::new(),
+    }
+}
+
+fn tokenreviews() -> Rule {
+    Rule {
+        why: "[konnectivity] agent_auth = \"tokenreview\": agents' service account tokens",
+        group: "authentication.k8s.io",
+        resource: "tokenreviews",
+        verbs: &["create"],
+        names: Vec::new(),
+    }
+}
+
+fn pods() -> Rule {
+    Rule {
+        why:
+            "agent_auth = \"tokenreview\": an agent's pod's spec.nodeName binds its token to a node",
+        group: "",
+        resource: "pods",
+        verbs: &["get"],
+        names: Vec::new(),
+    }
+}
+
+/// The rules of a shared migration record and its Lease, by namespace.
+fn shared_record(cfg: &Config) -> Vec<(String, Rule)> {
+    let Ok(StoreSpec::Kubernetes { namespace, name }) = StoreSpec::parse(&cfg.migration.store)
+    else {
+        return Vec::new();
+    };
+    let record = |verbs, names| Rule {
+        why: "[migration] store = \"kubernetes:...\": the shared migration record",
+        group: "",
+        resource: "configmaps",
+        verbs,
+        names,
+    };
+    let mut out = vec![
+        (namespace.clone(), record(&["get", "update"], vec![name])),
+        (namespace, record(&["create"], Vec::new())),
+    ];
+    if let Some(le) = &cfg.migration.leader_election {
+        let lease = |verbs, names| Rule {
+            why:
+                "[migration.leader_election]: the Lease that picks the bridge driving the migration",
+            group: "coordination.k8s.io",
+            resource: "leases",
+            verbs,
+            names,
+        };
+        out.push((
+            le.lease_namespace.clone(),
+            lease(&["get", "update"], vec![le.lease_name.clone()]),
+        ));
+        out.push((le.lease_namespace.clone(), lease(&["create"], Vec::new())));
+    }
+    out
+}
 
 /// The ServiceAccount (unless `--user`), ClusterRole and ClusterRoleBinding
 /// of the cluster-wide rules, and a Role and RoleBinding per namespace of
@@ -75,14 +131,22 @@ const PODS: Rule = Rule {
 pub fn rbac(cfg: &Config, opts: &RbacOptions) -> Result<String, ManifestError> {
     let mut cluster = Vec::new();
     if cfg.inventory.source == InventorySource::Kubernetes {
-        cluster.push(NODES);
+        cluster.push(nodes());
     }
-    let mut pod_namespaces = BTreeSet::new();
+    let mut namespaced: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
     if let Some(AgentAuth::TokenReview(t)) = cfg.konnectivity.as_ref().map(|k| &k.agent_auth) {
-        cluster.push(TOKENREVIEWS);
-        pod_namespaces.extend(t.service_accounts.iter().map(|s| s.namespace.clone()));
+        cluster.push(tokenreviews());
+        for sa in &t.service_accounts {
+            let rules = namespaced.entry(sa.namespace.clone()).or_default();
+            if rules.is_empty() {
+                rules.push(pods());
+            }
+        }
     }
-    if cluster.is_empty() {
+    for (ns, rule) in shared_record(cfg) {
+        namespaced.entry(ns).or_default().push(rule);
+    }
+    if cluster.is_empty() && namespaced.is_empty() {
         return Err(ManifestError::NoApiAccess {
             config: cfg.source.clone(),
         });
@@ -111,24 +175,26 @@ pub fn rbac(cfg: &Config, opts: &RbacOptions) -> Result<String, ManifestError> {
             )
         }
     };
-    docs.push(format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  \
-         name: {name}\nrules:\n{}",
-        rules(&cluster)
-    ));
-    docs.push(binding(
-        "ClusterRoleBinding",
-        "ClusterRole",
-        &name,
-        None,
-        &subject,
-    ));
-    for ns in &pod_namespaces {
+    if !cluster.is_empty() {
+        docs.push(format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  \
+             name: {name}\nrules:\n{}",
+            rules(&cluster)
+        ));
+        docs.push(binding(
+            "ClusterRoleBinding",
+            "ClusterRole",
+            &name,
+            None,
+            &subject,
+        ));
+    }
+    for (ns, ns_rules) in &namespaced {
         let ns = quote(ns);
         docs.push(format!(
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  \
              name: {name}\n  namespace: {ns}\nrules:\n{}",
-            rules(&[PODS])
+            rules(ns_rules)
         ));
         docs.push(binding("RoleBinding", "Role", &name, Some(&ns), &subject));
     }
@@ -141,8 +207,14 @@ fn rules(rules: &[Rule]) -> String {
         .iter()
         .map(|r| {
             let verbs: Vec<String> = r.verbs.iter().map(|v| quote(v)).collect();
+            let names = if r.names.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<String> = r.names.iter().map(|n| quote(n)).collect();
+                format!("  resourceNames: [{}]\n", names.join(", "))
+            };
             format!(
-                "# {}\n- apiGroups: [{}]\n  resources: [{}]\n  verbs: [{}]\n",
+                "# {}\n- apiGroups: [{}]\n  resources: [{}]\n{names}  verbs: [{}]\n",
                 r.why,
                 quote(r.group),
                 quote(r.resource),

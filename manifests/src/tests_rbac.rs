@@ -108,3 +108,53 @@ fn a_config_without_api_calls_gets_an_error_not_an_empty_role() {
         "{err}"
     );
 }
+
+#[test]
+fn a_shared_migration_record_gets_its_configmap_and_lease_by_name_only() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), "", "unix:/run/sshbridge/admin.sock", "");
+    cfg.migration.store = "kubernetes:sshbridge/migration".into();
+    cfg.migration.leader_election = Some(sshbridge_config::LeaderElection {
+        lease_namespace: "kube-system".into(),
+        lease_name: "migration-leader".into(),
+        lease_duration: std::time::Duration::from_secs(15),
+        renew_deadline: std::time::Duration::from_secs(10),
+        retry_period: std::time::Duration::from_secs(2),
+    });
+    let y = rbac(&cfg, &RbacOptions::default()).unwrap();
+    // No cluster-wide rule: the record and the Lease are namespaced.
+    assert!(!y.contains("kind: ClusterRole\n"), "{y}");
+    let role = |ns: &str| {
+        y.split("---\n")
+            .find(|d| {
+                d.contains(&format!(
+                    "kind: Role\nmetadata:\n  name: \"sshbridge\"\n  namespace: \"{ns}\"\n"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no Role in {ns}:\n{y}"))
+            .to_owned()
+    };
+    let record = role("sshbridge");
+    assert!(
+        record.contains("  resources: [\"configmaps\"]\n  resourceNames: [\"migration\"]\n  verbs: [\"get\", \"update\"]\n"),
+        "{record}"
+    );
+    assert!(
+        record.contains("  resources: [\"configmaps\"]\n  verbs: [\"create\"]\n"),
+        "{record}"
+    );
+    assert!(
+        !record.contains("list") && !record.contains("leases"),
+        "{record}"
+    );
+    let lease = role("kube-system");
+    assert!(
+        lease.contains("- apiGroups: [\"coordination.k8s.io\"]\n  resources: [\"leases\"]\n  resourceNames: [\"migration-leader\"]\n  verbs: [\"get\", \"update\"]\n"),
+        "{lease}"
+    );
+    assert!(
+        lease.contains("  resources: [\"leases\"]\n  verbs: [\"create\"]\n"),
+        "{lease}"
+    );
+    assert_eq!(y.matches("kind: RoleBinding\n").count(), 2, "{y}");
+}

@@ -10,7 +10,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, WatchEvent};
 use sshbridge_config::Kubernetes;
+use sshbridge_kubeapi::lease::{ElectionSettings, Leadership};
+use sshbridge_kubeapi::record::KubeStore;
 use sshbridge_kubeapi::tokenreview::{ReviewFailure, TokenReviewer};
+use sshbridge_migrate::{MigrationState, Store};
 use sshbridge_sim::pki::Pki;
 use sshbridge_tests::apiserver::ControlPlane;
 use sshbridge_tests::inventory::{api_only_rbac, kubectl_ok};
@@ -19,8 +22,15 @@ use tokio_stream::StreamExt;
 
 use crate::support::within;
 
-/// A bridge config in `dir` with `sections` (placeholder key files).
-fn config(dir: &Path, name: &str, sections: &str) -> anyhow::Result<PathBuf> {
+/// A file migration store (`[migration]` body).
+const FILE_STORE: &str = "store = \"file:/var/lib/sshbridge/migration.json\"\n";
+/// A shared record and its Lease (`[migration]` body).
+const SHARED_STORE: &str = "store = \"kubernetes:kube-system/sshbridge-migration\"\n\
+[migration.leader_election]\nlease_duration = \"4s\"\nrenew_deadline = \"3s\"\nretry_period = \"500ms\"\n";
+
+/// A bridge config in `dir` with the `[migration]` body `migration` and
+/// `sections` (placeholder key files).
+fn config(dir: &Path, name: &str, migration: &str, sections: &str) -> anyhow::Result<PathBuf> {
     for f in ["id_ed25519", "known_hosts", "k.crt", "k.key"] {
         let p = dir.join(f);
         std::fs::write(&p, "placeholder\n")?;
@@ -33,8 +43,7 @@ fn config(dir: &Path, name: &str, sections: &str) -> anyhow::Result<PathBuf> {
             "[bridge]\nid = \"cp-1\"\n[egress]\nhttp_connect_uds = \"/run/sshbridge/egress.sock\"\n\
              [ssh]\nidentity = \"id_ed25519\"\nknown_hosts = \"known_hosts\"\n\
              [admin]\nlisten = \"unix:/run/sshbridge/admin.sock\"\n\
-             [migration]\nstore = \"file:/var/lib/sshbridge/migration.json\"\n\
-             [kubernetes]\n{sections}"
+             [migration]\n{migration}[kubernetes]\n{sections}"
         ),
     )?;
     Ok(path)
@@ -108,9 +117,20 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
         kubectl_ok(&cp, &["create", "namespace", "agents"]).await?;
         // Bridge "full": the Node inventory and agents' tokens; bridge
         // "inv": the inventory only, so no token or pod rules.
-        let full = config(dir.path(), "full.toml", &format!("{INVENTORY}{TOKENS}"))?;
-        let inv = config(dir.path(), "inv.toml", INVENTORY)?;
-        for (cfg, name) in [(&full, "sshbridge"), (&inv, "sshbridge-inv")] {
+        let full = config(
+            dir.path(),
+            "full.toml",
+            FILE_STORE,
+            &format!("{INVENTORY}{TOKENS}"),
+        )?;
+        let inv = config(dir.path(), "inv.toml", FILE_STORE, INVENTORY)?;
+        // Bridge "ha": the shared migration record and its Lease only.
+        let ha = config(dir.path(), "ha.toml", SHARED_STORE, "")?;
+        for (cfg, name) in [
+            (&full, "sshbridge"),
+            (&inv, "sshbridge-inv"),
+            (&ha, "sshbridge-ha"),
+        ] {
             let yaml = generate(
                 cfg,
                 &["rbac", "--name", name, "--kubernetes-version", "1.20"],
@@ -121,6 +141,11 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
         }
         let sa_full = "system:serviceaccount:kube-system:sshbridge";
         let sa_inv = "system:serviceaccount:kube-system:sshbridge-inv";
+        let sa_ha = "system:serviceaccount:kube-system:sshbridge-ha";
+        let (record, lease) = (
+            "configmaps/sshbridge-migration",
+            "leases.coordination.k8s.io/sshbridge-migration-leader",
+        );
         let tokenreviews = "tokenreviews.authentication.k8s.io";
         can_i_all(
             &cp,
@@ -140,6 +165,29 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
                 (sa_inv, &["create", tokenreviews], false),
                 (sa_inv, &["get", "pods", "-n", "agents"], false),
                 (sa_inv, &["list", "secrets", "-n", "kube-system"], false),
+                (sa_inv, &["get", record, "-n", "kube-system"], false),
+                (sa_ha, &["get", record, "-n", "kube-system"], true),
+                (sa_ha, &["update", record, "-n", "kube-system"], true),
+                (sa_ha, &["create", "configmaps", "-n", "kube-system"], true),
+                (
+                    sa_ha,
+                    &["get", "configmaps/other", "-n", "kube-system"],
+                    false,
+                ),
+                (sa_ha, &["list", "configmaps", "-n", "kube-system"], false),
+                (sa_ha, &["get", record, "-n", "default"], false),
+                (sa_ha, &["update", lease, "-n", "kube-system"], true),
+                (
+                    sa_ha,
+                    &[
+                        "update",
+                        "leases.coordination.k8s.io/other",
+                        "-n",
+                        "kube-system",
+                    ],
+                    false,
+                ),
+                (sa_ha, &["list", "nodes"], false),
                 (
                     "system:serviceaccount:kube-system:nobody",
                     &["list", "nodes"],
@@ -190,6 +238,30 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
             Err(ReviewFailure::Unavailable(why)) if why.contains("403") => {}
             other => anyhow::bail!("a TokenReview as {sa_inv} must be forbidden: {other:?}"),
         }
+
+        // The shared record and the Lease under the "ha" account: the
+        // record is created, read back and updated; the elector leads.
+        let as_ha = client(&kubeconfig_as(&cp, sa_ha)?).await?;
+        let mut store = KubeStore::new(as_ha.clone(), "kube-system", "sshbridge-migration");
+        anyhow::ensure!(store.load().await?.is_none(), "a record before any write");
+        let state = MigrationState::default();
+        store.save(&state).await?;
+        store.save(&state).await?;
+        anyhow::ensure!(store.load().await?.is_some(), "the record as {sa_ha}");
+        let settings = ElectionSettings {
+            namespace: "kube-system".into(),
+            name: "sshbridge-migration-leader".into(),
+            identity: "cp-1".into(),
+            lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
+            retry_period: Duration::from_millis(500),
+        };
+        let leadership = Leadership::start(as_ha, settings);
+        let mut led = leadership.watch();
+        tokio::time::timeout(Duration::from_secs(20), led.wait_for(|s| s.leading))
+            .await
+            .map_err(|_| anyhow::anyhow!("{sa_ha} did not lead within 20s"))??;
+        leadership.release().await;
         Ok(())
     })
     .await
