@@ -297,6 +297,7 @@ impl Cluster {
             down_after: 2,
             up_after: 1,
             extra_bridge_lines: Vec::new(),
+            migration: None,
             nodes: self.nodes.iter().map(Node::entry).collect(),
         })
     }

@@ -129,6 +129,7 @@ impl Lab {
             down_after: 2,
             up_after: 1,
             extra_bridge_lines: Vec::new(),
+            migration: None,
             extra_ssh_lines: Vec::new(),
             nodes: self
                 .nodes

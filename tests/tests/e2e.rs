@@ -15,6 +15,8 @@ mod doctor;
 mod doctor_certs;
 #[path = "e2e/failures.rs"]
 mod failures;
+#[path = "e2e/ha_leader.rs"]
+mod ha_leader;
 #[path = "e2e/hardening.rs"]
 mod hardening;
 #[path = "e2e/health.rs"]

@@ -86,6 +86,9 @@ pub struct BridgeConfig {
     /// Extra `key = value` lines put in `[bridge]` (to make a config
     /// invalid on purpose, or `id = "..."` to name the bridge).
     pub extra_bridge_lines: Vec<String>,
+    /// The body of `[migration]` (its tables may follow), instead of the
+    /// default file store in [`BridgeConfig::dir`].
+    pub migration: Option<String>,
     /// `[[node]]`
     pub nodes: Vec<NodeEntry>,
 }
@@ -166,13 +169,16 @@ impl BridgeConfig {
             ),
             Some(a) => a.keys(),
         };
-        t.push_str(&format!(
-            "\n[admin]\n{admin}\n[migration]\nstore = {}\n",
-            toml_str(&format!(
-                "file:{}",
-                self.dir.join("migration.json").display()
-            )),
-        ));
+        let migration = self.migration.clone().unwrap_or_else(|| {
+            format!(
+                "store = {}\n",
+                toml_str(&format!(
+                    "file:{}",
+                    self.dir.join("migration.json").display()
+                ))
+            )
+        });
+        t.push_str(&format!("\n[admin]\n{admin}\n[migration]\n{migration}"));
         if let Some(k) = k {
             t.push_str(&k.sections());
         }

@@ -66,6 +66,7 @@ pub fn bridge_config(
         down_after: 3,
         up_after: 2,
         extra_bridge_lines: Vec::new(),
+        migration: None,
         nodes,
     })
 }
