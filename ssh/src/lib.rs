@@ -36,6 +36,8 @@ mod connect;
 pub mod diagnose;
 mod error;
 mod events;
+#[cfg(test)]
+mod footprint;
 pub mod known_hosts;
 mod path;
 mod rollover;

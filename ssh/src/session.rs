@@ -27,8 +27,11 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         }
         shared.set_state(TunnelState::Connecting);
         let ctx = shared.context();
+        // The handshake futures are boxed: inline, their state (russh's
+        // whole connect) would size this actor's task for its whole life,
+        // about 10 KiB per idle tunnel.
         let attempt = tokio::select! {
-            r = rollover::connect(&shared, ctx) => r,
+            r = Box::pin(rollover::connect(&shared, ctx)) => r,
             _ = stop.cancelled() => break,
         };
         match attempt {
@@ -53,7 +56,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                         _ = shared.parked_and_idle() => break Some("sshbridge no longer needs this session"),
                         Ok(()) = rolls.changed() => {
                             let next = tokio::select! {
-                                r = rollover::attempt(&shared) => r,
+                                r = Box::pin(rollover::attempt(&shared)) => r,
                                 _ = stop.cancelled() => None,
                             };
                             if let Some((est, ctx)) = next {

@@ -82,11 +82,12 @@ impl Run {
         let (address, port) = (s.target.ip(), s.target.port());
         let started = Instant::now();
         let (timeout, kubelet_path) = (self.settings.timeout, self.settings.kubelet_path.clone());
-        let probe = tokio::time::timeout(
+        // Boxed: a TLS + HTTP probe's state inline would size this task
+        // (one per node and path) by it between probes too, ~6 KiB a node.
+        let mut probe = Box::pin(tokio::time::timeout(
             timeout,
             probe::probe_once(dialer, address, port, &kubelet_path, tls),
-        );
-        tokio::pin!(probe);
+        ));
         let result = loop {
             tokio::select! {
                 biased;
