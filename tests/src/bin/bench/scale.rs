@@ -182,7 +182,7 @@ pub async fn run(bin: &Path, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<Row>
         let g = "scale ssh";
         rows.push(
             Row::new(g, &format!("idle RSS per tunnel, N={n}"), "KiB", per)
-                .target(Goal::AtMost, On::Value, 64.0)
+                .target(Goal::AtMost, On::Value, 48.0)
                 .note(&format!(
                     "bridge RSS {:.1} MiB with {n} tunnels up, {:.1} MiB with 1",
                     mib(rss),
