@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sshbridge_config::HostPort;
 use sshbridge_fuzz::{fuzz, Target};
-use sshbridge_migrate::{FileStore, MigrationState, Store};
+use sshbridge_migrate::{FileStore, MigrationState};
 use sshbridge_report::{diff, Report, Thresholds};
 use sshbridge_ssh::{HostIdentity, KnownHosts};
 
@@ -167,8 +167,8 @@ fn fuzz_report_file() {
 fn fuzz_migration_store() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("migration.json");
-    let mut store = FileStore::new(&path);
-    store.save(&MigrationState::default()).expect("save");
+    let store = FileStore::new(&path);
+    store.write(&MigrationState::default()).expect("save");
     let seeds = vec![std::fs::read(&path).expect("saved state")];
     let target = Target {
         name: "migration_store",
@@ -189,15 +189,15 @@ fn fuzz_migration_store() {
     let copy = dir.path().join("copy.json");
     fuzz(target, |input| {
         std::fs::write(&path, input).map_err(|e| e.to_string())?;
-        let Ok(Some(state)) = FileStore::new(&path).load() else {
+        let Ok(Some(state)) = FileStore::new(&path).read() else {
             return Ok(());
         };
-        let mut other = FileStore::new(&copy);
+        let other = FileStore::new(&copy);
         other
-            .save(&state)
+            .write(&state)
             .map_err(|e| format!("a loaded state cannot be saved: {e}"))?;
         let again = other
-            .load()
+            .read()
             .map_err(|e| format!("a saved state does not load: {e}"))?;
         if again.as_ref() != Some(&state) {
             return Err("a saved state reads back different".into());
