@@ -98,7 +98,7 @@ async fn two_bridges_on_one_record_elect_one_leader_and_hand_over_on_kill_and_on
         two.dir = cluster.dir.path().join("bridge-2");
         std::fs::create_dir_all(&two.dir)?;
         two.uds = two.dir.join("egress.sock");
-        let mut bridges = vec![
+        let mut bridges = [
             Bridge::start(one, Some(&target)).await?,
             Bridge::start(two, Some(&target)).await?,
         ];
