@@ -5,6 +5,7 @@ mod crash;
 mod failing_store;
 mod fake;
 mod lifecycle;
+mod peers;
 
 use std::sync::Arc;
 use std::time::Duration;
