@@ -13,6 +13,7 @@ mod migration;
 mod migration_api;
 mod node;
 mod observe;
+mod peers;
 mod reload;
 mod route;
 mod status;
@@ -98,6 +99,8 @@ struct Shared {
     /// certificate watch), and its certificate's metrics.
     ssh: std::sync::Mutex<Arc<SshContext>>,
     certs: certs::CertMetrics,
+    /// The other bridges' health of our nodes (`[ha] status`).
+    peers: peers::Peers,
 }
 
 impl Shared {
@@ -254,7 +257,9 @@ impl Daemon {
             ),
             ssh: std::sync::Mutex::new(ctx.clone()),
             certs: cert_metrics,
+            peers: Default::default(),
         });
+        peers::start(&shared, &tasks, root.child_token());
         tasks.spawn(
             "ssh certificate watch",
             certs::watch(shared.clone(), root.child_token()),

@@ -4,7 +4,8 @@
 //! What it does: build one [`kube::Client`] from a kubeconfig (or the
 //! in-cluster service account); watch the Node objects and turn them into
 //! the bridge's nodes ([`inventory`]); review Konnectivity agents' service
-//! account tokens ([`tokenreview`]).
+//! account tokens ([`tokenreview`]); publish and list the per-bridge status
+//! objects of a highly available control plane ([`status`]).
 //!
 //! What it does not: decide anything about routing; the daemon owns that.
 
@@ -12,6 +13,7 @@
 
 mod client;
 pub mod inventory;
+pub mod status;
 pub mod tokenreview;
 
 pub use client::{client, ClientError};

@@ -102,6 +102,9 @@ pub fn report_table(r: &Report, colour: bool) -> String {
     if let Some(inv) = &r.inventory {
         out.push_str(&crate::inventory::table(inv));
     }
+    if let Some(b) = &r.bridges {
+        out.push_str(&crate::bridges::table(b));
+    }
     if let Some(c) = &r.ssh_certificate {
         out.push('\n');
         out.push_str(&certificate_line(c));
@@ -282,7 +285,7 @@ fn bytes(n: u64) -> String {
     format!("{v:.1}{}", UNITS[unit])
 }
 
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     let one_line = s.replace(['\n', '\r'], " ");
     if one_line.chars().count() <= MAX_ERROR {
         return one_line;
