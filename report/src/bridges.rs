@@ -139,7 +139,63 @@ fn one(v: &NodeOnBridge) -> String {
         if v.agents == 1 { "" } else { "s" }
     );
     if let Some(e) = &v.last_error {
-        s.push_str(&format!(" ({})", crate::render::truncate(e)));
+        let one_line = e.replace(['\n', '\r'], " ");
+        s.push_str(&format!(
+            " ({})",
+            one_line.chars().take(80).collect::<String>()
+        ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_each_bridge_and_what_it_sees() {
+        let seen = |id: &str, this, gone: Option<&str>| BridgeSeen {
+            id: id.into(),
+            this,
+            gone: gone.map(str::to_owned),
+            age_seconds: 0.0,
+        };
+        let on = |bridge: &str, k: &str, agents| NodeOnBridge {
+            bridge: bridge.into(),
+            ssh: Some("up".into()),
+            konnectivity: Some(k.into()),
+            agents,
+            last_error: (k != "up").then(|| "dial refused\nby peer".into()),
+            ..NodeOnBridge::default()
+        };
+        let gone = NodeOnBridge {
+            bridge: "cp-3".into(),
+            gone: true,
+            ..NodeOnBridge::default()
+        };
+        let b = BridgesReport {
+            namespace: "kube-system".into(),
+            interval_seconds: 5.0,
+            bridges: vec![
+                seen("cp-1", true, None),
+                seen("cp-2", false, None),
+                seen("cp-3", false, Some("no status for 16s")),
+            ],
+            publish: PublishReport::default(),
+            nodes: vec![NodeAcross {
+                name: "node-a".into(),
+                agents_reach: 1,
+                live_bridges: 2,
+                bridges: vec![on("cp-1", "up", 1), on("cp-2", "down", 0), gone],
+            }],
+        };
+        let t = table(&b);
+        assert!(
+            t.contains(
+                "bridges (kube-system, every 5s): cp-1 (this), cp-2, cp-3 GONE (no status for 16s)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("node-a: agents reach 1 of 2 live bridges; cp-1 ssh up, konnectivity up, 1 agent; cp-2 ssh up, konnectivity down, 0 agents (dial refused by peer); cp-3 gone"), "{t}");
+    }
 }

@@ -285,7 +285,7 @@ fn bytes(n: u64) -> String {
     format!("{v:.1}{}", UNITS[unit])
 }
 
-pub(crate) fn truncate(s: &str) -> String {
+fn truncate(s: &str) -> String {
     let one_line = s.replace(['\n', '\r'], " ");
     if one_line.chars().count() <= MAX_ERROR {
         return one_line;
