@@ -135,6 +135,28 @@ pub fn judge(node: &str, peers: &[PeerView]) -> PeerVerdict {
     }
 }
 
+/// `doc` within `budget` bytes of JSON: when it is larger, the last errors
+/// are dropped (the states stay, so a broken path still fails the check).
+/// Returns the document and whether it had to drop them.
+pub fn fit<K: Ord + Serialize>(
+    mut doc: std::collections::BTreeMap<K, NodeHealth>,
+    budget: usize,
+) -> (std::collections::BTreeMap<K, NodeHealth>, bool) {
+    let size = serde_json::to_string(&doc).map_or(0, |s| s.len());
+    if size <= budget {
+        return (doc, false);
+    }
+    for h in doc.values_mut() {
+        for p in [h.ssh.as_mut(), h.konnectivity.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            p.last_error = None;
+        }
+    }
+    (doc, true)
+}
+
 impl PeerVerdict {
     /// This verdict folded into this bridge's `(passed, reason)`: a
     /// failure replaces a pass; notes are appended either way.
@@ -234,6 +256,37 @@ mod tests {
         assert!(v.passed && v.notes.is_empty());
         assert_eq!(v.fold(false, "local"), (false, "local".to_owned()));
         assert_eq!(v.fold(true, "local"), (true, "local".to_owned()));
+    }
+
+    #[test]
+    fn five_thousand_nodes_fit_a_configmap_once_errors_are_dropped() {
+        let mut view = healthy();
+        for p in [view.ssh.as_mut(), view.konnectivity.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            (p.window, p.p50_ms, p.p99_ms) = (64, Some(12.3), Some(456.7));
+        }
+        let doc: std::collections::BTreeMap<String, NodeHealth> = (0..5000)
+            .map(|i| (format!("node-{i:05}.zone-a"), view.clone()))
+            .collect();
+        let healthy = serde_json::to_string(&doc).unwrap().len();
+        let mut broken = doc.clone();
+        for h in broken.values_mut() {
+            let k = h.konnectivity.as_mut().unwrap();
+            k.state = "down".into();
+            k.last_error = Some("e".repeat(160));
+        }
+        let worst = serde_json::to_string(&broken).unwrap().len();
+        let fitted = serde_json::to_string(&fit(broken, 900 << 10).0)
+            .unwrap()
+            .len();
+        eprintln!(
+            "5,000 nodes: {healthy} bytes healthy ({} per node), {worst} with every error, {fitted} fitted",
+            healthy / 5000
+        );
+        assert!(healthy < 900 << 10);
+        assert!(worst > 900 << 10 && fitted < 900 << 10);
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod doctor_certs;
 mod failures;
 #[path = "e2e/hardening.rs"]
 mod hardening;
+#[path = "e2e/hastatus.rs"]
+mod hastatus;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/hostkeys.rs"]

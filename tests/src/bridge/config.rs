@@ -84,7 +84,7 @@ pub struct BridgeConfig {
     /// `[health] up_after`
     pub up_after: u32,
     /// Extra `key = value` lines put in `[bridge]` (to make a config
-    /// invalid on purpose).
+    /// invalid on purpose; an `id = ...` line replaces the default `e2e`).
     pub extra_bridge_lines: Vec<String>,
     /// `[[node]]`
     pub nodes: Vec<NodeEntry>,
@@ -99,7 +99,14 @@ impl BridgeConfig {
     /// The config file's TOML with the Konnectivity sections of `k`.
     pub fn to_toml_with(&self, k: Option<&KonnectivityConfig>) -> String {
         let q = |p: &Path| toml_str(&p.display().to_string());
-        let mut t = String::from("[bridge]\nid = \"e2e\"\n");
+        let mut t = String::from("[bridge]\n");
+        if !self
+            .extra_bridge_lines
+            .iter()
+            .any(|l| l.starts_with("id = "))
+        {
+            t.push_str("id = \"e2e\"\n");
+        }
         for line in &self.extra_bridge_lines {
             t.push_str(line);
             t.push('\n');

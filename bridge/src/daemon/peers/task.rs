@@ -17,6 +17,8 @@ use crate::tasks::Tasks;
 
 /// Wait between attempts to build the API client.
 const CLIENT_RETRY: Duration = Duration::from_secs(2);
+/// Largest nodes' document written: a ConfigMap holds at most 1 MiB.
+const MAX_DOC: usize = 900 << 10;
 /// Checks for a change per interval.
 const CHECKS_PER_INTERVAL: u32 = 5;
 
@@ -65,8 +67,14 @@ async fn run(
     let check = interval / CHECKS_PER_INTERVAL;
     let (mut written, mut said, mut listed): (Option<Instant>, String, Option<Instant>) =
         (None, String::new(), None);
+    let mut was_trimmed = false;
     loop {
-        let doc = super::document(&shared.snapshot());
+        let snap = shared.snapshot();
+        let (doc, trimmed) = sshbridge_migrate::peers::fit(super::document(&snap), MAX_DOC);
+        if trimmed && !was_trimmed {
+            warn!("bridge status: the nodes' document is over {MAX_DOC} bytes; last errors are left out (states stay)");
+        }
+        was_trimmed = trimmed;
         let json = serde_json::to_string(&doc).unwrap_or_default();
         let key = what_it_says(&doc);
         let due = written.is_none_or(|at| at.elapsed() + check / 2 >= interval);
