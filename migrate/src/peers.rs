@@ -38,6 +38,10 @@ pub struct PathView {
     /// The last error, kept only while the path is not up.
     #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Its class (`dial_error`, `tls_error`, `io_error`, `http_error`,
+    /// `timeout`, `transport`), kept only while the path is not up.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
 }
 
 /// One node as one bridge sees it.
@@ -62,11 +66,12 @@ impl NodeHealth {
             return Some("it has no konnectivity path (no [konnectivity] section)".into());
         };
         if k.state != "up" {
-            let last = k
-                .last_error
-                .as_deref()
-                .map(|e| format!("; last error: {e}"))
-                .unwrap_or_default();
+            let last = match (&k.error_class, &k.last_error) {
+                (Some(c), Some(e)) => format!("; last error ({c}): {e}"),
+                (None, Some(e)) => format!("; last error: {e}"),
+                (Some(c), None) => format!("; last error: {c}"),
+                (None, None) => String::new(),
+            };
             return Some(format!(
                 "its konnectivity path is {} ({} of {} recent probes failed){last}",
                 k.state, k.failures, k.window
@@ -186,6 +191,7 @@ mod tests {
             p50_ms: Some(1.0),
             p99_ms: Some(2.0),
             last_error: None,
+            error_class: None,
         };
         NodeHealth {
             ssh: Some(up.clone()),
@@ -209,12 +215,17 @@ mod tests {
         k.state = "down".into();
         k.failures = 3;
         k.last_error = Some("dial 10.0.0.7:10250: no route to host".into());
+        k.error_class = Some("dial_error".into());
         let peers = [peer("cp-2", Some(healthy())), peer("cp-3", Some(broken))];
         let v = judge("node-a", &peers);
         assert!(!v.passed);
         assert!(v.reason.contains("bridge cp-3"), "{}", v.reason);
         assert!(!v.reason.contains("cp-2"), "{}", v.reason);
-        assert!(v.reason.contains("no route to host"), "{}", v.reason);
+        assert!(
+            v.reason.contains("last error (dial_error): dial 10.0.0.7"),
+            "{}",
+            v.reason
+        );
         let (passed, why) = v.fold(true, "local comparison fine");
         assert!(!passed);
         assert!(why.starts_with("node node-a is not healthy from every bridge"));

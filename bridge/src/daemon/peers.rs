@@ -245,6 +245,10 @@ fn node_health(name: &str, entry: &NodeEntry) -> NodeHealth {
                 .last_error
                 .filter(|_| state != PathState::Up)
                 .map(|e| e.chars().take(MAX_ERROR).collect()),
+            error_class: h
+                .last_error_class
+                .filter(|_| state != PathState::Up)
+                .map(str::to_owned),
         })
     };
     let agents = entry.hub.as_ref().map_or(0, |hub| {
