@@ -14,6 +14,7 @@ mod migration_api;
 mod migration_shared;
 mod node;
 mod observe;
+mod peers;
 mod reload;
 mod route;
 mod status;
@@ -99,6 +100,8 @@ struct Shared {
     /// certificate watch), and its certificate's metrics.
     ssh: std::sync::Mutex<Arc<SshContext>>,
     certs: certs::CertMetrics,
+    /// The other bridges' health of our nodes (`[ha] status`).
+    peers: peers::Peers,
 }
 
 impl Shared {
@@ -261,7 +264,9 @@ impl Daemon {
             ),
             ssh: std::sync::Mutex::new(ctx.clone()),
             certs: cert_metrics,
+            peers: Default::default(),
         });
+        peers::start(&shared, &tasks, root.child_token());
         tasks.spawn(
             "ssh certificate watch",
             certs::watch(shared.clone(), root.child_token()),

@@ -212,6 +212,9 @@ pub struct PathHealth {
     pub transport_up: bool,
     /// The last failure, naming node, address and what to do.
     pub last_error: Option<String>,
+    /// Its class: `dial_error`, `tls_error`, `io_error`, `http_error`,
+    /// `timeout` or `transport`.
+    pub last_error_class: Option<&'static str>,
     /// Failed probes in a row.
     pub consecutive_failures: u32,
     /// Successful probes in a row.
@@ -266,6 +269,7 @@ impl ProbeHandle {
             since: t.since,
             transport_up: t.transport_up,
             last_error: t.last_error.clone(),
+            last_error_class: t.last_error_class,
             consecutive_failures: t.consecutive_failures,
             consecutive_successes: t.consecutive_successes,
             latency_p50_ms: t.latency_ms(0.5),

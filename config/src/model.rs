@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-
 mod kubernetes;
 mod migration;
 pub use kubernetes::*;
@@ -35,6 +34,8 @@ pub struct Config {
     pub kubernetes: Option<Kubernetes>,
     /// `[inventory]`
     pub inventory: Inventory,
+    /// `[ha]`: per-bridge status objects (health across bridges).
+    pub ha: Ha,
     /// `[[node]]`, in file order. Names and addresses are unique.
     pub nodes: Vec<Node>,
 }

@@ -30,7 +30,17 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub inventory: RawInventory,
     #[serde(default)]
+    pub ha: RawHa,
+    #[serde(default)]
     pub node: Vec<RawNode>,
+}
+
+/// `[ha]`: what a bridge shares with the other bridges of its control plane.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHa {
+    pub status: Option<Str>,
+    pub status_interval: Option<Str>,
 }
 
 /// `[inventory]`: where the node list comes from.

@@ -43,6 +43,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
     if let (Some(raw_k), Some(k)) = (&raw.konnectivity, &konnectivity) {
         tokenreview::needs_kubernetes(&mut cx, raw_k, k, kubernetes.is_some());
     }
+    let ha = kubernetes::ha(&mut cx, &raw.ha, kubernetes.is_some());
     let nodes = nodes::nodes(&mut cx, &raw.node, ssh.port, konnectivity.is_some());
     if !cx.d.is_empty() {
         return Err(cx.d.into_error());
@@ -58,6 +59,7 @@ pub(crate) fn validate(raw: &RawConfig, text: &str, source: &Path) -> Result<Con
         migration,
         kubernetes,
         inventory,
+        ha,
         nodes,
     })
 }

@@ -6,7 +6,8 @@
 //! the bridge's nodes ([`inventory`]); review Konnectivity agents' service
 //! account tokens ([`tokenreview`]); keep the migration record of several
 //! bridges in one ConfigMap ([`record`]); elect the one bridge that drives
-//! it with a Lease ([`lease`]).
+//! it with a Lease ([`lease`]); publish and list the per-bridge status
+//! objects of a highly available control plane ([`status`]).
 //!
 //! What it does not: decide anything about routing; the daemon owns that.
 
@@ -16,6 +17,7 @@ mod client;
 pub mod inventory;
 pub mod lease;
 pub mod record;
+pub mod status;
 pub mod tokenreview;
 
 pub use client::{client, ClientError};

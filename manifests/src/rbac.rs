@@ -12,7 +12,13 @@
 //!   namespace `get`/`update` on that ConfigMap only, and in the Lease's
 //!   namespace `get`/`update` on that Lease only (`[migration.leader_election]`),
 //!   plus `create` on each kind (RBAC cannot name an object that does not
-//!   exist yet).
+//!   exist yet);
+//! - `[ha] status = "kubernetes:NS"`: in that namespace `list` on
+//!   `configmaps` (the other bridges' status objects), and `get`, `create`
+//!   and `update` on them, not by name: each bridge's object is named after
+//!   its `[bridge] id`, which defaults to the host name (a pod's name in a
+//!   Deployment) and so is not known here. Give the status objects a
+//!   namespace of their own: these rules cover every ConfigMap in it.
 //!
 //! A config that makes no API call gets an error, not an empty role.
 
@@ -125,6 +131,22 @@ fn shared_record(cfg: &Config) -> Vec<(String, Rule)> {
     out
 }
 
+/// The rules of the per-bridge status objects (`[ha] status`), with their
+/// namespace.
+fn status_objects(cfg: &Config) -> Option<(String, Rule)> {
+    let namespace = cfg.ha.status_namespace.clone()?;
+    Some((
+        namespace,
+        Rule {
+            why: "[ha] status: this bridge's status object (named after its id) and the others'",
+            group: "",
+            resource: "configmaps",
+            verbs: &["get", "list", "create", "update"],
+            names: Vec::new(),
+        },
+    ))
+}
+
 /// The ServiceAccount (unless `--user`), ClusterRole and ClusterRoleBinding
 /// of the cluster-wide rules, and a Role and RoleBinding per namespace of
 /// the allowed agent service accounts.
@@ -143,7 +165,7 @@ pub fn rbac(cfg: &Config, opts: &RbacOptions) -> Result<String, ManifestError> {
             }
         }
     }
-    for (ns, rule) in shared_record(cfg) {
+    for (ns, rule) in shared_record(cfg).into_iter().chain(status_objects(cfg)) {
         namespaced.entry(ns).or_default().push(rule);
     }
     if cluster.is_empty() && namespaced.is_empty() {

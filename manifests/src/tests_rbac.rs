@@ -158,3 +158,31 @@ fn a_shared_migration_record_gets_its_configmap_and_lease_by_name_only() {
     );
     assert_eq!(y.matches("kind: RoleBinding\n").count(), 2, "{y}");
 }
+
+#[test]
+fn status_objects_get_configmaps_in_their_namespace_only() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), "", "unix:/run/sshbridge/admin.sock", "");
+    cfg.ha.status_namespace = Some("sshbridge-status".into());
+    let y = rbac(&cfg, &RbacOptions::default()).unwrap();
+    assert!(!y.contains("kind: ClusterRole\n"), "{y}");
+    let roles: Vec<&str> = y
+        .split("---\n")
+        .filter(|d| d.contains("\nkind: Role\n"))
+        .collect();
+    assert_eq!(roles.len(), 1, "{y}");
+    assert!(
+        roles[0].contains("  namespace: \"sshbridge-status\"\n"),
+        "{}",
+        roles[0]
+    );
+    assert_eq!(
+        rules_of(&y, "Role"),
+        [
+            "- apiGroups: [\"\"]",
+            "  resources: [\"configmaps\"]",
+            "  verbs: [\"get\", \"list\", \"create\", \"update\"]",
+        ],
+        "{y}"
+    );
+}

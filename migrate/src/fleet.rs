@@ -101,4 +101,10 @@ pub trait Fleet: Send + Sync + 'static {
     /// Send `node`'s new streams over `route` from now on. Open streams stay
     /// on the path they started on, and the SSH session is kept either way.
     fn set_route(&self, node: &str, route: Route) -> Result<(), RouteError>;
+
+    /// What the other bridges of the control plane say of `node` (health
+    /// across bridges). None by default: a single bridge decides alone.
+    fn peers(&self, _node: &str) -> Vec<crate::peers::PeerView> {
+        Vec::new()
+    }
 }

@@ -15,6 +15,7 @@
 pub mod compare;
 pub mod controller;
 pub mod fleet;
+pub mod peers;
 pub mod plan;
 pub mod settings;
 pub mod state;
@@ -25,6 +26,7 @@ pub use controller::{
     Controller, ControllerError, FinalState, NodeStatus, Role, RollbackTarget, Status,
 };
 pub use fleet::{Fleet, LiveCounters, NodeView, ProbeSample, RouteError};
+pub use peers::{judge as judge_peers, NodeHealth, PathView, PeerVerdict, PeerView};
 pub use plan::{plan, Plan};
 pub use settings::{ApplyOptions, BatchSpec, Settings};
 pub use sshbridge_config::Route;

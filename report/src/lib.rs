@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+mod bridges;
 mod certificate;
 pub mod diff;
 #[cfg(any(test, feature = "fixtures"))]
@@ -30,6 +31,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use bridges::{BridgeSeen, BridgesReport, NodeAcross, NodeOnBridge, PublishReport};
 pub use certificate::CertificateReport;
 pub use diff::{diff, Change, Diff, Thresholds, What};
 pub use inventory::{InventoryReport, Unservable, WatchReport};
@@ -65,6 +67,9 @@ pub struct Report {
     /// before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_certificate: Option<CertificateReport>,
+    /// Health across bridges (`[ha] status`); absent when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridges: Option<BridgesReport>,
 }
 
 /// Identity and age of the bridge that wrote a report.
@@ -238,6 +243,7 @@ impl Report {
             nodes,
             inventory: None,
             ssh_certificate: None,
+            bridges: None,
         }
     }
 

@@ -106,6 +106,9 @@ pub fn report_table(r: &Report, colour: bool) -> String {
     if let Some(inv) = &r.inventory {
         out.push_str(&crate::inventory::table(inv));
     }
+    if let Some(b) = &r.bridges {
+        out.push_str(&crate::bridges::table(b));
+    }
     if let Some(c) = &r.ssh_certificate {
         out.push('\n');
         out.push_str(&certificate_line(c));

@@ -19,6 +19,8 @@ mod failures;
 mod ha_leader;
 #[path = "e2e/hardening.rs"]
 mod hardening;
+#[path = "e2e/hastatus.rs"]
+mod hastatus;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/hostkeys.rs"]

@@ -81,6 +81,13 @@ impl Fleet for DaemonFleet {
             .unwrap_or_default()
     }
 
+    fn peers(&self, node: &str) -> Vec<sshbridge_migrate::PeerView> {
+        self.shared
+            .upgrade()
+            .map(|s| s.peers.views(node))
+            .unwrap_or_default()
+    }
+
     fn set_route(&self, node: &str, route: Route) -> Result<(), RouteError> {
         let Some(shared) = self.shared.upgrade() else {
             return Err(RouteError {

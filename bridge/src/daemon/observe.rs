@@ -26,6 +26,7 @@ impl Shared {
         let mut report = Report::new(bridge, nodes, SystemTime::now());
         report.inventory = self.inventory.report();
         report.ssh_certificate = self.certificate_report();
+        report.bridges = self.peers.report(&snap);
         report
     }
 }

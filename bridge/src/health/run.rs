@@ -128,7 +128,12 @@ impl Run {
         }
         self.update(move |t, _| match failure {
             None => t.tracker.success(elapsed, SystemTime::now()),
-            Some(f) => t.tracker.failure(elapsed, f.to_string(), SystemTime::now()),
+            Some(f) => {
+                let class = f.error.kind().as_str();
+                let changed = t.tracker.failure(elapsed, f.to_string(), SystemTime::now());
+                t.tracker.last_error_class = Some(class);
+                changed
+            }
         });
     }
 

@@ -32,6 +32,9 @@ pub(crate) struct Tracker {
     pub(crate) probes_ok: u64,
     pub(crate) probes_failed: u64,
     pub(crate) last_error: Option<String>,
+    /// The class of `last_error`: a probe error kind's label, or
+    /// `transport` (set by the prober and by [`Tracker::transport`]).
+    pub(crate) last_error_class: Option<&'static str>,
     pub(crate) last_probe: Option<SystemTime>,
     window: VecDeque<Sample>,
 }
@@ -52,6 +55,7 @@ impl Tracker {
             probes_ok: 0,
             probes_failed: 0,
             last_error: None,
+            last_error_class: None,
             last_probe: None,
             window: VecDeque::with_capacity(WINDOW),
         }
@@ -131,10 +135,12 @@ impl Tracker {
                 return None;
             }
             self.last_error = Some(reason());
+            self.last_error_class = Some("transport");
             return self.set(PathState::Down, now);
         }
         if self.state != PathState::Down || self.last_error.is_none() {
             self.last_error = Some(reason());
+            self.last_error_class = Some("transport");
         }
         self.set(PathState::Down, now)
     }

@@ -63,3 +63,15 @@ pub const NODE_ADDRESS_TYPES: [&str; 5] = [
     "InternalDNS",
     "ExternalDNS",
 ];
+
+/// `[ha]`: what a bridge shares with the other bridges of a highly
+/// available control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ha {
+    /// `status = "kubernetes:NAMESPACE"`: the namespace of the per-bridge
+    /// status objects; `None` (the default) publishes and reads nothing.
+    pub status_namespace: Option<String>,
+    /// How often the bridge publishes its status and reads the others';
+    /// a bridge silent for 3 intervals is gone.
+    pub status_interval: std::time::Duration,
+}

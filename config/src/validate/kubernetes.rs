@@ -2,8 +2,8 @@
 //! context) and the `[inventory]` section (static or discovered nodes).
 
 use super::Ctx;
-use crate::model::{Inventory, InventorySource, Kubernetes, NODE_ADDRESS_TYPES};
-use crate::raw::{RawInventory, RawKubernetes, Str};
+use crate::model::{Ha, Inventory, InventorySource, Kubernetes, NODE_ADDRESS_TYPES};
+use crate::raw::{RawHa, RawInventory, RawKubernetes, Str};
 use crate::units::Problem;
 
 pub(super) fn kubernetes(cx: &mut Ctx<'_>, raw: &RawKubernetes) -> Kubernetes {
@@ -164,4 +164,65 @@ fn annotation(cx: &mut Ctx<'_>, key: &str, v: Option<&Str>) -> Option<String> {
     };
     cx.report(&v.span(), key, p);
     None
+}
+
+/// Default `[ha] status_interval`: a change is seen by the other bridges
+/// within 5 s (well inside a shadow of 5 probes at 2 s), 12 writes a minute
+/// per bridge, and a stopped bridge is gone after 15 s.
+const DEFAULT_STATUS_INTERVAL: &str = "5s";
+/// Bounds of `[ha] status_interval`: below 1 s the writes load the
+/// apiserver for nothing; above 5 min a dead bridge counts for 15 min.
+const STATUS_INTERVAL_RANGE: (u64, u64) = (1, 300);
+
+pub(super) fn ha(cx: &mut Ctx<'_>, raw: &RawHa, have_kubernetes: bool) -> Ha {
+    let status_namespace = raw.status.as_ref().and_then(|v| {
+        let Some(ns) = v.get_ref().strip_prefix("kubernetes:") else {
+            let p = Problem {
+                message: format!("{:?} is not a status location", v.get_ref()),
+                hint: Some("write \"kubernetes:NAMESPACE\", or remove the key (no status objects)".into()),
+            };
+            cx.report(&v.span(), "ha.status", p);
+            return None;
+        };
+        let label = !ns.is_empty()
+            && ns.len() <= 63
+            && !ns.contains('.')
+            && crate::units::is_dns1123_subdomain(ns);
+        if !label {
+            let p = Problem {
+                message: format!("{ns:?} is not a namespace name"),
+                hint: Some("a DNS-1123 label: lower-case letters, digits and '-', e.g. \"kube-system\"".into()),
+            };
+            cx.report(&v.span(), "ha.status", p);
+            return None;
+        }
+        if !have_kubernetes {
+            let p = Problem {
+                message: "needs a [kubernetes] section".into(),
+                hint: Some("add [kubernetes] with kubeconfig = \"PATH\", or an empty [kubernetes] for the in-cluster service account".into()),
+            };
+            cx.report(&v.span(), "ha.status", p);
+        }
+        Some(ns.to_owned())
+    });
+    let status_interval = cx.duration(
+        "ha.status_interval",
+        raw.status_interval.as_ref(),
+        DEFAULT_STATUS_INTERVAL,
+        false,
+    );
+    let (lo, hi) = STATUS_INTERVAL_RANGE;
+    if let Some(v) = &raw.status_interval {
+        if status_interval.as_secs() < lo || status_interval.as_secs() > hi {
+            let p = Problem {
+                message: format!("must be between {lo}s and {hi}s"),
+                hint: Some(format!("the default is \"{DEFAULT_STATUS_INTERVAL}\"")),
+            };
+            cx.report(&v.span(), "ha.status_interval", p);
+        }
+    }
+    Ha {
+        status_namespace,
+        status_interval,
+    }
 }

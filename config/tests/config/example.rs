@@ -136,6 +136,8 @@ fn example_documents_every_key_with_its_default() {
         "ssh_port",
         "ssh_address_annotation",
         "watch_grace",
+        "status",
+        "status_interval",
         "name",
         "address",
         "ssh_address",

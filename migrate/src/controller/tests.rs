@@ -7,6 +7,7 @@ mod failing_store;
 mod fake;
 mod follow;
 mod lifecycle;
+mod peers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -186,12 +186,16 @@ pub(super) async fn soak<F: Fleet>(
         }
         let live = fleet.live(&node, Route::Konnectivity);
         let verdict = judge(&base, &live, &tally, s.max_failure_ratio);
+        // Then the other bridges: a node broken from one of them fails too.
+        let verdict = verdict.map_err(|b| b.to_string()).and_then(|summary| {
+            let peers = crate::peers::judge(&node, &fleet.peers(&node));
+            match peers.passed {
+                true => Ok(peers.fold(true, &summary).1),
+                false => Err(peers.reason),
+            }
+        });
         let event = match verdict {
-            Err(breach) => Event::SoakBreach {
-                node,
-                gen,
-                reason: breach.to_string(),
-            },
+            Err(reason) => Event::SoakBreach { node, gen, reason },
             Ok(summary) if Instant::now() >= deadline => Event::SoakClean { node, gen, summary },
             Ok(_) => continue,
         };

@@ -12,6 +12,7 @@ use kube::api::{Api, ListParams, WatchEvent};
 use sshbridge_config::Kubernetes;
 use sshbridge_kubeapi::lease::{ElectionSettings, Leadership};
 use sshbridge_kubeapi::record::KubeStore;
+use sshbridge_kubeapi::status::{self, Publisher};
 use sshbridge_kubeapi::tokenreview::{ReviewFailure, TokenReviewer};
 use sshbridge_migrate::{MigrationState, Store};
 use sshbridge_sim::pki::Pki;
@@ -49,6 +50,8 @@ fn config(dir: &Path, name: &str, migration: &str, sections: &str) -> anyhow::Re
     Ok(path)
 }
 
+/// Per-bridge status objects in their own namespace.
+const STATUS: &str = "[ha]\nstatus = \"kubernetes:sshbridge-status\"\n";
 const INVENTORY: &str = "[inventory]\nsource = \"kubernetes\"\n";
 const TOKENS: &str = "[konnectivity]\nagent_listen = \"10.0.0.1:8132\"\ncert = \"k.crt\"\n\
 key = \"k.key\"\nagent_auth = \"tokenreview\"\n[konnectivity.tokenreview]\n\
@@ -124,8 +127,10 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
             &format!("{INVENTORY}{TOKENS}"),
         )?;
         let inv = config(dir.path(), "inv.toml", FILE_STORE, INVENTORY)?;
-        // Bridge "ha": the shared migration record and its Lease only.
-        let ha = config(dir.path(), "ha.toml", SHARED_STORE, "")?;
+        // Bridge "ha": the shared migration record, its Lease and the
+        // status objects in a namespace of their own.
+        let ha = config(dir.path(), "ha.toml", SHARED_STORE, STATUS)?;
+        kubectl_ok(&cp, &["create", "namespace", "sshbridge-status"]).await?;
         for (cfg, name) in [
             (&full, "sshbridge"),
             (&inv, "sshbridge-inv"),
@@ -188,6 +193,42 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
                     false,
                 ),
                 (sa_ha, &["list", "nodes"], false),
+                (
+                    sa_ha,
+                    &["list", "configmaps", "-n", "sshbridge-status"],
+                    true,
+                ),
+                (
+                    sa_ha,
+                    &[
+                        "update",
+                        "configmaps/sshbridge-status-cp-1",
+                        "-n",
+                        "sshbridge-status",
+                    ],
+                    true,
+                ),
+                (
+                    sa_ha,
+                    &["create", "configmaps", "-n", "sshbridge-status"],
+                    true,
+                ),
+                (
+                    sa_ha,
+                    &[
+                        "delete",
+                        "configmaps/sshbridge-status-cp-1",
+                        "-n",
+                        "sshbridge-status",
+                    ],
+                    false,
+                ),
+                (sa_ha, &["list", "configmaps", "-n", "default"], false),
+                (
+                    sa_inv,
+                    &["list", "configmaps", "-n", "sshbridge-status"],
+                    false,
+                ),
                 (
                     "system:serviceaccount:kube-system:nobody",
                     &["list", "nodes"],
@@ -262,6 +303,27 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
             .await
             .map_err(|_| anyhow::anyhow!("{sa_ha} did not lead within 20s"))??;
         leadership.release().await;
+
+        // The status objects under the "ha" account: its own is created,
+        // replaced, and listed with the others'.
+        let mut publisher = Publisher::new(
+            client(&kubeconfig_as(&cp, sa_ha)?).await?,
+            "sshbridge-status",
+            "cp-1",
+        );
+        for _ in 0..2 {
+            publisher.publish(Duration::from_secs(5), "{}").await?;
+        }
+        let seen = status::list(
+            client(&kubeconfig_as(&cp, sa_ha)?).await?,
+            "sshbridge-status",
+        )
+        .await?;
+        anyhow::ensure!(
+            seen.iter().any(|o| o.bridge == "cp-1"),
+            "{sa_ha} lists its own status object: {} listed",
+            seen.len()
+        );
         Ok(())
     })
     .await

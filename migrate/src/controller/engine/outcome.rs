@@ -126,6 +126,9 @@ impl<F: Fleet, S: Store> Engine<F, S> {
                     s.max_failure_ratio,
                     s.max_latency_ratio,
                 );
+                let mut c = c;
+                let peers = crate::peers::judge(&node, &self.fleet.peers(&node));
+                (c.passed, c.reason) = peers.fold(c.passed, &c.reason);
                 let (passed, reason) = (c.passed, c.reason.clone());
                 if let Some(rec) = self.state.nodes.get_mut(&node) {
                     rec.comparison = Some(c);

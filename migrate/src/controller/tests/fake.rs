@@ -25,6 +25,8 @@ pub struct FakeNode {
     /// Konnectivity probes never answer.
     pub konn_hangs: bool,
     pub konn_live: LiveCounters,
+    /// What the other bridges say of the node.
+    pub peers: Vec<crate::peers::PeerView>,
 }
 
 impl Default for FakeNode {
@@ -38,6 +40,7 @@ impl Default for FakeNode {
             konn_error: None,
             konn_hangs: false,
             konn_live: LiveCounters::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -136,6 +139,11 @@ impl Fleet for FakeFleet {
             (Some(f), Route::Konnectivity) => f.konn_live.clone(),
             _ => LiveCounters::default(),
         }
+    }
+
+    fn peers(&self, node: &str) -> Vec<crate::peers::PeerView> {
+        let nodes = self.nodes.lock().unwrap();
+        nodes.get(node).map(|f| f.peers.clone()).unwrap_or_default()
     }
 
     fn set_route(&self, node: &str, route: Route) -> Result<(), RouteError> {
