@@ -14,6 +14,7 @@ pub mod apiserver;
 pub mod bridge;
 pub mod client;
 pub mod cluster;
+pub mod gate;
 pub mod grpc;
 pub mod hostkeys;
 pub mod inventory;

@@ -17,6 +17,8 @@ mod doctor_certs;
 mod failures;
 #[path = "e2e/ha_leader.rs"]
 mod ha_leader;
+#[path = "e2e/ha_rollout.rs"]
+mod ha_rollout;
 #[path = "e2e/hardening.rs"]
 mod hardening;
 #[path = "e2e/hastatus.rs"]

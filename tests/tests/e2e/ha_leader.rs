@@ -38,7 +38,7 @@ fn shared(mut c: BridgeConfig, id: &str, kubeconfig: &Path) -> BridgeConfig {
 /// (`Some(that id)`), or nobody yet (`None`). A rollout command that a
 /// leader refuses for its phase ("pause" with no rollout) and a follower
 /// refuses naming the leader tells them apart.
-async fn leader_seen_by(bridge: &Bridge, own: &str) -> anyhow::Result<Option<String>> {
+pub(crate) async fn leader_seen_by(bridge: &Bridge, own: &str) -> anyhow::Result<Option<String>> {
     let (_, body) = bridge.migration_answer("pause", "{}").await?;
     if let Some(rest) = body.split("send it to the leader, bridge ").nth(1) {
         let id: String = rest
@@ -59,7 +59,10 @@ async fn leader_seen_by(bridge: &Bridge, own: &str) -> anyhow::Result<Option<Str
 
 /// Waits until every bridge of `live` agrees that one of them leads;
 /// returns its index.
-async fn agreed_leader(live: &[(&Bridge, &str)], bound: Duration) -> anyhow::Result<usize> {
+pub(crate) async fn agreed_leader(
+    live: &[(&Bridge, &str)],
+    bound: Duration,
+) -> anyhow::Result<usize> {
     let start = Instant::now();
     loop {
         let mut seen = Vec::new();
