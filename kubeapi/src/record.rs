@@ -51,6 +51,8 @@ pub struct KubeStore {
     namespace: String,
     name: String,
     seen: Seen,
+    /// The watch a follower waits on, once it waits.
+    follow: Option<follow::Follow>,
 }
 
 impl KubeStore {
@@ -61,6 +63,7 @@ impl KubeStore {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             seen: Seen::Absent,
+            follow: None,
         }
     }
 
@@ -216,7 +219,21 @@ impl Store for KubeStore {
     fn describe(&self) -> String {
         format!("kubernetes:{}/{}", self.namespace, self.name)
     }
+
+    async fn changed(&mut self) {
+        if self.follow.is_none() {
+            self.follow = Some(follow::Follow::start(
+                self.api.clone(),
+                &self.name,
+                self.object(),
+            ));
+        }
+        if let Some(f) = self.follow.as_mut() {
+            f.changed().await;
+        }
+    }
 }
 
+mod follow;
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,10 @@
 //!   namespaces of the allowed service accounts (a token is bound to a
 //!   node through its pod's `spec.nodeName`), as a Role per namespace;
 //! - `[migration] store = "kubernetes:NS/NAME"`: in the record's
-//!   namespace `get`/`update` on that ConfigMap only, and in the Lease's
-//!   namespace `get`/`update` on that Lease only (`[migration.leader_election]`),
+//!   namespace `get`, `list`, `watch` and `update` on that ConfigMap only
+//!   (a follower watches it with `fieldSelector=metadata.name=NAME`), and
+//!   in the Lease's namespace `get`/`update` on that Lease only
+//!   (`[migration.leader_election]`),
 //!   plus `create` on each kind (RBAC cannot name an object that does not
 //!   exist yet);
 //! - `[ha] status = "kubernetes:NS"`: in that namespace `list` on
@@ -110,7 +112,10 @@ fn shared_record(cfg: &Config) -> Vec<(String, Rule)> {
         names,
     };
     let mut out = vec![
-        (namespace.clone(), record(&["get", "update"], vec![name])),
+        (
+            namespace.clone(),
+            record(&["get", "list", "watch", "update"], vec![name]),
+        ),
         (namespace, record(&["create"], Vec::new())),
     ];
     if let Some(le) = &cfg.migration.leader_election {

@@ -31,4 +31,6 @@ pub use plan::{plan, Plan};
 pub use settings::{ApplyOptions, BatchSpec, Settings};
 pub use sshbridge_config::Route;
 pub use state::{MigrationState, NodePhase, RunPhase, SCHEMA};
-pub use store::{decode, encode, open_store, DecodeError, FileStore, Store, StoreError, StoreSpec};
+pub use store::{
+    decode, encode, open_store, DecodeError, FileStore, Store, StoreError, StoreSpec, FOLLOW_EVERY,
+};

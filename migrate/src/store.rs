@@ -159,7 +159,18 @@ pub trait Store: Send + 'static {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Where the state lives, for messages.
     fn describe(&self) -> String;
+    /// Resolves when the saved state may have changed since it was last
+    /// loaded: a follower then loads it and applies its routes. A store
+    /// that can watch (the Kubernetes API) resolves on the change itself;
+    /// this default resolves every [`FOLLOW_EVERY`], a poll.
+    fn changed(&mut self) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(FOLLOW_EVERY)
+    }
 }
+
+/// How often a follower reads a store that cannot watch, and a store that
+/// can while its watch is broken.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A `[migration] store` string, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,9 +67,6 @@ pub(super) enum Written {
     Superseded,
 }
 
-/// How often a follower reads the record to apply its routes.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// How often steps are retried after a failed write.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -119,7 +116,7 @@ impl<F: Fleet, S: Store> Engine<F, S> {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 Some(changed) = writes::role_changed(&mut role) => self.role_changed(changed).await,
-                _ = tokio::time::sleep(FOLLOW_EVERY), if following => self.follow().await,
+                _ = self.store.changed(), if following => self.follow().await,
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
                     None => break,

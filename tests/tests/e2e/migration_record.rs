@@ -1,6 +1,7 @@
 //! The shared migration record (`[migration] store =
 //! "kubernetes:NS/NAME"`) against a real kube-apiserver v1.20.2: a round
-//! trip, optimistic concurrency between two writers, and a record deleted
+//! trip, optimistic concurrency between two writers, a follower's watch,
+//! and a record deleted
 //! or edited by hand refused, never overwritten.
 
 use std::time::Instant;
@@ -11,7 +12,7 @@ use sshbridge_migrate::{MigrationState, NodePhase, Store, StoreError};
 use sshbridge_sim::pki::Pki;
 use sshbridge_tests::inventory::api_only;
 
-use crate::support::within;
+use crate::support::{record_watch_works, within};
 
 const NS: &str = "kube-system";
 const NAME: &str = "sshbridge-migration";
@@ -78,6 +79,9 @@ async fn the_migration_record_has_one_winner_and_is_never_overwritten_blindly() 
             a.load().await? == Some(by_b.clone()),
             "B's write after rereading"
         );
+        // A follower watches the record rather than polling it.
+        let woke = record_watch_works(&mut a, &mut b).await?;
+        println!("a follower woke {woke:?} after a write to the record");
 
         // Deleted by hand: the next write is refused and the record is not
         // recreated (that would forget every node).

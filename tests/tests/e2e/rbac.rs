@@ -21,7 +21,7 @@ use sshbridge_tests::inventory::{api_only_rbac, kubectl_ok};
 use sshbridge_tests::manifests::generate;
 use tokio_stream::StreamExt;
 
-use crate::support::within;
+use crate::support::{record_watch_works, within};
 
 /// A file migration store (`[migration]` body).
 const FILE_STORE: &str = "store = \"file:/var/lib/sshbridge/migration.json\"\n";
@@ -173,6 +173,7 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
                 (sa_inv, &["get", record, "-n", "kube-system"], false),
                 (sa_ha, &["get", record, "-n", "kube-system"], true),
                 (sa_ha, &["update", record, "-n", "kube-system"], true),
+                (sa_ha, &["watch", record, "-n", "kube-system"], true),
                 (sa_ha, &["create", "configmaps", "-n", "kube-system"], true),
                 (
                     sa_ha,
@@ -289,6 +290,12 @@ async fn the_generated_rbac_grants_the_bridge_what_its_config_needs_and_no_more(
         store.save(&state).await?;
         store.save(&state).await?;
         anyhow::ensure!(store.load().await?.is_some(), "the record as {sa_ha}");
+        let mut follower = KubeStore::new(
+            client(&kubeconfig_as(&cp, sa_ha)?).await?,
+            "kube-system",
+            "sshbridge-migration",
+        );
+        record_watch_works(&mut follower, &mut store).await?;
         let settings = ElectionSettings {
             namespace: "kube-system".into(),
             name: "sshbridge-migration-leader".into(),

@@ -132,3 +132,39 @@ pub async fn kubelet_via_connect(
     );
     Ok(())
 }
+
+/// A follower's watch of the shared migration record works: once it has
+/// listed, `follower.changed()` stays quiet while nothing is written (a
+/// store whose watch failed wakes every 500 ms instead), and wakes within
+/// 2 s of a write by `writer`. Returns how long the wake took.
+pub async fn record_watch_works(
+    follower: &mut sshbridge_kubeapi::record::KubeStore,
+    writer: &mut sshbridge_kubeapi::record::KubeStore,
+) -> anyhow::Result<Duration> {
+    use sshbridge_migrate::Store;
+    let quiet = Duration::from_secs(2);
+    let start = std::time::Instant::now();
+    loop {
+        if tokio::time::timeout(quiet, follower.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(15),
+            "the record's watch never went quiet: the follower polls (no list/watch \
+             permission, or the watch fails)"
+        );
+    }
+    // A change (an update that changes nothing is no event): one more node.
+    let mut state = writer.load().await?.unwrap_or_default();
+    let node = format!("watch-probe-{}", start.elapsed().as_nanos());
+    state.transition(&node, sshbridge_migrate::NodePhase::Shadow, "watch probe")?;
+    writer.save(&state).await?;
+    let wrote = std::time::Instant::now();
+    tokio::time::timeout(quiet, follower.changed())
+        .await
+        .map_err(|_| anyhow::anyhow!("no wake within {quiet:?} of a write to the record"))?;
+    Ok(wrote.elapsed())
+}
