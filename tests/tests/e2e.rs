@@ -15,6 +15,8 @@ mod doctor;
 mod doctor_certs;
 #[path = "e2e/failures.rs"]
 mod failures;
+#[path = "e2e/ha_flips.rs"]
+mod ha_flips;
 #[path = "e2e/ha_leader.rs"]
 mod ha_leader;
 #[path = "e2e/ha_rollout.rs"]

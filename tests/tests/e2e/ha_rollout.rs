@@ -12,7 +12,6 @@
 //! routes it last saw, takes no step, and catches up once the gate heals.
 //! No request fails on a bridge that was not killed.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,10 +25,11 @@ use sshbridge_tests::gate::Gate;
 use sshbridge_tests::inventory::api_only;
 use sshbridge_tests::lb::LoadBalancer;
 use sshbridge_tests::{
-    konnectivity_path, net, phase_of, sshbridge_cli, status_summary, Agent, Bridge, BridgeConfig,
-    Cluster, KonnectivityConfig, Load,
+    konnectivity_path, net, phase_of, sshbridge_cli, Agent, Bridge, BridgeConfig, Cluster,
+    KonnectivityConfig, Load,
 };
 
+use crate::ha_flips::{Flips, ROLLOUT, SAMPLE};
 use crate::ha_leader::agreed_leader;
 use crate::support::within;
 use crate::upstream_common::observed;
@@ -40,9 +40,6 @@ const NODES: usize = 3;
 const LEASE: Duration = Duration::from_secs(4);
 /// Bound on agents, paths and the rollout's steps.
 const UP: Duration = Duration::from_secs(30);
-const ROLLOUT: Duration = Duration::from_secs(90);
-/// How often the routes of every bridge are sampled.
-const SAMPLE: Duration = Duration::from_millis(25);
 
 /// Bridge `i`'s config: its own directory, id and Konnectivity port, the
 /// apiserver through `kubeconfig`, the shared record and Lease.
@@ -87,51 +84,6 @@ fn kubeconfig_via(admin: &Path, addr: SocketAddr, out: PathBuf) -> anyhow::Resul
         .to_owned();
     std::fs::write(&out, text.replace(&server, &format!("https://{addr}")))?;
     Ok(out)
-}
-
-/// When each bridge first served each node over Konnectivity, sampled
-/// every [`SAMPLE`].
-#[derive(Default)]
-struct Flips(BTreeMap<(usize, String), Instant>);
-
-impl Flips {
-    /// Samples the routes of `bridges` (index, bridge) until `done` holds
-    /// for the status of `driver`, or `bound` passes.
-    async fn sample_until(
-        &mut self,
-        bridges: &[(usize, &Bridge)],
-        driver: &Bridge,
-        what: &str,
-        done: impl Fn(&Status) -> bool,
-    ) -> anyhow::Result<Status> {
-        let start = Instant::now();
-        loop {
-            for (i, b) in bridges {
-                let report = b.report().await?;
-                for n in report.nodes {
-                    if n.route == Route::Konnectivity {
-                        self.0.entry((*i, n.name)).or_insert_with(Instant::now);
-                    }
-                }
-            }
-            let status = driver.migration_status().await?;
-            if done(&status) {
-                return Ok(status);
-            }
-            anyhow::ensure!(
-                start.elapsed() < ROLLOUT,
-                "{what}: not within {ROLLOUT:?}; {}",
-                status_summary(&status)
-            );
-            tokio::time::sleep(SAMPLE).await;
-        }
-    }
-
-    /// How long after `leader` bridge `follower` switched `node`.
-    fn lag(&self, leader: usize, follower: usize, node: &str) -> Option<Duration> {
-        let at = |i| self.0.get(&(i, node.to_owned())).copied();
-        Some(at(follower)?.saturating_duration_since(at(leader)?))
-    }
 }
 
 /// Starts bridge `(c, k)` and waits for its admin API.
