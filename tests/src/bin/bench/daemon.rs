@@ -107,15 +107,7 @@ impl Daemon {
 
     /// CPU time used so far (user + system).
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .context("the bridge is gone")?;
-        let rest = &stat[stat.rfind(')').context("bad /proc/PID/stat")? + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        // Fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Ok(Duration::from_millis(ticks * 1000 / hz))
+        process_cpu(self.pid as u32).context("the bridge is gone")
     }
 
     /// `GET /metrics` on the admin socket.
@@ -239,4 +231,18 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// CPU time process `pid` has used so far (user + system), from
+/// `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let rest = &stat[stat.rfind(')').context("bad /proc/PID/stat")? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_millis(ticks * 1000 / hz))
 }

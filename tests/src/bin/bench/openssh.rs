@@ -203,6 +203,13 @@ impl Forward {
     }
 }
 
+impl Forward {
+    /// The `ssh` client's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Forward {
     fn drop(&mut self) {
         let _ = self.child.kill();

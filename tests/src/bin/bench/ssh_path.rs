@@ -9,7 +9,7 @@ use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki};
 use sshbridge_tests::{hostkeys, net, BridgeConfig, NodeEntry};
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Daemon;
+use crate::daemon::{process_cpu, Daemon};
 use crate::interactive;
 use crate::load::{self, Sink, Via};
 use crate::openssh::{Forward, Sshd};
@@ -166,9 +166,28 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         }
         for streams in counts {
             let (mut b, mut s) = (Vec::new(), Vec::new());
+            // CPU seconds per GiB of each client (the sshd is the same).
+            let (mut b_cpu, mut s_cpu) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
+                let (c0, r0) = (process_cpu(forward.pid())?, node.sink.received());
                 s.push(load::throughput(&via_ssh, &node.sink, streams, warmup, window).await?);
+                s_cpu.push(per_gib(process_cpu(forward.pid())? - c0, &node.sink, r0));
+                let (c0, r0) = (bridge.cpu()?, node.sink.received());
                 b.push(load::throughput(&via_bridge, &node.sink, streams, warmup, window).await?);
+                b_cpu.push(per_gib(bridge.cpu()? - c0, &node.sink, r0));
+            }
+            if streams == 1 {
+                rows.push(
+                    Row::new(
+                        "cpu ssh",
+                        &format!("CPU s per GiB, 1 stream, {}", node.sshd.cipher),
+                        "s/GiB",
+                        median(b_cpu),
+                    )
+                    .vs("ssh -N -L", median(s_cpu))
+                    .target(Goal::AtMost, On::Ratio, 1.0)
+                    .note("user + system time of the client process (the bridge, or ssh) over warmup and window, per GiB the sink received"),
+                );
             }
             let name = format!("{streams} stream(s), {}", node.sshd.cipher);
             let mut row =
@@ -232,6 +251,17 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         .collect();
     bridge.stop().await;
     Ok(Found { rows, negotiated })
+}
+
+/// CPU seconds per GiB: `cpu` spent while `sink` received the bytes since
+/// `from`.
+fn per_gib(cpu: Duration, sink: &Sink, from: u64) -> f64 {
+    let gib = (sink.received() - from) as f64 / (1u64 << 30) as f64;
+    if gib > 0.0 {
+        cpu.as_secs_f64() / gib
+    } else {
+        f64::NAN
+    }
 }
 
 /// Dial latency rows of `group`: CONNECT -> 200 over `via`, p50/p99/max at
