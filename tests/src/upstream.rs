@@ -22,6 +22,8 @@ pub use conns::{socket_fds, tcp_conns, Counts, Probe};
 pub use http::HttpTarget;
 pub use procs::{anp_bin, test_client, TestClientRun, Upstream};
 
+use sshbridge_sim::pki::Pki;
+
 use crate::bridge::KonnectivityConfig;
 use crate::cluster::{Cluster, Node};
 
@@ -37,6 +39,32 @@ pub fn low_port(ip: IpAddr) -> anyhow::Result<u16> {
         }
     }
     bail!("no free port in 20000..32000 on {ip}")
+}
+
+/// Where upstream programs keep their files and get their certificates:
+/// a test's [`Cluster`], or the bench's own directory and CA.
+pub struct Site<'a> {
+    /// Each program gets a subdirectory (certificates, socket, log).
+    pub dir: &'a Path,
+    /// Issues the server's and the agents' certificates.
+    pub pki: &'a Pki,
+    /// `ca.crt` of `pki`: verifies agents, and the server for agents.
+    pub ca_path: &'a Path,
+    /// klog's `-v`: 3 in tests (their `observed:` lines quote it), 0 (the
+    /// upstream default) in the bench, so logging costs what it costs
+    /// operators.
+    pub verbosity: u8,
+}
+
+impl<'a> From<&'a Cluster> for Site<'a> {
+    fn from(c: &'a Cluster) -> Self {
+        Site {
+            dir: c.dir.path(),
+            pki: &c.pki,
+            ca_path: &c.ca_path,
+            verbosity: 3,
+        }
+    }
 }
 
 /// The frontend mode of an upstream `proxy-server` (`--mode`).
@@ -78,13 +106,15 @@ impl UpstreamServer {
     /// Starts `proxy-server --mode=MODE` with a server certificate for
     /// 127.0.0.1 from the cluster CA, agents verified by that CA. Ports are
     /// picked below the ephemeral range; a lost race for one is retried.
-    pub async fn start(anp: &Path, cluster: &Cluster, mode: Mode) -> anyhow::Result<Self> {
-        let dir = cluster
-            .dir
-            .path()
-            .join(format!("anp-server-{}", mode.as_str()));
+    pub async fn start<'a>(
+        anp: &Path,
+        site: impl Into<Site<'a>>,
+        mode: Mode,
+    ) -> anyhow::Result<Self> {
+        let site = site.into();
+        let dir = site.dir.join(format!("anp-server-{}", mode.as_str()));
         std::fs::create_dir_all(&dir)?;
-        let pair = cluster.pki.issue_server(&[LOOPBACK], &["proxy-server"])?;
+        let pair = site.pki.issue_server(&[LOOPBACK], &["proxy-server"])?;
         let (cert, key) = pair.write_to(&dir, "cluster")?;
         let uds = dir.join("proxy.sock");
         let mut last = String::new();
@@ -104,11 +134,11 @@ impl UpstreamServer {
                 "--admin-bind-address=127.0.0.1".into(),
                 format!("--cluster-cert={}", cert.display()),
                 format!("--cluster-key={}", key.display()),
-                format!("--cluster-ca-cert={}", cluster.ca_path.display()),
+                format!("--cluster-ca-cert={}", site.ca_path.display()),
                 "--server-id=anp-e2e".into(),
                 "--server-count=1".into(),
                 "--proxy-strategies=destHost,default".into(),
-                "-v=3".into(),
+                format!("-v={}", site.verbosity),
             ];
             let log = dir.join(format!("proxy-server-{attempt}.log"));
             let name = format!("proxy-server {}", mode.as_str());
@@ -180,25 +210,31 @@ impl UpstreamAgent {
         node: &Node,
         server: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let dir = cluster.dir.path().join(format!("anp-agent-{}", node.name));
+        Self::start_at(anp, cluster.into(), &node.name, node.address, server).await
+    }
+
+    /// [`UpstreamAgent::start`] for a node given by name and address.
+    pub async fn start_at(
+        anp: &Path,
+        site: Site<'_>,
+        name: &str,
+        address: IpAddr,
+        server: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let dir = site.dir.join(format!("anp-agent-{name}"));
         std::fs::create_dir_all(&dir)?;
-        let pair = cluster
-            .pki
-            .issue_client(&format!("system:node:{}", node.name))?;
+        let pair = site.pki.issue_client(&format!("system:node:{name}"))?;
         let (cert, key) = pair.write_to(&dir, "agent")?;
         let health = crate::net::free_port(LOOPBACK)?;
         let admin = crate::net::free_port(LOOPBACK)?;
         let args = vec![
             format!("--proxy-server-host={}", server.ip()),
             format!("--proxy-server-port={}", server.port()),
-            format!("--ca-cert={}", cluster.ca_path.display()),
+            format!("--ca-cert={}", site.ca_path.display()),
             format!("--agent-cert={}", cert.display()),
             format!("--agent-key={}", key.display()),
-            format!("--agent-id=anp-{}", node.name),
-            format!(
-                "--agent-identifiers=host={}&ipv4={}",
-                node.name, node.address
-            ),
+            format!("--agent-id=anp-{name}"),
+            format!("--agent-identifiers=host={name}&ipv4={address}"),
             "--health-server-host=127.0.0.1".into(),
             format!("--health-server-port={health}"),
             "--admin-bind-address=127.0.0.1".into(),
@@ -206,10 +242,10 @@ impl UpstreamAgent {
             "--sync-interval=100ms".into(),
             "--sync-interval-cap=1s".into(),
             "--probe-interval=200ms".into(),
-            "-v=3".into(),
+            format!("-v={}", site.verbosity),
         ];
         let log = dir.join("proxy-agent.log");
-        let name = format!("proxy-agent {}", node.name);
+        let name = format!("proxy-agent {name}");
         let process = Upstream::start(&name, anp.join("proxy-agent"), args, log)?;
         Ok(UpstreamAgent {
             process,

@@ -30,6 +30,8 @@ mod report;
 mod scale;
 #[path = "bench/ssh_path.rs"]
 mod ssh_path;
+#[path = "bench/upstream_konn.rs"]
+mod upstream_konn;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -197,6 +199,7 @@ async fn run(args: &Args, nofile: u64) -> anyhow::Result<()> {
         let dir = work.path().join("inventory");
         rows.extend(inventory::run(&args.bin, &dir, plan).await?);
     }
+    rows.extend(upstream_konn::ssh_dials_versus(&rows));
     let table = report::table(&rows);
     println!("{table}");
     let header = json!({

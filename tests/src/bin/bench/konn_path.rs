@@ -19,6 +19,7 @@ use crate::load::{self, Sink, Via};
 use crate::openssh::{Forward, Sshd};
 use crate::report::{Goal, On, Row};
 use crate::ssh_path::{bridge_config, dial_rows, median};
+use crate::upstream_konn;
 use crate::Mode;
 
 /// The node whose route is `konnectivity`.
@@ -287,6 +288,21 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Vec<Row>>
         )
         .await?,
     );
+    // Upstream's server and agent against the same sink and echo server.
+    match upstream_konn::anp() {
+        None => rows.push(upstream_konn::skipped()),
+        Some(anp) => {
+            let ours = upstream_konn::Ours {
+                ip,
+                sink: &sink,
+                echo,
+                egress: bridge.egress(),
+            };
+            eprintln!("bench: Konnectivity path, ours vs upstream (ANP_BIN) ...");
+            let found = upstream_konn::run(&anp, ours, &dir.join("upstream"), mode).await;
+            rows.extend(found.context("our Konnectivity path vs upstream's")?);
+        }
+    }
     bridge.stop().await;
     Ok(rows)
 }
