@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod copy;
 pub mod handshake;
 pub mod memory;
 pub mod metrics;

@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -191,16 +191,17 @@ async fn serve_stream<D: Dial>(
     };
     let down_tx = tx.clone();
     let down = async move {
-        let mut buf = vec![0u8; CHUNK];
+        // Starts small: most streams carry a few KiB (core's `copy`).
+        let mut buf = sshbridge_core::copy::Growing::new(CHUNK);
         loop {
-            match rd.read(&mut buf).await {
+            match buf.read(&mut rd).await.map(<[u8]>::len) {
                 Ok(0) if half_close => {
                     let _ = down_tx.send(Ok(Packet::half_close(CONNECT_ID))).await;
                     return None;
                 }
                 Ok(0) => return Some(String::new()),
-                Ok(n) => {
-                    let packet = Packet::data(CONNECT_ID, buf[..n].to_vec());
+                Ok(_) => {
+                    let packet = Packet::data(CONNECT_ID, buf.last().to_vec());
                     if down_tx.send(Ok(packet)).await.is_err() {
                         return Some("client went away".to_string());
                     }

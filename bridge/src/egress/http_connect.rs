@@ -18,7 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::{head, Dial};
 
-/// Copy buffer per direction; large enough for full SSH packets.
+/// Largest copy buffer per direction, large enough for full SSH packets
+/// (buffers start small and grow only for bulk streams, see core's `copy`).
 const COPY_BUFFER: usize = 64 * 1024;
 
 /// Limits on what a client may send before it is served.
@@ -166,7 +167,7 @@ pub async fn serve_conn<S, D>(
     }
     let copied = tokio::select! {
         _ = abort.cancelled() => Err(std::io::Error::other("cut at the end of the drain grace period")),
-        copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut dialed.stream, COPY_BUFFER, COPY_BUFFER) => copied,
+        copied = sshbridge_core::copy::bidirectional(&mut client, &mut dialed.stream, COPY_BUFFER) => copied,
     };
     match copied {
         Ok((up, down)) => {

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sshbridge_core::copy::Growing;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -199,14 +200,15 @@ async fn serve(
     let batch = grant_batch(sess.shared.cfg.credit_window);
     let (mut rd, mut wr) = stream.into_split();
     let reader = async {
-        let mut buf = vec![0u8; CHUNK];
+        // Starts small: most connections carry a few KiB (core's `copy`).
+        let mut buf = Growing::new(CHUNK);
         loop {
             let want = if credit {
-                flow.gate.take(CHUNK).await
+                flow.gate.take(buf.size()).await
             } else {
-                CHUNK
+                buf.size()
             };
-            let got = rd.read(&mut buf[..want]).await;
+            let got = buf.read_up_to(&mut rd, want).await.map(<[u8]>::len);
             if credit {
                 flow.gate.put_back(want - got.as_ref().map_or(0, |n| *n));
             }
@@ -218,7 +220,7 @@ async fn serve(
                     // for our ACK; send it now (see core's `quickack`).
                     sshbridge_core::quickack::rearm(rd.as_ref());
                     bump(&counters.bytes_from, n as u64);
-                    if !sess.send(Packet::data(id, buf[..n].to_vec())).await {
+                    if !sess.send(Packet::data(id, buf.last().to_vec())).await {
                         return None;
                     }
                 }
