@@ -122,6 +122,9 @@ pub struct Ssh {
     /// Most data messages queued per stream before the queue is compacted
     /// into one chunk (memory follows bytes, not message count).
     pub max_stream_chunks: usize,
+    /// SSH sessions kept to each node; a dial takes the one with the
+    /// fewest open streams (1..=8, default 1).
+    pub sessions_per_node: usize,
 }
 
 /// Jittered exponential backoff.

@@ -8,6 +8,7 @@ mod kubernetes;
 mod leader;
 mod nodes;
 mod sections;
+mod ssh_limits;
 mod tokenreview;
 
 use std::ops::Range;

@@ -17,13 +17,16 @@ use super::{Counters, SshContext, TunnelState, TunnelStats};
 use sshbridge_core::path::{BoxStream, DialError};
 
 struct Inner {
-    shared: Arc<Shared>,
-    /// Dropping the last handle drops this guard, which stops the actor.
+    /// One session actor per `ssh.sessions_per_node`; the first is the
+    /// node's primary: its state is the tunnel's state.
+    lanes: Vec<Arc<Shared>>,
+    /// Dropping the last handle drops this guard, which stops the actors.
     _stop: DropGuard,
 }
 
-/// Handle to one node's session actor. Cheap to clone; dropping the last
-/// clone stops the actor (closing the session and its streams).
+/// Handle to one node's session actors (`ssh.sessions_per_node`, one by
+/// default). Cheap to clone; dropping the last clone stops the actors
+/// (closing the sessions and their streams).
 #[derive(Clone)]
 pub struct Tunnel {
     inner: Arc<Inner>,
@@ -31,11 +34,12 @@ pub struct Tunnel {
 
 impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sh = &self.inner.shared;
+        let sh = self.primary();
         f.debug_struct("Tunnel")
             .field("node", &sh.node.name)
             .field("addr", &sh.addr)
             .field("state", &*sh.state.borrow())
+            .field("sessions", &self.inner.lanes.len())
             .finish()
     }
 }
@@ -63,41 +67,74 @@ impl Tunnel {
         counters: Counters,
     ) -> Tunnel {
         let stop = shutdown.child_token();
-        let shared = Arc::new(Shared {
-            addr: node.ssh_address.to_string(),
-            node,
-            ctx: Mutex::new(ctx),
-            state: watch::Sender::new(TunnelState::Connecting),
-            session: Mutex::new(None),
-            counters: Arc::new(counters),
-            last_error: Mutex::new(None),
-            up_since: Mutex::new(None),
-            draining: AtomicBool::new(false),
-            parked: watch::Sender::new(false),
-            open: watch::Sender::new(0),
-            stop: stop.clone(),
-            host_key: Mutex::new(None),
-            distrusted: watch::Sender::new(None),
-            tasks: tasks.clone(),
-            rollover: watch::Sender::new(0),
-            last_good: Mutex::new(None),
-            rotation_refused: Mutex::new(None),
-        });
-        let name = format!("ssh session {}", shared.node.name);
-        tasks.spawn(name, session::run(shared.clone(), stop.clone()));
+        // The counters are the node's: every session adds to the same ones.
+        let counters = Arc::new(counters);
+        let sessions = ctx.config().sessions_per_node.max(1);
+        let lanes = (0..sessions)
+            .map(|i| {
+                let lane = stop.child_token();
+                let shared = Arc::new(Shared {
+                    addr: node.ssh_address.to_string(),
+                    node: node.clone(),
+                    ctx: Mutex::new(ctx.clone()),
+                    state: watch::Sender::new(TunnelState::Connecting),
+                    session: Mutex::new(None),
+                    counters: counters.clone(),
+                    last_error: Mutex::new(None),
+                    up_since: Mutex::new(None),
+                    draining: AtomicBool::new(false),
+                    parked: watch::Sender::new(false),
+                    open: watch::Sender::new(0),
+                    stop: lane.clone(),
+                    host_key: Mutex::new(None),
+                    distrusted: watch::Sender::new(None),
+                    tasks: tasks.clone(),
+                    rollover: watch::Sender::new(0),
+                    last_good: Mutex::new(None),
+                    rotation_refused: Mutex::new(None),
+                });
+                let name = match i {
+                    0 => format!("ssh session {}", node.name),
+                    i => format!("ssh session {} #{}", node.name, i + 1),
+                };
+                tasks.spawn(name, session::run(shared.clone(), lane));
+                shared
+            })
+            .collect();
         Tunnel {
             inner: Arc::new(Inner {
-                shared,
+                lanes,
                 _stop: stop.drop_guard(),
             }),
         }
+    }
+
+    /// The first session: its state and errors are the tunnel's.
+    fn primary(&self) -> &Arc<Shared> {
+        &self.inner.lanes[0]
+    }
+
+    /// The session a new stream goes to: of those that are up, the one
+    /// with the fewest open streams (the first on a tie, so a quiet node
+    /// keeps using its first session); the first when none is up, so the
+    /// dial fails with the primary's reason.
+    fn pick(&self) -> &Arc<Shared> {
+        let lanes = &self.inner.lanes;
+        if lanes.len() == 1 {
+            return &lanes[0];
+        }
+        lanes
+            .iter()
+            .filter(|sh| lock(&sh.session).is_some())
+            .min_by_key(|sh| *sh.open.borrow())
+            .unwrap_or(&lanes[0])
     }
 
     /// Open one direct-tcpip channel to `host:port` as seen from the node.
     /// Fails fast with [`DialError::Unavailable`] when the session is not
     /// up. No timeout inside; the caller applies `dial_timeout`.
     pub async fn dial(&self, host: &str, port: u16) -> Result<BoxStream, DialError> {
-        let sh = &self.inner.shared;
+        let sh = self.pick();
         let target = HostPort {
             host: host.to_owned(),
             port,
@@ -121,7 +158,7 @@ impl Tunnel {
                 format!(
                     "no SSH session with {} yet (state {}); wait for it to come up",
                     sh.addr,
-                    self.state().as_str()
+                    sh.state.borrow().as_str()
                 )
             });
             return Err(sh.unavailable(reason));
@@ -187,25 +224,41 @@ impl Tunnel {
         Ok(Box::new(stream))
     }
 
-    /// The current state.
+    /// The current state (the first session's).
     pub fn state(&self) -> TunnelState {
-        *self.inner.shared.state.borrow()
+        *self.primary().state.borrow()
     }
 
     /// A watch of the state.
     pub fn subscribe(&self) -> watch::Receiver<TunnelState> {
-        self.inner.shared.state.subscribe()
+        self.primary().state.subscribe()
     }
 
-    /// A snapshot of the counters.
+    /// How many sessions this tunnel keeps (`ssh.sessions_per_node` when
+    /// it started).
+    pub fn sessions(&self) -> usize {
+        self.inner.lanes.len()
+    }
+
+    /// Open streams on each session, the first session first.
+    pub fn streams_per_session(&self) -> Vec<usize> {
+        self.inner
+            .lanes
+            .iter()
+            .map(|sh| *sh.open.borrow())
+            .collect()
+    }
+
+    /// A snapshot of the counters (shared by the node's sessions; the
+    /// state, errors and `up_since` are the first session's).
     pub fn stats(&self) -> TunnelStats {
-        let sh = &self.inner.shared;
+        let sh = self.primary();
         let c = &sh.counters;
         TunnelStats {
             state: self.state(),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             handshake_failures: c.failures(),
-            open_streams: *sh.open.borrow(),
+            open_streams: self.streams_per_session().iter().sum(),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             streams_reset: c.streams_reset.load(Ordering::Relaxed),
@@ -229,15 +282,19 @@ impl Tunnel {
     /// old one closes once its streams have ended. A node that refuses the
     /// new credential keeps its old session (see
     /// [`TunnelStats::rotation_refused`]).
+    ///
+    /// Every session of the node does this on its own. A changed
+    /// `ssh.sessions_per_node` applies to tunnels started after it.
     pub fn set_context(&self, ctx: Arc<SshContext>) {
-        let sh = &self.inner.shared;
-        let old = std::mem::replace(&mut *lock(&sh.ctx), ctx.clone());
-        sh.recheck_host_key(&ctx);
-        // Compared with what the session authenticated with, so a reload
-        // after a refused rollover tries the new credential again.
-        let in_use = lock(&sh.last_good).clone().unwrap_or(old);
-        if in_use.credential_differs(&ctx) {
-            sh.rollover.send_modify(|g| *g += 1);
+        for sh in &self.inner.lanes {
+            let old = std::mem::replace(&mut *lock(&sh.ctx), ctx.clone());
+            sh.recheck_host_key(&ctx);
+            // Compared with what the session authenticated with, so a reload
+            // after a refused rollover tries the new credential again.
+            let in_use = lock(&sh.last_good).clone().unwrap_or(old);
+            if in_use.credential_differs(&ctx) {
+                sh.rollover.send_modify(|g| *g += 1);
+            }
         }
     }
 
@@ -245,23 +302,29 @@ impl Tunnel {
     /// session is closed and not reconnected until [`Tunnel::unpark`].
     /// Used when a migrated node no longer needs its SSH fallback.
     pub fn park(&self) {
-        self.inner.shared.parked.send_replace(true);
+        for sh in &self.inner.lanes {
+            sh.parked.send_replace(true);
+        }
     }
 
     /// Reconnects a parked tunnel (dials fail fast until it is up).
     pub fn unpark(&self) {
-        self.inner.shared.parked.send_replace(false);
+        for sh in &self.inner.lanes {
+            sh.parked.send_replace(false);
+        }
     }
 
     /// Stop taking new dials; resolve once open streams ended (the caller
-    /// bounds this with a timeout), then close the session.
+    /// bounds this with a timeout), then close the sessions.
     pub async fn drain(&self) {
-        let sh = &self.inner.shared;
-        sh.draining.store(true, Ordering::SeqCst);
-        sh.set_state(TunnelState::Draining);
-        let mut open = sh.open.subscribe();
-        let _ = open.wait_for(|n| *n == 0).await;
-        sh.stop.cancel();
+        let lanes = self.inner.lanes.iter().map(|sh| async move {
+            sh.draining.store(true, Ordering::SeqCst);
+            sh.set_state(TunnelState::Draining);
+            let mut open = sh.open.subscribe();
+            let _ = open.wait_for(|n| *n == 0).await;
+            sh.stop.cancel();
+        });
+        futures::future::join_all(lanes).await;
     }
 }
 

@@ -1,5 +1,6 @@
 //! One function per section: defaults, value parsing, in-section rules.
 
+use super::ssh_limits::{sessions_per_node, stream_window};
 use super::Ctx;
 use crate::model::{Backoff, BatchSize, Bridge, Egress, Health, Migration, Ssh, TlsListener};
 use crate::raw::{
@@ -198,34 +199,13 @@ pub(super) fn ssh(cx: &mut Ctx<'_>, raw: &RawSsh) -> Ssh {
             1024,
             2,
         ) as usize,
+        sessions_per_node: sessions_per_node(cx, raw),
     }
 }
 
 /// `[ssh] certificate_warn_before` when unset: a week's notice before a
 /// certificate expires.
 pub(crate) const DEFAULT_CERTIFICATE_WARN_BEFORE: &str = "7d";
-
-/// The per-stream SSH receive window: at least one full SSH packet, at most
-/// what the protocol's 32-bit window can express.
-fn stream_window(cx: &mut Ctx<'_>, raw: &RawSsh) -> usize {
-    const MIN: usize = 32 << 10;
-    const MAX: usize = 1 << 30;
-    let key = "ssh.max_stream_buffer";
-    let n = cx.size(key, raw.max_stream_buffer.as_ref(), 2 << 20);
-    if let Some(v) = raw
-        .max_stream_buffer
-        .as_ref()
-        .filter(|_| !(MIN..=MAX).contains(&n))
-    {
-        let p = Problem {
-            message: format!("{n} bytes is outside 32KiB..=1GiB"),
-            hint: Some("use the SSH window of one stream, e.g. \"2MiB\"".into()),
-        };
-        cx.report(&v.span(), key, p);
-        return 2 << 20;
-    }
-    n
-}
 
 fn backoff(cx: &mut Ctx<'_>, raw: &RawBackoff) -> Backoff {
     let initial = cx.duration("ssh.backoff.initial", raw.initial.as_ref(), "500ms", false);

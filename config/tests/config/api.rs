@@ -56,6 +56,7 @@ fn defaults_are_resolved() {
     );
     assert_eq!(cfg.ssh.max_concurrent_handshakes, 64);
     assert_eq!(cfg.ssh.max_stream_buffer, 2 << 20);
+    assert_eq!(cfg.ssh.sessions_per_node, 1);
     assert_eq!(cfg.health.interval, Duration::from_secs(10));
     assert_eq!(
         (cfg.health.kubelet_port, cfg.health.kubelet_path.as_str()),

@@ -33,6 +33,7 @@ fn ssh_cfg(dir: &Path) -> sshbridge_config::Ssh {
         max_concurrent_handshakes: 4,
         max_stream_buffer: 1 << 20,
         max_stream_chunks: 1024,
+        sessions_per_node: 1,
     }
 }
 

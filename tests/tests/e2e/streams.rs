@@ -213,81 +213,162 @@ const PROBE_SLACK: u64 = 256 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_readers_hold_back_only_their_own_streams() -> anyhow::Result<()> {
-    within(180, async {
-        const STALLED: usize = 4;
-        let cluster = Cluster::builder().nodes(1).build().await?;
-        let node = &cluster.nodes[0];
-        let mut config = cluster.bridge_config()?;
-        config.max_stream_buffer = "1MiB".into();
-        config.keepalive_interval = "1s".into();
-        config.keepalive_max = 2;
-        let bridge = Bridge::start(config, Some(&node.kubelet_target())).await?;
-        let received_before = received_from(&bridge, &node.name).await?;
-        // Streams fed by endless writers whose clients never read.
-        let mut stalled = Vec::new();
-        for _ in 0..STALLED {
-            let c = bridge
-                .egress()
-                .connect_server_speaks_first(&node.firehose.addr().to_string())
-                .await?;
-            anyhow::ensure!(c.status == 200, "CONNECT to the firehose: {c:?}");
-            stalled.push(c.stream);
+    within(180, stalled_readers(1)).await
+}
+
+/// With `ssh.sessions_per_node = 2` the bridge keeps two sessions to the
+/// node, new streams go to the one with fewer open streams, and a stalled
+/// reader still holds back only its own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_per_node_share_the_streams_and_keep_readers_isolated() -> anyhow::Result<()> {
+    within(180, stalled_readers(2)).await
+}
+
+/// The bytes the bridge received on each of its established TCP
+/// connections to `sshd` (`ss`), one entry per SSH session, by the
+/// bridge's local address.
+fn received_per_session(
+    sshd: std::net::SocketAddr,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .arg(format!(
+            "( dst {} and dport = :{} )",
+            sshd.ip(),
+            sshd.port()
+        ))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ss: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Each socket is a line `Recv-Q Send-Q Local Peer`, then an indented
+    // line of counters.
+    let mut sessions = std::collections::BTreeMap::new();
+    let mut local = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            local = line.split_whitespace().nth(2).map(str::to_owned);
+        } else if let Some(l) = local.take() {
+            let received = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("bytes_received:"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            sessions.insert(l, received);
         }
-        // The writers are held back by the window: once the firehose has
-        // stopped, the bridge has taken at most one max_stream_buffer per
-        // unread stream from the node (plus a few health probes).
-        firehose_settles(&node.firehose, 30).await?;
-        let taken = settled_received(&bridge, &node.name).await? - received_before;
-        let window = MIB as u64;
-        assert!(
-            taken >= STALLED as u64 * window * 3 / 4,
-            "the unread streams took only {taken} bytes: they were never filled"
-        );
-        assert!(
-            taken <= STALLED as u64 * window + PROBE_SLACK,
-            "the bridge took {taken} bytes from the node for {STALLED} unread streams \
-             with ssh.max_stream_buffer = {window}"
-        );
-        // Meanwhile another stream of the same node moves 8 MiB of echo
-        // both ways, intact and without waiting for the stalled ones.
-        let mut data = vec![0u8; 8 * MIB];
-        rand::thread_rng().fill_bytes(&mut data);
-        let echo = one_stream(bridge.egress(), node.echo.addr().to_string(), data, true);
-        tokio::time::timeout(Duration::from_secs(60), echo)
-            .await
-            .map_err(|_| anyhow::anyhow!("stalled readers stalled the node's echo stream"))??;
-        // The node's kubelet keeps answering through the same tunnel.
-        let c = bridge.egress().connect(&node.kubelet_target()).await?;
-        anyhow::ensure!(c.status == 200, "CONNECT to the kubelet: {c:?}");
-        let tls = cluster.kubelet_client_tls()?;
-        let (status, body) = kubelet_get(c.stream, tls, node.address, "/healthz").await?;
-        assert_eq!((status, body.trim()), (200, "ok"), "kubelet /healthz");
-        // Longer than keepalive_interval * keepalive_max: the keepalives
-        // still get through, so the session survives, and new dials work.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let mut c = bridge
+    }
+    Ok(sessions)
+}
+
+async fn stalled_readers(sessions: usize) -> anyhow::Result<()> {
+    const STALLED: usize = 4;
+    let cluster = Cluster::builder().nodes(1).build().await?;
+    let node = &cluster.nodes[0];
+    let mut config = cluster.bridge_config()?;
+    config.max_stream_buffer = "1MiB".into();
+    config.keepalive_interval = "1s".into();
+    config.keepalive_max = 2;
+    config
+        .extra_ssh_lines
+        .push(format!("sessions_per_node = {sessions}"));
+    let bridge = Bridge::start(config, Some(&node.kubelet_target())).await?;
+    // Every session up before the streams are dialed.
+    let sshd = node.sshd.addr();
+    let all_up = async {
+        while received_per_session(sshd)?.len() != sessions {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(20), all_up)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the bridge did not hold {sessions} sessions to {sshd}: {:?}",
+                received_per_session(sshd)
+            )
+        })??;
+    let per_session_before = received_per_session(sshd)?;
+    let received_before = received_from(&bridge, &node.name).await?;
+    // Streams fed by endless writers whose clients never read.
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        let c = bridge
             .egress()
-            .connect(&node.echo.addr().to_string())
+            .connect_server_speaks_first(&node.firehose.addr().to_string())
             .await?;
-        assert_eq!(c.status, 200, "{c:?}");
-        echo_round_trip(&mut c.stream, b"still here").await?;
-        let log = bridge.log();
+        anyhow::ensure!(c.status == 200, "CONNECT to the firehose: {c:?}");
+        stalled.push(c.stream);
+    }
+    // The writers are held back by the window: once the firehose has
+    // stopped, the bridge has taken at most one max_stream_buffer per
+    // unread stream from the node (plus a few health probes).
+    firehose_settles(&node.firehose, 30).await?;
+    let taken = settled_received(&bridge, &node.name).await? - received_before;
+    let window = MIB as u64;
+    assert!(
+        taken >= STALLED as u64 * window * 3 / 4,
+        "the unread streams took only {taken} bytes: they were never filled"
+    );
+    assert!(
+        taken <= STALLED as u64 * window + PROBE_SLACK,
+        "the bridge took {taken} bytes from the node for {STALLED} unread streams \
+         with ssh.max_stream_buffer = {window}"
+    );
+    // The unread streams were spread over the sessions.
+    let per_session = received_per_session(sshd)?;
+    anyhow::ensure!(
+        per_session.keys().eq(per_session_before.keys()),
+        "the sessions to {sshd} changed: {per_session_before:?} -> {per_session:?}"
+    );
+    // Each session holds the window of one unread stream at least (a
+    // health probe dialed meanwhile may tip a tie the other way).
+    for (local, after) in &per_session {
+        let carried = after - per_session_before[local];
         assert!(
-            !log.contains("ssh session lost") && !log.contains("stream reset"),
-            "stalled readers cost the node its session or a stream:\n{}",
-            bridge.log_tail(40)
+            carried >= window * 3 / 4,
+            "the session from {local} carried {carried} bytes, less than one unread \
+             stream's window: the streams were not spread \
+             ({per_session_before:?} -> {per_session:?})"
         );
-        // A stalled client starts reading: it gets a long continuous stream,
-        // intact from its first byte, far past what any buffer held.
-        let mut check = FirehoseCheck::default();
-        read_firehose(&mut stalled[0], &mut check, 32 * MIB as u64, 60).await?;
-        // The others were held, not reset: their data is intact too.
-        for s in &mut stalled[1..] {
-            read_firehose(s, &mut FirehoseCheck::default(), 2 * MIB as u64, 30).await?;
-        }
-        Ok(())
-    })
-    .await
+    }
+    // Meanwhile another stream of the same node moves 8 MiB of echo
+    // both ways, intact and without waiting for the stalled ones.
+    let mut data = vec![0u8; 8 * MIB];
+    rand::thread_rng().fill_bytes(&mut data);
+    let echo = one_stream(bridge.egress(), node.echo.addr().to_string(), data, true);
+    tokio::time::timeout(Duration::from_secs(60), echo)
+        .await
+        .map_err(|_| anyhow::anyhow!("stalled readers stalled the node's echo stream"))??;
+    // The node's kubelet keeps answering through the same tunnel.
+    let c = bridge.egress().connect(&node.kubelet_target()).await?;
+    anyhow::ensure!(c.status == 200, "CONNECT to the kubelet: {c:?}");
+    let tls = cluster.kubelet_client_tls()?;
+    let (status, body) = kubelet_get(c.stream, tls, node.address, "/healthz").await?;
+    assert_eq!((status, body.trim()), (200, "ok"), "kubelet /healthz");
+    // Longer than keepalive_interval * keepalive_max: the keepalives
+    // still get through, so the session survives, and new dials work.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut c = bridge
+        .egress()
+        .connect(&node.echo.addr().to_string())
+        .await?;
+    assert_eq!(c.status, 200, "{c:?}");
+    echo_round_trip(&mut c.stream, b"still here").await?;
+    let log = bridge.log();
+    assert!(
+        !log.contains("ssh session lost") && !log.contains("stream reset"),
+        "stalled readers cost the node its session or a stream:\n{}",
+        bridge.log_tail(40)
+    );
+    // A stalled client starts reading: it gets a long continuous stream,
+    // intact from its first byte, far past what any buffer held.
+    let mut check = FirehoseCheck::default();
+    read_firehose(&mut stalled[0], &mut check, 32 * MIB as u64, 60).await?;
+    // The others were held, not reset: their data is intact too.
+    for s in &mut stalled[1..] {
+        read_firehose(s, &mut FirehoseCheck::default(), 2 * MIB as u64, 30).await?;
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,7 +136,7 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         kubelet.local_addr().port(),
         entries,
     )?;
-    let mut bridge = Daemon::start(bin, config).await?;
+    let mut bridge = Daemon::start(bin, config.clone()).await?;
     bridge
         .wait_all_up(
             nodes.len(),
@@ -153,8 +153,16 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         Mode::Full => (Duration::from_millis(500), Duration::from_secs(4), 3),
     };
     let mut rows = Vec::new();
+    let measure = Measure {
+        warmup,
+        window,
+        rounds,
+    };
     for (i, node) in nodes.iter().enumerate() {
         let forward = Forward::start(&node.sshd, &identity, &kh, &user, node.sink.addr).await?;
+        if i == 0 {
+            rows.extend(sessions_rows(bin, dir, &config, node, &forward, &measure).await?);
+        }
         let via_ssh = Via::Tcp(forward.local);
         let via_bridge = Via::Bridge {
             uds: bridge.egress().to_path_buf(),
@@ -251,6 +259,74 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         .collect();
     bridge.stop().await;
     Ok(Found { rows, negotiated })
+}
+
+/// How long each throughput measurement warms up and runs, and how many
+/// rounds give the median.
+struct Measure {
+    warmup: Duration,
+    window: Duration,
+    rounds: usize,
+}
+
+/// Issue 20 goal 3: 64 streams to one node spread over
+/// `ssh.sessions_per_node` sessions (each its own sshd process on the
+/// node), against one `ssh -N -L` to the same sshd, alternated per round.
+async fn sessions_rows(
+    bin: &Path,
+    dir: &Path,
+    base: &BridgeConfig,
+    node: &Node,
+    forward: &Forward,
+    m: &Measure,
+) -> anyhow::Result<Vec<Row>> {
+    const STREAMS: usize = 64;
+    let mut rows = Vec::new();
+    for sessions in [2, 4] {
+        let mut config = base.clone();
+        config.dir = dir.join(format!("bridge-{sessions}-sessions"));
+        std::fs::create_dir_all(&config.dir)?;
+        config.uds = config.dir.join("egress.sock");
+        config.nodes.retain(|n| n.name == node.name);
+        config
+            .extra_ssh_lines
+            .push(format!("sessions_per_node = {sessions}"));
+        let mut bridge = Daemon::start(bin, config).await?;
+        bridge
+            .wait_all_up(1, 0, Instant::now(), Duration::from_secs(30), || true)
+            .await?;
+        // The other sessions connect beside the first; a dial takes only
+        // sessions that are up.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let via_bridge = Via::Bridge {
+            uds: bridge.egress().to_path_buf(),
+            target: node.sink.addr.to_string(),
+        };
+        let (mut b, mut s) = (Vec::new(), Vec::new());
+        for _ in 0..m.rounds {
+            let via_ssh = Via::Tcp(forward.local);
+            s.push(load::throughput(&via_ssh, &node.sink, STREAMS, m.warmup, m.window).await?);
+            b.push(load::throughput(&via_bridge, &node.sink, STREAMS, m.warmup, m.window).await?);
+        }
+        bridge.stop().await;
+        rows.push(
+            Row::new(
+                "throughput ssh",
+                &format!(
+                    "{STREAMS} stream(s), {sessions} sessions per node, {}",
+                    node.sshd.cipher
+                ),
+                "MiB/s",
+                median(b),
+            )
+            .vs("ssh -N -L", median(s))
+            .target(Goal::AtLeast, On::Ratio, 1.2)
+            .note(&format!(
+                "ssh.sessions_per_node = {sessions}; ssh -N -L holds one session"
+            )),
+        );
+    }
+    Ok(rows)
 }
 
 /// CPU seconds per GiB: `cpu` spent while `sink` received the bytes since
