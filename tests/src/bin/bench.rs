@@ -28,6 +28,8 @@ mod openssh;
 mod report;
 #[path = "bench/scale.rs"]
 mod scale;
+#[path = "bench/sessions.rs"]
+mod sessions;
 #[path = "bench/ssh_path.rs"]
 mod ssh_path;
 #[path = "bench/upstream_konn.rs"]

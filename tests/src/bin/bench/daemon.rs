@@ -246,3 +246,48 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Ok(Duration::from_millis(ticks * 1000 / hz))
 }
+
+/// CPU time of process `pid` and every live process below it (sshd's
+/// per-connection processes), from `/proc/*/stat`. A process that ended
+/// in between is missing from the sum, so compare two readings only while
+/// the same processes run.
+pub fn tree_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(p) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Field 4 of stat(5), the second after the command's ')'.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split(' ').nth(1))
+            .and_then(|f| f.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent.insert(p, ppid);
+        }
+    }
+    let below = |mut p: u32| loop {
+        if p == pid {
+            return true;
+        }
+        match parent.get(&p) {
+            Some(&up) if up != 0 && up != p => p = up,
+            _ => return false,
+        }
+    };
+    let mut total = Duration::ZERO;
+    for &p in parent.keys() {
+        if below(p) {
+            // A process may end between the listing and this read.
+            total += process_cpu(p).unwrap_or_default();
+        }
+    }
+    Ok(total)
+}

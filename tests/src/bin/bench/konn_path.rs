@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::{metric_sum, Daemon};
 use crate::interactive;
-use crate::load::{self, Sink, Via};
+use crate::load::{self, median, Sink, Via};
 use crate::openssh::{Forward, Sshd};
 use crate::report::{Goal, On, Row};
-use crate::ssh_path::{bridge_config, dial_rows, median};
+use crate::ssh_path::{bridge_config, dial_rows};
 use crate::upstream_konn;
 use crate::Mode;
 

@@ -382,3 +382,9 @@ pub async fn echo_throughput(
     }
     Ok((b1 - b0) as f64 / (t1 - t0).as_secs_f64() / (1024.0 * 1024.0))
 }
+
+/// The middle value (of three rounds in full mode, of one in quick).
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}

@@ -24,6 +24,11 @@ pub struct Sshd {
 }
 
 impl Sshd {
+    /// The listening sshd's pid; its per-connection processes are below it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts sshd on `ip` (free port) under `dir`, allowing `authorized`.
     pub async fn start(
         ip: IpAddr,

@@ -9,11 +9,12 @@ use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki};
 use sshbridge_tests::{hostkeys, net, BridgeConfig, NodeEntry};
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{process_cpu, Daemon};
+use crate::daemon::{process_cpu, tree_cpu, Daemon};
 use crate::interactive;
-use crate::load::{self, Sink, Via};
+use crate::load::{self, median, Sink, Via};
 use crate::openssh::{Forward, Sshd};
 use crate::report::{Goal, On, Row};
+use crate::sessions::{self, Measure};
 use crate::Mode;
 
 /// The two ciphers the issue asks for, in the order they are reported.
@@ -69,12 +70,6 @@ pub fn bridge_config(
         migration: None,
         nodes,
     })
-}
-
-/// The middle value (of three rounds in full mode, of one in quick).
-pub fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs[xs.len() / 2]
 }
 
 /// Runs rows 1-4.
@@ -161,7 +156,19 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
     for (i, node) in nodes.iter().enumerate() {
         let forward = Forward::start(&node.sshd, &identity, &kh, &user, node.sink.addr).await?;
         if i == 0 {
-            rows.extend(sessions_rows(bin, dir, &config, node, &forward, &measure).await?);
+            rows.extend(
+                sessions::rows(
+                    bin,
+                    dir,
+                    &config,
+                    &node.name,
+                    &node.sshd.cipher,
+                    &node.sink,
+                    &forward,
+                    &measure,
+                )
+                .await?,
+            );
         }
         let via_ssh = Via::Tcp(forward.local);
         let via_bridge = Via::Bridge {
@@ -228,6 +235,11 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         uds: bridge.egress().to_path_buf(),
         target: kubelet.local_addr().to_string(),
     };
+    // CPU per request of each process on the way: the bench process (the
+    // clients' TLS and the in-process kubelet), the bridge, and the node's
+    // sshd (its per-connection processes), over the same window.
+    let me = std::process::id();
+    let c0 = process_cpu(me)?;
     let direct = load::https_rate(
         &Via::Tcp(kubelet.local_addr()),
         kubelet_ip,
@@ -236,8 +248,17 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         rate_window,
     )
     .await?;
+    let direct_own = per_request(process_cpu(me)? - c0, &direct);
     direct.check(mode, "straight to the kubelet")?;
+    let (c0, b0, d0) = (
+        process_cpu(me)?,
+        bridge.cpu()?,
+        tree_cpu(nodes[0].sshd.pid())?,
+    );
     let through = load::https_rate(&via_bridge, kubelet_ip, tls, 8, rate_window).await?;
+    let through_own = per_request(process_cpu(me)? - c0, &through);
+    let through_bridge = per_request(bridge.cpu()? - b0, &through);
+    let through_sshd = per_request(tree_cpu(nodes[0].sshd.pid())? - d0, &through);
     through.check(mode, "through the bridge")?;
     let note = format!(
         "GET /healthz, new CONNECT + TLS handshake per request, 8 at a time; errors: bridge {}, direct {}",
@@ -252,6 +273,29 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         Row::new("https ssh", "p99 latency", "ms", through.latency.ms(0.99))
             .vs("direct", direct.latency.ms(0.99)),
     );
+    let cpu_note = "user + system time over the window / requests served; 10 ms clock ticks";
+    rows.push(
+        Row::new(
+            "https ssh",
+            "CPU per request, clients + kubelet",
+            "us",
+            through_own,
+        )
+        .vs("direct", direct_own)
+        .note(cpu_note),
+    );
+    rows.push(
+        Row::new("https ssh", "CPU per request, bridge", "us", through_bridge).note(cpu_note),
+    );
+    rows.push(
+        Row::new(
+            "https ssh",
+            "CPU per request, node sshd",
+            "us",
+            through_sshd,
+        )
+        .note(cpu_note),
+    );
 
     let negotiated = nodes
         .iter()
@@ -261,72 +305,14 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
     Ok(Found { rows, negotiated })
 }
 
-/// How long each throughput measurement warms up and runs, and how many
-/// rounds give the median.
-struct Measure {
-    warmup: Duration,
-    window: Duration,
-    rounds: usize,
-}
-
-/// Issue 20 goal 3: 64 streams to one node spread over
-/// `ssh.sessions_per_node` sessions (each its own sshd process on the
-/// node), against one `ssh -N -L` to the same sshd, alternated per round.
-async fn sessions_rows(
-    bin: &Path,
-    dir: &Path,
-    base: &BridgeConfig,
-    node: &Node,
-    forward: &Forward,
-    m: &Measure,
-) -> anyhow::Result<Vec<Row>> {
-    const STREAMS: usize = 64;
-    let mut rows = Vec::new();
-    for sessions in [2, 4] {
-        let mut config = base.clone();
-        config.dir = dir.join(format!("bridge-{sessions}-sessions"));
-        std::fs::create_dir_all(&config.dir)?;
-        config.uds = config.dir.join("egress.sock");
-        config.nodes.retain(|n| n.name == node.name);
-        config
-            .extra_ssh_lines
-            .push(format!("sessions_per_node = {sessions}"));
-        let mut bridge = Daemon::start(bin, config).await?;
-        bridge
-            .wait_all_up(1, 0, Instant::now(), Duration::from_secs(30), || true)
-            .await?;
-        // The other sessions connect beside the first; a dial takes only
-        // sessions that are up.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let via_bridge = Via::Bridge {
-            uds: bridge.egress().to_path_buf(),
-            target: node.sink.addr.to_string(),
-        };
-        let (mut b, mut s) = (Vec::new(), Vec::new());
-        for _ in 0..m.rounds {
-            let via_ssh = Via::Tcp(forward.local);
-            s.push(load::throughput(&via_ssh, &node.sink, STREAMS, m.warmup, m.window).await?);
-            b.push(load::throughput(&via_bridge, &node.sink, STREAMS, m.warmup, m.window).await?);
-        }
-        bridge.stop().await;
-        rows.push(
-            Row::new(
-                "throughput ssh",
-                &format!(
-                    "{STREAMS} stream(s), {sessions} sessions per node, {}",
-                    node.sshd.cipher
-                ),
-                "MiB/s",
-                median(b),
-            )
-            .vs("ssh -N -L", median(s))
-            .target(Goal::AtLeast, On::Ratio, 1.2)
-            .note(&format!(
-                "ssh.sessions_per_node = {sessions}; ssh -N -L holds one session"
-            )),
-        );
+/// Microseconds of `cpu` per request `rate` served.
+fn per_request(cpu: Duration, rate: &load::Rate) -> f64 {
+    let served = rate.latency.0.len();
+    if served > 0 {
+        cpu.as_secs_f64() * 1e6 / served as f64
+    } else {
+        f64::NAN
     }
-    Ok(rows)
 }
 
 /// CPU seconds per GiB: `cpu` spent while `sink` received the bytes since

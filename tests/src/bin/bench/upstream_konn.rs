@@ -12,9 +12,9 @@ use std::time::Duration;
 use sshbridge_sim::pki::Pki;
 use sshbridge_tests::upstream::{self, Mode as AnpMode, Site, UpstreamAgent, UpstreamServer};
 
+use crate::load::median;
 use crate::load::{self, Samples, Sink, Via};
 use crate::report::{Goal, On, Row};
-use crate::ssh_path::median;
 use crate::Mode;
 
 const GROUP: &str = "konn vs upstream";
