@@ -234,21 +234,6 @@ impl Tunnel {
         self.primary().state.subscribe()
     }
 
-    /// How many sessions this tunnel keeps (`ssh.sessions_per_node` when
-    /// it started).
-    pub fn sessions(&self) -> usize {
-        self.inner.lanes.len()
-    }
-
-    /// Open streams on each session, the first session first.
-    pub fn streams_per_session(&self) -> Vec<usize> {
-        self.inner
-            .lanes
-            .iter()
-            .map(|sh| *sh.open.borrow())
-            .collect()
-    }
-
     /// A snapshot of the counters (shared by the node's sessions; the
     /// state, errors and `up_since` are the first session's).
     pub fn stats(&self) -> TunnelStats {
@@ -258,7 +243,7 @@ impl Tunnel {
             state: self.state(),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             handshake_failures: c.failures(),
-            open_streams: self.streams_per_session().iter().sum(),
+            open_streams: self.inner.lanes.iter().map(|l| *l.open.borrow()).sum(),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             streams_reset: c.streams_reset.load(Ordering::Relaxed),

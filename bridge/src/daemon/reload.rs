@@ -34,6 +34,14 @@ impl Daemon {
                 "egress or admin listener settings changed; they take effect at the next restart"
             );
         }
+        if old.config.ssh.sessions_per_node != config.ssh.sessions_per_node {
+            warn!(
+                from = old.config.ssh.sessions_per_node,
+                to = config.ssh.sessions_per_node,
+                "ssh.sessions_per_node changed; nodes connected already keep their sessions, \
+                 nodes added from now on and every node after a restart use the new value"
+            );
+        }
         let reprobe = old.config.health != config.health
             || old.config.egress.dial_timeout != config.egress.dial_timeout;
         let mut summary = ReloadSummary::default();

@@ -29,7 +29,7 @@ pub(super) fn stream_window(cx: &mut Ctx<'_>, raw: &RawSsh) -> usize {
 
 /// The most SSH sessions per node `ssh.sessions_per_node` accepts: each one
 /// is another sshd process on the node and another handshake at start.
-pub(crate) const MAX_SESSIONS_PER_NODE: u32 = 8;
+const MAX_SESSIONS_PER_NODE: u32 = 8;
 
 pub(super) fn sessions_per_node(cx: &mut Ctx<'_>, raw: &RawSsh) -> usize {
     let key = "ssh.sessions_per_node";

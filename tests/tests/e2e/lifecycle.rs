@@ -5,7 +5,7 @@ use std::time::Duration;
 use sshbridge_tests::{kubelet_get, Bridge, Cluster, Egress};
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{echo_round_trip, read_to_end, within};
+use crate::support::{echo_round_trip, read_to_end, ssh_sessions, within};
 
 #[tokio::test]
 async fn sighup_adds_and_removes_nodes_and_keeps_open_streams() -> anyhow::Result<()> {
@@ -31,12 +31,34 @@ async fn sighup_adds_and_removes_nodes_and_keeps_open_streams() -> anyhow::Resul
         assert_eq!(open.status, 200);
         echo_round_trip(&mut open.stream, b"before reload").await?;
 
+        // The reload also asks for two SSH sessions per node: the kept
+        // node keeps its one session, the added node starts with two.
         config.nodes = vec![kept.entry(), added.entry()];
+        config.extra_ssh_lines.push("sessions_per_node = 2".into());
         bridge.rewrite_config(config)?;
         bridge.sighup()?;
         bridge
             .wait_for_status(&added.kubelet_target(), 200, Duration::from_secs(20))
             .await?;
+        let two = async {
+            while ssh_sessions(added.sshd.addr())?.len() != 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(20), two)
+            .await
+            .map_err(|_| anyhow::anyhow!("the added node never got its 2 sessions"))??;
+        assert_eq!(
+            ssh_sessions(kept.sshd.addr())?.len(),
+            1,
+            "the kept node's session was replaced by the reload"
+        );
+        assert!(
+            bridge.log().contains("ssh.sessions_per_node changed"),
+            "the reload did not say that connected nodes keep their sessions:\n{}",
+            bridge.log_tail(20)
+        );
         let c = bridge.egress().connect(&added.kubelet_target()).await?;
         let (_, body) =
             kubelet_get(c.stream, cluster.kubelet_client_tls()?, added.address, "/x").await?;

@@ -9,7 +9,7 @@ use sshbridge_tests::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{cluster_and_bridge, echo_round_trip, read_to_end, within};
+use crate::support::{cluster_and_bridge, echo_round_trip, read_to_end, ssh_sessions, within};
 
 const MIB: usize = 1024 * 1024;
 
@@ -224,41 +224,6 @@ async fn two_sessions_per_node_share_the_streams_and_keep_readers_isolated() -> 
     within(180, stalled_readers(2)).await
 }
 
-/// The bytes the bridge received on each of its established TCP
-/// connections to `sshd` (`ss`), one entry per SSH session, by the
-/// bridge's local address.
-fn received_per_session(
-    sshd: std::net::SocketAddr,
-) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-    let out = std::process::Command::new("ss")
-        .args(["-tinH", "state", "established"])
-        .arg(format!(
-            "( dst {} and dport = :{} )",
-            sshd.ip(),
-            sshd.port()
-        ))
-        .output()?;
-    anyhow::ensure!(out.status.success(), "ss: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // Each socket is a line `Recv-Q Send-Q Local Peer`, then an indented
-    // line of counters.
-    let mut sessions = std::collections::BTreeMap::new();
-    let mut local = None;
-    for line in text.lines() {
-        if !line.starts_with(char::is_whitespace) {
-            local = line.split_whitespace().nth(2).map(str::to_owned);
-        } else if let Some(l) = local.take() {
-            let received = line
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("bytes_received:"))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            sessions.insert(l, received);
-        }
-    }
-    Ok(sessions)
-}
-
 async fn stalled_readers(sessions: usize) -> anyhow::Result<()> {
     const STALLED: usize = 4;
     let cluster = Cluster::builder().nodes(1).build().await?;
@@ -274,7 +239,7 @@ async fn stalled_readers(sessions: usize) -> anyhow::Result<()> {
     // Every session up before the streams are dialed.
     let sshd = node.sshd.addr();
     let all_up = async {
-        while received_per_session(sshd)?.len() != sessions {
+        while ssh_sessions(sshd)?.len() != sessions {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok::<_, anyhow::Error>(())
@@ -284,10 +249,10 @@ async fn stalled_readers(sessions: usize) -> anyhow::Result<()> {
         .map_err(|_| {
             anyhow::anyhow!(
                 "the bridge did not hold {sessions} sessions to {sshd}: {:?}",
-                received_per_session(sshd)
+                ssh_sessions(sshd)
             )
         })??;
-    let per_session_before = received_per_session(sshd)?;
+    let per_session_before = ssh_sessions(sshd)?;
     let received_before = received_from(&bridge, &node.name).await?;
     // Streams fed by endless writers whose clients never read.
     let mut stalled = Vec::new();
@@ -315,7 +280,7 @@ async fn stalled_readers(sessions: usize) -> anyhow::Result<()> {
          with ssh.max_stream_buffer = {window}"
     );
     // The unread streams were spread over the sessions.
-    let per_session = received_per_session(sshd)?;
+    let per_session = ssh_sessions(sshd)?;
     anyhow::ensure!(
         per_session.keys().eq(per_session_before.keys()),
         "the sessions to {sshd} changed: {per_session_before:?} -> {per_session:?}"

@@ -168,3 +168,38 @@ pub async fn record_watch_works(
         .map_err(|_| anyhow::anyhow!("no wake within {quiet:?} of a write to the record"))?;
     Ok(wrote.elapsed())
 }
+
+/// The bytes the bridge received on each of its established TCP
+/// connections to `sshd` (`ss`), one entry per SSH session, by the
+/// bridge's local address.
+pub fn ssh_sessions(
+    sshd: std::net::SocketAddr,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established"])
+        .arg(format!(
+            "( dst {} and dport = :{} )",
+            sshd.ip(),
+            sshd.port()
+        ))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ss: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Each socket is a line `Recv-Q Send-Q Local Peer`, then an indented
+    // line of counters.
+    let mut sessions = std::collections::BTreeMap::new();
+    let mut local = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            local = line.split_whitespace().nth(2).map(str::to_owned);
+        } else if let Some(l) = local.take() {
+            let received = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("bytes_received:"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            sessions.insert(l, received);
+        }
+    }
+    Ok(sessions)
+}
