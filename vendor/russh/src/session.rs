@@ -290,6 +290,7 @@ impl Encrypted {
         } else {
             self.byte(channel, msg::CHANNEL_CLOSE)?;
             self.channels.remove(&channel);
+            crate::sshbuffer::release_if_empty(&mut self.channels);
         }
         Ok(())
     }

@@ -200,6 +200,46 @@ fn installing_a_cipher_starts_a_new_write_key_epoch() {
     assert_eq!(writer.buffer().bytes, b"encrypted epoch".len());
 }
 
+#[cfg(test)]
+#[tokio::test]
+async fn flushing_small_packets_releases_what_a_burst_grew() {
+    let mut writer = PacketWriter::clear();
+    let mut sink = Vec::new();
+    writer.packet_raw(&[0x5a; 64 * 1024]).unwrap();
+    writer.packet_raw(&[0x5a; 64 * 1024]).unwrap();
+    writer.flush_into(&mut sink).await.unwrap();
+    // A large flush keeps its buffer for the next one.
+    assert!(writer.buffer().buffer.capacity() >= 128 * 1024);
+    for _ in 0..RELEASE_AFTER {
+        writer.packet_raw(b"window adjust").unwrap();
+        writer.flush_into(&mut sink).await.unwrap();
+    }
+    assert!(writer.buffer().buffer.capacity() <= IDLE_BUFFER_CAPACITY);
+}
+
+#[test]
+fn only_a_run_of_small_packets_releases_a_grown_buffer() {
+    let mut b = SSHBuffer::new();
+    b.buffer.reserve(64 * 1024);
+    let grown = b.buffer.capacity();
+    for _ in 0..RELEASE_AFTER - 1 {
+        b.clear_and_release(10);
+    }
+    b.clear_and_release(32 * 1024); // one large packet restarts the count
+    for _ in 0..RELEASE_AFTER - 1 {
+        b.clear_and_release(10);
+    }
+    assert_eq!(b.buffer.capacity(), grown);
+    b.clear_and_release(10);
+    assert!(b.buffer.capacity() <= IDLE_BUFFER_CAPACITY);
+
+    let mut map = std::collections::HashMap::new();
+    map.insert(1u32, 1u32);
+    map.remove(&1);
+    release_if_empty(&mut map);
+    assert_eq!(map.capacity(), 0);
+}
+
 // `tokio::test` is resolved even in non-test builds, and the WASM target's
 // tokio has no `macros` feature; `#[cfg(test)]` drops the item first.
 #[cfg(test)]
@@ -329,6 +369,8 @@ pub struct SSHBuffer {
     // Sequence numbers are on 32 bits and wrap.
     // https://tools.ietf.org/html/rfc4253#section-6.4
     pub seqn: Wrapping<u32>,
+    // Packets or flushes in a row that fitted in IDLE_BUFFER_CAPACITY.
+    small_in_a_row: u32,
 }
 
 impl SSHBuffer {
@@ -338,6 +380,31 @@ impl SSHBuffer {
             len: 0,
             bytes: 0,
             seqn: Wrapping(0),
+            small_in_a_row: 0,
+        }
+    }
+
+    /// Empties the buffer, which last held `last_len` bytes. Once
+    /// `RELEASE_AFTER` packets (or flushes) in a row have fitted in
+    /// `IDLE_BUFFER_CAPACITY`, the memory above that is given back: a burst
+    /// grows a session's buffers to the largest packet or flush it saw, and
+    /// without this they keep that size for the session's life, idle or
+    /// not. A single small packet between large ones (a window adjustment
+    /// in a bulk transfer) does not shrink them, so bulk traffic does not
+    /// pay for growing them again.
+    pub(crate) fn clear_and_release(&mut self, last_len: usize) {
+        self.buffer.clear();
+        if last_len > IDLE_BUFFER_CAPACITY {
+            self.small_in_a_row = 0;
+            return;
+        }
+        if self.buffer.capacity() <= 2 * IDLE_BUFFER_CAPACITY {
+            return;
+        }
+        self.small_in_a_row += 1;
+        if self.small_in_a_row >= RELEASE_AFTER {
+            self.small_in_a_row = 0;
+            self.buffer.shrink_to(IDLE_BUFFER_CAPACITY);
         }
     }
 
@@ -611,8 +678,25 @@ impl PacketWriter {
         if !self.write_buffer.buffer.is_empty() {
             w.write_all(&self.write_buffer.buffer).await?;
             w.flush().await?;
-            self.write_buffer.buffer.clear();
+            let written = self.write_buffer.buffer.len();
+            self.write_buffer.clear_and_release(written);
         }
         Ok(())
+    }
+}
+
+/// What a packet buffer keeps between packets once the traffic through it
+/// is small again.
+pub(crate) const IDLE_BUFFER_CAPACITY: usize = 4096;
+
+/// Small packets in a row after which a buffer gives back what it grew.
+pub(crate) const RELEASE_AFTER: u32 = 8;
+
+/// Frees the table of an emptied map: a burst of channels grows a
+/// session's channel maps, which would keep their largest table (and the
+/// heap pages under it) after the channels close.
+pub(crate) fn release_if_empty<K: std::hash::Hash + Eq, V>(map: &mut std::collections::HashMap<K, V>) {
+    if map.is_empty() && map.capacity() > 0 {
+        map.shrink_to_fit();
     }
 }

@@ -541,6 +541,7 @@ impl Session {
                     let _ = chan.send(ChannelMsg::Close).await;
                 }
                 self.channels.remove(&channel_num);
+                crate::sshbuffer::release_if_empty(&mut self.channels);
                 client.channel_close(channel_num, self).await
             }
             Some((&msg::CHANNEL_EOF, mut r)) => {
