@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
@@ -37,6 +39,26 @@ impl Drop for Running {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A task and its name. A struct rather than an `async move` block
+    /// that awaits the task: such a block stores the task's future twice
+    /// (as the captured value and as the awaited one), which doubled the
+    /// memory of every long-lived task, one per node and more.
+    struct Named<F> {
+        #[pin]
+        task: F,
+        running: Running,
+    }
+}
+
+impl<F: Future> Future for Named<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().task.poll(cx).map(drop)
+    }
+}
+
 impl Tasks {
     /// An empty set.
     pub fn new() -> Tasks {
@@ -55,10 +77,7 @@ impl Tasks {
             names: self.names.clone(),
             id,
         };
-        self.tracker.spawn(async move {
-            let _running = running;
-            task.await;
-        });
+        self.tracker.spawn(Named { task, running });
     }
 
     /// Tasks running now.
@@ -114,6 +133,23 @@ mod tests {
         let left = tasks.close_and_wait(Duration::from_secs(5)).await;
         assert_eq!(left, BTreeMap::from([("stubborn".to_string(), 1)]));
         assert_eq!(tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_named_task_is_as_large_as_its_future() {
+        let big = [7u8; 4096];
+        let task = async move {
+            tokio::task::yield_now().await;
+            std::hint::black_box(&big);
+        };
+        let inner = std::mem::size_of_val(&task);
+        let running = Running {
+            names: Arc::default(),
+            id: 0,
+        };
+        let named = Named { task, running };
+        assert!(inner >= 4096);
+        assert!(std::mem::size_of_val(&named) <= inner + 64);
     }
 
     #[tokio::test(start_paused = true)]

@@ -867,7 +867,7 @@ impl Session {
 
                 let (channel, channel_ref) = Channel::new(
                     id,
-                    self.inbound_channel_sender.clone(),
+                    self.inbound_channel_sender(),
                     channel_params.recipient_maximum_packet_size,
                     channel_params.recipient_window_size,
                     self.common.config.channel_buffer_size,
@@ -882,7 +882,7 @@ impl Session {
                     channel_params,
                 };
                 let reply = ChannelOpenHandle::new(
-                    self.priority_sender.clone(),
+                    self.priority_sender(),
                     pending,
                     |pending, result| Msg::ServerChannelOpenReply {
                         pending: Box::new(pending),

@@ -95,10 +95,13 @@ pub struct Session {
     target_window_size: u32,
     pending_reads: Vec<Vec<u8>>,
     pending_len: u32,
-    priority_sender: UnboundedSender<Msg>,
-    priority_receiver: UnboundedReceiver<Msg>,
-    inbound_channel_sender: Sender<Msg>,
-    inbound_channel_receiver: Receiver<Msg>,
+    // The queues of channels the server opens (and of the replies to those
+    // opens), made on the first such open: most client sessions never see
+    // one, and a queue costs its first block of 32 messages when made.
+    priority_sender: Option<UnboundedSender<Msg>>,
+    priority_receiver: Option<UnboundedReceiver<Msg>>,
+    inbound_channel_sender: Option<Sender<Msg>>,
+    inbound_channel_receiver: Option<Receiver<Msg>>,
     open_global_requests: VecDeque<GlobalRequestResponse>,
     server_sig_algs: Option<Vec<Algorithm>>,
     /// Number of EXT_INFO messages received (RFC 8308 allows at most two).
@@ -1261,7 +1264,15 @@ where
     );
     session.begin_rekey()?;
     let (kex_done_signal, kex_done_signal_rx) = oneshot::channel();
-    let join = russh_util::runtime::spawn(session.run(stream, handler, Some(kex_done_signal)));
+    // Boxed: `spawn` moves the future into an async block that awaits it,
+    // and such a block stores the future twice (as the captured value and
+    // as the awaited one), so the session's task took about 17 KiB for an
+    // 8.5 KiB future. Boxed, the task holds a pointer.
+    let join = russh_util::runtime::spawn(Box::pin(session.run(
+        stream,
+        handler,
+        Some(kex_done_signal),
+    )));
 
     let agent_session_binding = match kex_done_signal_rx.await {
         Ok(binding) => binding,
@@ -1281,6 +1292,23 @@ where
         channel_buffer_size,
         agent_session_binding,
     })
+}
+
+/// The next message of a queue made on first use; pending while there is
+/// none.
+async fn recv_bounded(queue: &mut Option<Receiver<Msg>>) -> Option<Msg> {
+    match queue {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// As `recv_bounded`, for the unbounded queue.
+async fn recv_unbounded(queue: &mut Option<UnboundedReceiver<Msg>>) -> Option<Msg> {
+    match queue {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn start_reading<R: AsyncRead + Unpin>(
@@ -1321,18 +1349,16 @@ impl Session {
         receiver: Receiver<Msg>,
         sender: UnboundedSender<Reply>,
     ) -> Self {
-        let (priority_sender, priority_receiver) = unbounded_channel();
-        let (inbound_channel_sender, inbound_channel_receiver) = channel(10);
         Self {
             common,
             receiver,
             sender,
             kex: SessionKexState::Idle,
             target_window_size,
-            priority_sender,
-            priority_receiver,
-            inbound_channel_sender,
-            inbound_channel_receiver,
+            priority_sender: None,
+            priority_receiver: None,
+            inbound_channel_sender: None,
+            inbound_channel_receiver: None,
             channels: HashMap::new(),
             pending_reads: Vec::new(),
             pending_len: 0,
@@ -1361,8 +1387,12 @@ impl Session {
             .await;
         trace!("disconnected");
         self.receiver.close();
-        self.priority_receiver.close();
-        self.inbound_channel_receiver.close();
+        if let Some(r) = self.priority_receiver.as_mut() {
+            r.close();
+        }
+        if let Some(r) = self.inbound_channel_receiver.as_mut() {
+            r.close();
+        }
         map_err!(stream_write.shutdown().await)?;
         match result {
             Ok(v) => {
@@ -1521,7 +1551,7 @@ impl Session {
                         }
                     }
                 }
-                msg = self.priority_receiver.recv(), if !self.kex.active() => {
+                msg = recv_unbounded(&mut self.priority_receiver), if !self.kex.active() => {
                     match msg {
                         Some(msg) => self.handle_msg(msg)?,
                         None => (),
@@ -1530,7 +1560,7 @@ impl Session {
                     // eagerly take all outgoing messages so writes are batched
                     self.drain_priority_msgs()?;
                 }
-                msg = self.inbound_channel_receiver.recv(), if can_receive_outbound => {
+                msg = recv_bounded(&mut self.inbound_channel_receiver), if can_receive_outbound => {
                     self.drain_priority_msgs()?;
                     match msg {
                         Some(msg) => self.handle_msg(msg)?,
@@ -1540,9 +1570,9 @@ impl Session {
                     // eagerly take all outgoing messages so writes are batched
                     while !self.kex.active() && !self.common.has_any_pending_data() {
                         self.drain_priority_msgs()?;
-                        match self.inbound_channel_receiver.try_recv() {
-                            Ok(next) => self.handle_msg(next)?,
-                            Err(_) => break
+                        match self.inbound_channel_receiver.as_mut().map(Receiver::try_recv) {
+                            Some(Ok(next)) => self.handle_msg(next)?,
+                            _ => break
                         }
                     }
                 }
@@ -1621,12 +1651,36 @@ impl Session {
     /// only registered when its open reply is processed).
     fn drain_priority_msgs(&mut self) -> Result<(), crate::Error> {
         while !self.kex.active() {
-            match self.priority_receiver.try_recv() {
-                Ok(msg) => self.handle_msg(msg)?,
-                Err(_) => break,
+            match self.priority_receiver.as_mut().map(UnboundedReceiver::try_recv) {
+                Some(Ok(msg)) => self.handle_msg(msg)?,
+                _ => break,
             }
         }
         Ok(())
+    }
+
+    /// The sender of the queue of channels the server opens, made now if
+    /// this is the first.
+    fn inbound_channel_sender(&mut self) -> Sender<Msg> {
+        if let Some(s) = &self.inbound_channel_sender {
+            return s.clone();
+        }
+        let (s, r) = channel(10);
+        self.inbound_channel_receiver = Some(r);
+        self.inbound_channel_sender = Some(s.clone());
+        s
+    }
+
+    /// The sender of the queue of replies to the server's channel opens,
+    /// made now if this is the first.
+    fn priority_sender(&mut self) -> UnboundedSender<Msg> {
+        if let Some(s) = &self.priority_sender {
+            return s.clone();
+        }
+        let (s, r) = unbounded_channel();
+        self.priority_receiver = Some(r);
+        self.priority_sender = Some(s.clone());
+        s
     }
 
     fn handle_msg(&mut self, msg: Msg) -> Result<(), crate::Error> {
