@@ -58,11 +58,12 @@ pub async fn rows(
             uds: bridge.egress().to_path_buf(),
             target: sink.addr.to_string(),
         };
-        let (mut b, mut s) = (Vec::new(), Vec::new());
+        let (mut b, mut s, mut d) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..m.rounds {
             let via_ssh = Via::Tcp(forward.local);
             s.push(load::throughput(&via_ssh, sink, STREAMS, m.warmup, m.window).await?);
             b.push(load::throughput(&via_bridge, sink, STREAMS, m.warmup, m.window).await?);
+            d.push(dial_rate(&via_bridge).await?);
         }
         bridge.stop().await;
         rows.push(
@@ -81,6 +82,24 @@ pub async fn rows(
                 "ssh.sessions_per_node = {sessions}; ssh -N -L holds one session"
             )),
         );
+        rows.push(
+            Row::new(
+                "dial ssh",
+                &format!("dials/s, concurrency 64, {sessions} sessions per node"),
+                "1/s",
+                median(d),
+            )
+            .note("as the 1-session row; each sshd process is single-threaded"),
+        );
     }
     Ok(rows)
+}
+
+/// Dials per second with 64 clients dialing back to back, as the dial
+/// rows of the SSH path measure them with one session.
+async fn dial_rate(via: &Via) -> anyhow::Result<f64> {
+    const CLIENTS: usize = 64;
+    let t0 = Instant::now();
+    let s = load::dial_latency(via, CLIENTS, 20).await?;
+    Ok(s.0.len() as f64 / t0.elapsed().as_secs_f64())
 }
