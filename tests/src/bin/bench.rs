@@ -8,6 +8,8 @@
 //! request is an error. See docs/bench.md.
 
 // A binary root finds its modules next to itself; these live in bench/.
+#[path = "bench/bounds.rs"]
+mod bounds;
 #[path = "bench/daemon.rs"]
 mod daemon;
 #[path = "bench/interactive.rs"]

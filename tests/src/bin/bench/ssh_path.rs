@@ -9,6 +9,7 @@ use sshbridge_sim::{keys, kubelet::Kubelet, pki::Pki};
 use sshbridge_tests::{hostkeys, net, BridgeConfig, NodeEntry};
 use tokio_util::sync::CancellationToken;
 
+use crate::bounds::{self, per_gib};
 use crate::daemon::{process_cpu, tree_cpu, Daemon};
 use crate::interactive;
 use crate::load::{self, median, Sink, Via};
@@ -212,6 +213,10 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
             }
             rows.push(row);
         }
+        let pids = (bridge.pid() as u32, forward.pid(), node.sshd.pid());
+        let (cipher, sink) = (&node.sshd.cipher, &node.sink);
+        let via = (&via_bridge, &via_ssh);
+        rows.extend(bounds::stream_rows(cipher, pids, via.0, via.1, sink, warmup, window).await?);
     }
 
     let via = Via::Bridge {
@@ -219,6 +224,7 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Found> {
         target: nodes[0].sink.addr.to_string(),
     };
     rows.extend(dial_rows("dial ssh", &via, mode).await?);
+    rows.extend(bounds::dial_cpu(&bridge, nodes[0].sshd.pid(), &via, mode).await?);
 
     let two = interactive::two_write_server(nodes[0].ip, stop.clone()).await?;
     let two_fwd = Forward::start(&nodes[0].sshd, &identity, &kh, &user, two).await?;
@@ -310,17 +316,6 @@ fn per_request(cpu: Duration, rate: &load::Rate) -> f64 {
     let served = rate.latency.0.len();
     if served > 0 {
         cpu.as_secs_f64() * 1e6 / served as f64
-    } else {
-        f64::NAN
-    }
-}
-
-/// CPU seconds per GiB: `cpu` spent while `sink` received the bytes since
-/// `from`.
-fn per_gib(cpu: Duration, sink: &Sink, from: u64) -> f64 {
-    let gib = (sink.received() - from) as f64 / (1u64 << 30) as f64;
-    if gib > 0.0 {
-        cpu.as_secs_f64() / gib
     } else {
         f64::NAN
     }
