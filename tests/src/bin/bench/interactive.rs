@@ -61,7 +61,6 @@ pub async fn two_write_server(ip: IpAddr, stop: CancellationToken) -> anyhow::Re
     Ok(addr)
 }
 
-/// How many exchanges a row takes (OpenSSH's client pays ~44 ms on each).
 /// The group's rows: exchanges direct to `two`, through OpenSSH's forward
 /// at `ssh_local`, and through the bridge's egress socket `uds`.
 pub async fn measure(
@@ -71,9 +70,9 @@ pub async fn measure(
     uds: &std::path::Path,
     mode: Mode,
 ) -> anyhow::Result<Vec<Row>> {
-    let n = count(mode);
+    let (n, n_ssh) = (count(mode), ssh_count(mode));
     let direct = exchanges(&Via::Tcp(two), n).await?;
-    let ssh = exchanges(&Via::Tcp(ssh_local), n).await?;
+    let ssh = exchanges(&Via::Tcp(ssh_local), n_ssh).await?;
     let via_bridge = Via::Bridge {
         uds: uds.to_path_buf(),
         target: two.to_string(),
@@ -82,10 +81,23 @@ pub async fn measure(
     Ok(rows(group, &through, Some(&ssh), &direct))
 }
 
+/// Exchanges direct and through the bridge: enough that p99 is a quantile
+/// (the 10th slowest of 1,000) rather than the second slowest of a few
+/// dozen, which one scheduling hiccup on a 2-core machine decides. About
+/// 0.5 ms each, so 1,000 take half a second.
 pub fn count(mode: Mode) -> usize {
     match mode {
-        Mode::Quick => 60,
-        Mode::Full => 400,
+        Mode::Quick => 1000,
+        Mode::Full => 4000,
+    }
+}
+
+/// Exchanges through OpenSSH's client, which pays ~44 ms on each (a
+/// delayed ACK): its p50 and p99 are the same figure, and a few dozen show it.
+pub fn ssh_count(mode: Mode) -> usize {
+    match mode {
+        Mode::Quick => 30,
+        Mode::Full => 200,
     }
 }
 
@@ -120,8 +132,9 @@ pub fn rows(group: &str, bridge: &Samples, ssh: Option<&Samples>, direct: &Sampl
     for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
         let name = format!("two-write exchange {label}");
         let note = format!(
-            "64-byte request, 200-byte head + 1,000-byte body in two writes 0.3 ms apart; {} exchanges",
-            bridge.0.len()
+            "64-byte request, 200-byte head + 1,000-byte body in two writes 0.3 ms apart; {} exchanges ({} through ssh)",
+            bridge.0.len(),
+            ssh.map_or(0, |s| s.0.len())
         );
         if let Some(ssh) = ssh {
             let mut row = Row::new(group, &name, "ms", bridge.ms(p))
