@@ -238,11 +238,7 @@ impl Daemon {
             probes,
             nodes,
         };
-        let life = Lifecycle {
-            stop_accepting: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
+        let life = Lifecycle::new();
         let egress_listeners = usize::from(listeners.http_connect_uds.is_some())
             + usize::from(listeners.http_connect_tcp.is_some())
             + usize::from(listeners.grpc_uds.is_some());
@@ -334,11 +330,11 @@ impl Daemon {
                 }
             });
         }
-        let tracker = life.tracker.clone();
+        let finished = life.finished.clone();
         tasks.spawn(
             "memory trim",
             crate::memory::trim_after_streams_close(
-                move || tracker.len(),
+                move || finished.load(std::sync::atomic::Ordering::Relaxed),
                 crate::memory::trim,
                 root.child_token(),
             ),

@@ -14,7 +14,6 @@ use anyhow::Result;
 use sshbridge::konnectivity::{Extensions, Flow, Hub};
 use sshbridge::path::BoxStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 use kit::{pattern, within, Setup, Target};
 
@@ -298,11 +297,7 @@ async fn a_proxy_client_of_ours_half_closes_through_the_grpc_frontend_and_our_ag
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("konnectivity.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let life = Lifecycle {
-        stop_accepting: CancellationToken::new(),
-        abort: CancellationToken::new(),
-        tracker: tokio_util::task::TaskTracker::new(),
-    };
+    let life = Lifecycle::new();
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(HubDial(setup.hub.clone()));
     tokio::spawn(sshbridge::egress::grpc::serve_unix(listener, dialer, life));

@@ -6,6 +6,7 @@
 //! CONNECT, 403 destination not allowed, 408 head not sent in time, 503 the
 //! node's path is down, 502 the node refused the dial, 504 dial timeout.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,40 @@ pub struct Lifecycle {
     pub abort: CancellationToken,
     /// Tracks every connection task, so the daemon can wait for the drain.
     pub tracker: TaskTracker,
+    /// Connection tasks that have ended (the memory trim follows it).
+    pub finished: Arc<AtomicU64>,
+}
+
+impl Lifecycle {
+    pub fn new() -> Self {
+        Lifecycle {
+            stop_accepting: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            finished: Arc::default(),
+        }
+    }
+
+    /// A guard for one connection task: moved into the task, it counts the
+    /// task in `finished` when dropped, however the task ends.
+    pub fn on_finish(&self) -> Finished {
+        Finished(self.finished.clone())
+    }
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// See [`Lifecycle::on_finish`].
+pub struct Finished(Arc<AtomicU64>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves CONNECT on a unix socket until `stop_accepting` is cancelled.
@@ -57,7 +92,9 @@ pub async fn serve_unix<D: Dial>(
         match accepted {
             Ok((stream, _)) => {
                 let (dialer, abort) = (dialer.clone(), life.abort.clone());
+                let finished = life.on_finish();
                 life.tracker.spawn(async move {
+                    let _finished = finished;
                     serve_conn(stream, "unix".into(), dialer.as_ref(), limits, abort).await
                 });
             }
@@ -89,7 +126,9 @@ pub async fn serve_tls<D: Dial>(
                     acceptor.clone(),
                     handshakes.clone(),
                 );
+                let finished = life.on_finish();
                 life.tracker.spawn(async move {
+                    let _finished = finished;
                     let _ = tcp.set_nodelay(true);
                     let Some(tls) = handshakes.accept(&acceptor, tcp, peer).await else {
                         return;
@@ -202,5 +241,30 @@ fn status_text(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_task_is_counted_when_it_ends_however_it_ends() {
+        let life = Lifecycle::new();
+        let finished = life.on_finish();
+        life.tracker.spawn(async move {
+            let _finished = finished;
+        });
+        let finished = life.on_finish();
+        let stuck = life.tracker.spawn(async move {
+            let _finished = finished;
+            std::future::pending::<()>().await
+        });
+        stuck.abort();
+        life.tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), life.tracker.wait())
+            .await
+            .expect("both tasks end");
+        assert_eq!(life.finished.load(Ordering::Relaxed), 2);
     }
 }

@@ -14,7 +14,6 @@ use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::kit::{echo_server, pattern, within};
 
@@ -44,11 +43,7 @@ async fn start() -> (Client, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("konnectivity.sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    let life = Lifecycle {
-        stop_accepting: CancellationToken::new(),
-        abort: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    };
+    let life = Lifecycle::new();
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(EchoDial(echo_server().await));
     tokio::spawn(grpc::serve_unix(listener, dialer, life));

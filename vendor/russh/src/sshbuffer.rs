@@ -386,7 +386,8 @@ impl SSHBuffer {
 
     /// Empties the buffer, which last held `last_len` bytes. Once
     /// `RELEASE_AFTER` packets (or flushes) in a row have fitted in
-    /// `IDLE_BUFFER_CAPACITY`, the memory above that is given back: a burst
+    /// `IDLE_BUFFER_CAPACITY`, a buffer grown past twice that is freed (the
+    /// next packet allocates what it needs): a burst
     /// grows a session's buffers to the largest packet or flush it saw, and
     /// without this they keep that size for the session's life, idle or
     /// not. A single small packet between large ones (a window adjustment
@@ -404,7 +405,10 @@ impl SSHBuffer {
         self.small_in_a_row += 1;
         if self.small_in_a_row >= RELEASE_AFTER {
             self.small_in_a_row = 0;
-            self.buffer.shrink_to(IDLE_BUFFER_CAPACITY);
+            // Freed, not shrunk: glibc shrinks a block in place, and the
+            // small block left at the start of the grown one kept its pages
+            // resident among the memory the burst freed (docs/memory.md).
+            self.buffer = Vec::new();
         }
     }
 
