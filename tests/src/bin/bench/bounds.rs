@@ -23,38 +23,100 @@ pub async fn dial_cpu(
     via: &Via,
     mode: Mode,
 ) -> anyhow::Result<Vec<Row>> {
-    let per = match mode {
-        Mode::Quick => 100,
-        Mode::Full => 300,
-    };
-    let me = std::process::id();
-    let (c0, b0, d0) = (process_cpu(me)?, bridge.cpu()?, tree_cpu(sshd_pid)?);
-    let t0 = Instant::now();
-    let s = load::dial_latency(via, CLIENTS, per).await?;
-    let wall = t0.elapsed().as_secs_f64();
-    let dials = s.0.len() as f64;
-    let us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / dials;
-    let own = us(process_cpu(me)? - c0);
-    let through_bridge = us(bridge.cpu()? - b0);
-    let sshd = us(tree_cpu(sshd_pid)? - d0);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let (us, rate) = per_dial(
+        &[bridge.pid() as u32, sshd_pid],
+        via,
+        dials_per_client(mode),
+    )
+    .await?;
     let g = "dial ssh";
     let note = "user + system time over the run / dials; 10 ms clock ticks";
     Ok(vec![
-        Row::new(g, "CPU per dial, clients + target", "us", own).note(note),
-        Row::new(g, "CPU per dial, bridge", "us", through_bridge).note(note),
-        Row::new(g, "CPU per dial, node sshd", "us", sshd).note(note),
-        Row::new(
-            g,
-            "dials/s the CPU per dial allows",
-            "1/s",
-            cores * 1e6 / (own + through_bridge + sshd),
-        )
-        .vs("measured", dials / wall)
-        .note(&format!(
-            "{cores} cores / the three CPU costs per dial: the rate with every core busy"
-        )),
+        Row::new(g, "CPU per dial, clients + target", "us", us[0]).note(note),
+        Row::new(g, "CPU per dial, bridge", "us", us[1]).note(note),
+        Row::new(g, "CPU per dial, node sshd", "us", us[2]).note(note),
+        Row::new(g, "dials/s the CPU per dial allows", "1/s", allowed(&us))
+            .vs("measured", rate)
+            .note(&format!(
+                "{} cores / the three CPU costs per dial: the rate with every core busy",
+                cores()
+            )),
     ])
+}
+
+/// The same for a Konnectivity path on each side of `group`'s comparison:
+/// the bench process, the server and the agent per dial, `ours` against
+/// `theirs`, each `[server pid, agent pid]` with the egress to dial.
+pub async fn konn_dial_cpu(
+    group: &str,
+    ours: ([u32; 2], &Via),
+    theirs: ([u32; 2], &Via),
+    baseline: &str,
+    mode: Mode,
+) -> anyhow::Result<Vec<Row>> {
+    let per = dials_per_client(mode);
+    let (a, a_rate) = per_dial(&ours.0, ours.1, per).await?;
+    let (b, b_rate) = per_dial(&theirs.0, theirs.1, per).await?;
+    let note = "user + system time over 64 clients dialing back to back / dials; 10 ms clock ticks";
+    let mut rows = Vec::new();
+    for (i, who) in ["clients + target", "server", "agent"].iter().enumerate() {
+        rows.push(
+            Row::new(group, &format!("CPU per dial, {who}"), "us", a[i])
+                .vs(baseline, b[i])
+                .note(note),
+        );
+    }
+    rows.push(
+        Row::new(group, "dials/s the CPU per dial allows", "1/s", allowed(&a))
+            .vs(baseline, allowed(&b))
+            .note(&format!(
+                "{} cores / the three CPU costs per dial; this run measured {a_rate:.0} (ours) and {b_rate:.0} (upstream) dials/s",
+                cores()
+            )),
+    );
+    Ok(rows)
+}
+
+fn dials_per_client(mode: Mode) -> usize {
+    match mode {
+        Mode::Quick => 100,
+        Mode::Full => 300,
+    }
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
+/// The dial rate that CPU costs per dial `us` allow with every core busy.
+fn allowed(us: &[f64]) -> f64 {
+    cores() * 1e6 / us.iter().sum::<f64>()
+}
+
+/// CPU per dial in microseconds of the bench process and of each process
+/// tree in `others` while 64 clients dial `per` times each over `via`;
+/// and the rate the dials went at.
+async fn per_dial(others: &[u32], via: &Via, per: usize) -> anyhow::Result<(Vec<f64>, f64)> {
+    let me = std::process::id();
+    let cpu = || -> anyhow::Result<Vec<Duration>> {
+        let mut v = vec![process_cpu(me)?];
+        for &pid in others {
+            v.push(tree_cpu(pid)?);
+        }
+        Ok(v)
+    };
+    let before = cpu()?;
+    let t0 = Instant::now();
+    let s = load::dial_latency(via, CLIENTS, per).await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let after = cpu()?;
+    let dials = s.0.len() as f64;
+    let us = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (a - *b).as_secs_f64() * 1e6 / dials)
+        .collect();
+    Ok((us, dials / wall))
 }
 
 /// CPU per GiB the sink received of each process on a 1-stream run.

@@ -297,6 +297,10 @@ pub async fn run(bin: &Path, dir: &Path, mode: Mode) -> anyhow::Result<Vec<Row>>
                 sink: &sink,
                 echo,
                 egress: bridge.egress(),
+                pids: [
+                    bridge.pid() as u32,
+                    agent.child.id().context("the agent exited")?,
+                ],
             };
             eprintln!("bench: Konnectivity path, ours vs upstream (ANP_BIN) ...");
             let found = upstream_konn::run(&anp, ours, &dir.join("upstream"), mode).await;

@@ -12,6 +12,9 @@ use std::time::Duration;
 use sshbridge_sim::pki::Pki;
 use sshbridge_tests::upstream::{self, Mode as AnpMode, Site, UpstreamAgent, UpstreamServer};
 
+use anyhow::Context;
+
+use crate::bounds;
 use crate::load::median;
 use crate::load::{self, Samples, Sink, Via};
 use crate::report::{Goal, On, Row};
@@ -44,6 +47,8 @@ pub struct Ours<'a> {
     pub echo: SocketAddr,
     /// The bridge's egress socket.
     pub egress: &'a Path,
+    /// The bridge's and our agent's processes.
+    pub pids: [u32; 2],
 }
 
 /// Starts upstream's server and agent and measures both paths in turn.
@@ -58,7 +63,7 @@ pub async fn run(anp: &Path, ours: Ours<'_>, dir: &Path, mode: Mode) -> anyhow::
         verbosity: 0,
     };
     let server = UpstreamServer::start(anp, site(), AnpMode::HttpConnect).await?;
-    let _agent = UpstreamAgent::start_at(anp, site(), NODE, ours.ip, server.agent_addr).await?;
+    let agent = UpstreamAgent::start_at(anp, site(), NODE, ours.ip, server.agent_addr).await?;
     server.wait_ready(Duration::from_secs(30)).await?;
 
     let via = |uds: &Path, target: SocketAddr| Via::Bridge {
@@ -146,6 +151,25 @@ pub async fn run(anp: &Path, ours: Ours<'_>, dir: &Path, mode: Mode) -> anyhow::
             ));
         }
     }
+    // Where a dial's CPU goes on each side (goal 2's rate on a machine
+    // whose cores the clients, the target and both programs share).
+    let theirs = [
+        server
+            .process
+            .pid()
+            .context("proxy-server is not running")?,
+        agent.process.pid().context("proxy-agent is not running")?,
+    ];
+    rows.extend(
+        bounds::konn_dial_cpu(
+            GROUP,
+            (ours.pids, &bulk_ours),
+            (theirs, &bulk_up),
+            BASELINE,
+            mode,
+        )
+        .await?,
+    );
     Ok(rows)
 }
 
