@@ -238,7 +238,7 @@ impl Daemon {
             probes,
             nodes,
         };
-        let life = Lifecycle::new();
+        let life = Lifecycle::default();
         let egress_listeners = usize::from(listeners.http_connect_uds.is_some())
             + usize::from(listeners.http_connect_tcp.is_some())
             + usize::from(listeners.grpc_uds.is_some());

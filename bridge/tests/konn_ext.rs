@@ -297,7 +297,7 @@ async fn a_proxy_client_of_ours_half_closes_through_the_grpc_frontend_and_our_ag
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("konnectivity.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let life = Lifecycle::new();
+    let life = Lifecycle::default();
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(HubDial(setup.hub.clone()));
     tokio::spawn(sshbridge::egress::grpc::serve_unix(listener, dialer, life));

@@ -118,6 +118,9 @@ mod tests {
         step(1100).await;
         assert_eq!(trims.load(Ordering::SeqCst), 4);
         stop.cancel();
-        task.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the trim task stops when cancelled")
+            .unwrap();
     }
 }

@@ -102,9 +102,7 @@ impl<D: Dial> ProxyService for ProxySvc<D> {
         }
         .both(flow::announced(request.metadata()).0);
         let inbound = request.into_inner();
-        let finished = self.life.on_finish();
-        self.life.tracker.spawn(async move {
-            let _finished = finished;
+        self.life.spawn(async move {
             serve_stream(inbound, tx, dialer.as_ref(), abort, ext.half_close).await
         });
         let mut response = Response::new(ReceiverStream::new(rx));

@@ -6,12 +6,16 @@
 //! CONNECT, 403 destination not allowed, 408 head not sent in time, 503 the
 //! node's path is down, 502 the node refused the dial, 504 dial timeout.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,7 +37,7 @@ pub struct Limits {
 }
 
 /// How a frontend stops.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Lifecycle {
     /// Cancelled: stop accepting; open streams go on.
     pub stop_accepting: CancellationToken,
@@ -46,34 +50,46 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new() -> Self {
-        Lifecycle {
-            stop_accepting: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            finished: Arc::default(),
-        }
-    }
-
-    /// A guard for one connection task: moved into the task, it counts the
-    /// task in `finished` when dropped, however the task ends.
-    pub fn on_finish(&self) -> Finished {
-        Finished(self.finished.clone())
-    }
-}
-
-impl Default for Lifecycle {
-    fn default() -> Self {
-        Self::new()
+    /// Spawns a connection task on `tracker`; it is counted in `finished`
+    /// when it ends, however it ends (done, aborted, or dropped at
+    /// shutdown).
+    pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(Counted {
+            task,
+            _finished: Finished(self.finished.clone()),
+        })
     }
 }
 
-/// See [`Lifecycle::on_finish`].
-pub struct Finished(Arc<AtomicU64>);
+/// Adds one to its counter when dropped.
+struct Finished(Arc<AtomicU64>);
 
 impl Drop for Finished {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task and its [`Finished`] count. A struct rather than an `async
+    /// move` block awaiting the task, which would store the task's future
+    /// twice (core/src/tasks.rs).
+    struct Counted<F> {
+        #[pin]
+        task: F,
+        _finished: Finished,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().task.poll(cx)
     }
 }
 
@@ -92,9 +108,7 @@ pub async fn serve_unix<D: Dial>(
         match accepted {
             Ok((stream, _)) => {
                 let (dialer, abort) = (dialer.clone(), life.abort.clone());
-                let finished = life.on_finish();
-                life.tracker.spawn(async move {
-                    let _finished = finished;
+                life.spawn(async move {
                     serve_conn(stream, "unix".into(), dialer.as_ref(), limits, abort).await
                 });
             }
@@ -126,9 +140,7 @@ pub async fn serve_tls<D: Dial>(
                     acceptor.clone(),
                     handshakes.clone(),
                 );
-                let finished = life.on_finish();
-                life.tracker.spawn(async move {
-                    let _finished = finished;
+                life.spawn(async move {
                     let _ = tcp.set_nodelay(true);
                     let Some(tls) = handshakes.accept(&acceptor, tcp, peer).await else {
                         return;
@@ -250,16 +262,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_task_is_counted_when_it_ends_however_it_ends() {
-        let life = Lifecycle::new();
-        let finished = life.on_finish();
-        life.tracker.spawn(async move {
-            let _finished = finished;
-        });
-        let finished = life.on_finish();
-        let stuck = life.tracker.spawn(async move {
-            let _finished = finished;
-            std::future::pending::<()>().await
-        });
+        let life = Lifecycle::default();
+        life.spawn(async {});
+        let stuck = life.spawn(std::future::pending::<()>());
         stuck.abort();
         life.tracker.close();
         tokio::time::timeout(Duration::from_secs(5), life.tracker.wait())

@@ -43,7 +43,7 @@ async fn start() -> (Client, CancellationToken, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("konnectivity.sock");
     let listener = UnixListener::bind(&sock).unwrap();
-    let life = Lifecycle::new();
+    let life = Lifecycle::default();
     let stop = life.stop_accepting.clone();
     let dialer = Arc::new(EchoDial(echo_server().await));
     tokio::spawn(grpc::serve_unix(listener, dialer, life));

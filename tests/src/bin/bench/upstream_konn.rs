@@ -9,10 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use sshbridge_sim::pki::Pki;
 use sshbridge_tests::upstream::{self, Mode as AnpMode, Site, UpstreamAgent, UpstreamServer};
-
-use anyhow::Context;
 
 use crate::bounds;
 use crate::load::median;
