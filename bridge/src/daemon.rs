@@ -17,6 +17,7 @@ mod observe;
 mod peers;
 mod reload;
 mod route;
+mod shards;
 mod status;
 mod stop;
 mod tokens;
@@ -65,6 +66,9 @@ pub enum StartError {
     /// Another daemon holds the migration store.
     #[error(transparent)]
     StoreInUse(sshbridge_migrate::StoreError),
+    /// A thread for the SSH sessions could not start.
+    #[error(transparent)]
+    Shards(#[from] shards::ShardError),
 }
 
 /// Everything a reload replaces, swapped as one.
@@ -138,6 +142,10 @@ pub struct Daemon {
     life: Lifecycle,
     /// Drains of removed or replaced nodes' tunnels.
     drains: TaskTracker,
+    /// The threads the nodes' tunnels run on. Declared after `tasks`
+    /// and stopped only when the daemon is dropped, after shutdown
+    /// waited for their tasks.
+    shards: shards::Shards,
     drain_grace: Duration,
 }
 
@@ -163,6 +171,7 @@ impl Daemon {
             Some(_) => None,
         };
         let ctx = SshContext::load(&config.ssh)?;
+        let shards = shards::Shards::start(config.ssh.threads)?;
         let probes = ProbeSettings::from_config(&config.health)?;
         let metrics = BridgeMetrics::new(env!("CARGO_PKG_VERSION"));
         let metrics_for_inventory = metrics.clone();
@@ -222,6 +231,7 @@ impl Daemon {
                     metrics: &metrics,
                     hub: hub.as_ref(),
                     tasks: &tasks,
+                    shards: &shards,
                     dial_timeout: config.egress.dial_timeout,
                     phase,
                 };
@@ -355,6 +365,7 @@ impl Daemon {
             life,
             drains: TaskTracker::new(),
             drain_grace,
+            shards,
         })
     }
 

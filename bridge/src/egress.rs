@@ -54,4 +54,13 @@ pub trait Dial: Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = Result<Dialed, EgressError>> + Send;
+
+    /// The runtime a stream to `host:port` would run on, when its path has
+    /// one of its own (the node's SSH shard): a frontend that can move its
+    /// client there dials from it, so the stream's copy and the node's
+    /// session share a thread. `None` (the default, and for a target that
+    /// does not route): dial where the client is.
+    fn home(&self, _host: &str, _port: u16) -> Option<tokio::runtime::Handle> {
+        None
+    }
 }

@@ -125,6 +125,9 @@ pub struct Ssh {
     /// SSH sessions kept to each node; a dial takes the one with the
     /// fewest open streams (1..=8, default 1).
     pub sessions_per_node: usize,
+    /// Threads the nodes' sessions run on, each node on one of them
+    /// (0, the default: one per CPU).
+    pub threads: usize,
 }
 
 /// Jittered exponential backoff.

@@ -117,6 +117,7 @@ pub(crate) struct RawSsh {
     pub max_stream_buffer: Option<Spanned<StrOrInt>>,
     pub max_stream_chunks: Option<Spanned<i64>>,
     pub sessions_per_node: Option<Spanned<i64>>,
+    pub threads: Option<Spanned<i64>>,
 }
 
 /// `[ssh] backoff = { ... }`

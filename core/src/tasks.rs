@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio_util::task::TaskTracker;
 
 use crate::lock;
@@ -19,6 +20,8 @@ use crate::lock;
 pub struct Tasks {
     tracker: TaskTracker,
     names: Arc<Names>,
+    /// The runtime this set's tasks are spawned on; `None`: the caller's.
+    home: Option<Handle>,
 }
 
 #[derive(Default)]
@@ -65,7 +68,8 @@ impl Tasks {
         Tasks::default()
     }
 
-    /// Spawns `task` on the current runtime under `name`.
+    /// Spawns `task` under `name`, on this set's runtime ([`Tasks::on`]) or
+    /// else on the current one.
     pub fn spawn<F>(&self, name: impl Into<String>, task: F)
     where
         F: Future + Send + 'static,
@@ -77,7 +81,26 @@ impl Tasks {
             names: self.names.clone(),
             id,
         };
-        self.tracker.spawn(Named { task, running });
+        let task = Named { task, running };
+        match &self.home {
+            Some(home) => drop(self.tracker.spawn_on(task, home)),
+            None => drop(self.tracker.spawn(task)),
+        }
+    }
+
+    /// The same set, spawning on `home` (a runtime of its own, see the
+    /// bridge's shards) instead of on the caller's runtime. Shutdown still
+    /// waits for these tasks with the others.
+    pub fn on(&self, home: Handle) -> Tasks {
+        Tasks {
+            home: Some(home),
+            ..self.clone()
+        }
+    }
+
+    /// The runtime this set spawns on, when it is not the caller's.
+    pub fn home(&self) -> Option<&Handle> {
+        self.home.as_ref()
     }
 
     /// Tasks running now.

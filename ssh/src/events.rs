@@ -35,19 +35,21 @@ pub trait TunnelEvents: std::fmt::Debug + Send + Sync + 'static {
 
 impl Tunnel {
     /// [`Tunnel::spawn`], publishing the tunnel's events to `events` from
-    /// the first connection attempt on.
+    /// the first connection attempt on. Each session (`ssh.sessions_per_node`)
+    /// runs with its streams on the task set `lane_tasks` gives it, so an
+    /// owner can put a node's sessions on different threads.
     pub fn spawn_with_events(
         node: Node,
         ctx: Arc<SshContext>,
         shutdown: CancellationToken,
-        tasks: &Tasks,
+        lane_tasks: impl FnMut() -> Tasks,
         events: Arc<dyn TunnelEvents>,
     ) -> Tunnel {
         let counters = Counters {
             events: Some(events),
             ..Counters::default()
         };
-        Tunnel::spawn_with(node, ctx, shutdown, tasks, counters)
+        Tunnel::spawn_with(node, ctx, shutdown, lane_tasks, counters)
     }
 }
 

@@ -56,14 +56,14 @@ impl Tunnel {
         shutdown: CancellationToken,
         tasks: &Tasks,
     ) -> Tunnel {
-        Tunnel::spawn_with(node, ctx, shutdown, tasks, Counters::default())
+        Tunnel::spawn_with(node, ctx, shutdown, || tasks.clone(), Counters::default())
     }
 
     pub(crate) fn spawn_with(
         node: Node,
         ctx: Arc<SshContext>,
         shutdown: CancellationToken,
-        tasks: &Tasks,
+        mut lane_tasks: impl FnMut() -> Tasks,
         counters: Counters,
     ) -> Tunnel {
         let stop = shutdown.child_token();
@@ -73,6 +73,7 @@ impl Tunnel {
         let lanes = (0..sessions)
             .map(|i| {
                 let lane = stop.child_token();
+                let tasks = lane_tasks();
                 let shared = Arc::new(Shared {
                     addr: node.ssh_address.to_string(),
                     node: node.clone(),
@@ -88,7 +89,7 @@ impl Tunnel {
                     stop: lane.clone(),
                     host_key: Mutex::new(None),
                     distrusted: watch::Sender::new(None),
-                    tasks: tasks.clone(),
+                    tasks,
                     rollover: watch::Sender::new(0),
                     last_good: Mutex::new(None),
                     rotation_refused: Mutex::new(None),
@@ -97,7 +98,7 @@ impl Tunnel {
                     0 => format!("ssh session {}", node.name),
                     i => format!("ssh session {} #{}", node.name, i + 1),
                 };
-                tasks.spawn(name, session::run(shared.clone(), lane));
+                shared.tasks.spawn(name, session::run(shared.clone(), lane));
                 shared
             })
             .collect();
@@ -107,6 +108,14 @@ impl Tunnel {
                 _stop: stop.drop_guard(),
             }),
         }
+    }
+
+    /// The runtime a new stream's session and pump run on, when the owner
+    /// gave the sessions runtimes of their own ([`Tasks::on`]): that of
+    /// the session the next dial takes. A stream whose client is served
+    /// there too has no hop between threads.
+    pub fn home(&self) -> Option<&tokio::runtime::Handle> {
+        self.pick().tasks.home()
     }
 
     /// The first session: its state and errors are the tunnel's.

@@ -73,6 +73,8 @@ mod routing;
 mod shutdown;
 #[path = "e2e/streams.rs"]
 mod streams;
+#[path = "e2e/threads.rs"]
+mod threads;
 #[path = "e2e/tokenreview.rs"]
 mod tokenreview;
 #[path = "e2e/trust.rs"]

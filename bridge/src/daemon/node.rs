@@ -74,6 +74,8 @@ pub(super) struct Spawn<'a> {
     pub(super) hub: Option<&'a Hub>,
     /// Where the node's probers run.
     pub(super) tasks: &'a Tasks,
+    /// Where the node's sessions run: each takes the next shard in turn.
+    pub(super) shards: &'a super::shards::Shards,
     pub(super) dial_timeout: Duration,
     /// Offset of this node's first probe, so nodes do not probe in a burst.
     pub(super) phase: Duration,
@@ -87,7 +89,7 @@ impl NodeEntry {
             spec.clone(),
             s.ctx.clone(),
             s.root.child_token(),
-            s.tasks,
+            || s.shards.next(s.tasks),
             events,
         );
         Self::around(spec, tunnel, s)
@@ -146,6 +148,15 @@ impl NodeEntry {
         self.paths
             .get(&self.route())
             .is_some_and(|p| p.path.is_up() && p.state() != PathState::Down)
+    }
+
+    /// The runtime a new stream of this node runs on: the SSH tunnel's
+    /// shard while the node is routed to ssh, else none of its own.
+    pub(super) fn home(&self) -> Option<tokio::runtime::Handle> {
+        match self.route() {
+            Route::Ssh => self.tunnel.home().cloned(),
+            Route::Konnectivity => None,
+        }
     }
 
     /// Dials through the node's active path within `timeout`, recording

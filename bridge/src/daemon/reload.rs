@@ -34,6 +34,13 @@ impl Daemon {
                 "egress or admin listener settings changed; they take effect at the next restart"
             );
         }
+        if old.config.ssh.threads != config.ssh.threads {
+            warn!(
+                running = self.shards.len(),
+                to = config.ssh.threads,
+                "ssh.threads changed; it takes effect at the next restart"
+            );
+        }
         if old.config.ssh.sessions_per_node != config.ssh.sessions_per_node {
             warn!(
                 from = old.config.ssh.sessions_per_node,
@@ -55,6 +62,7 @@ impl Daemon {
                 metrics: &self.shared.metrics,
                 hub: self.shared.hub.as_ref(),
                 tasks: &self.tasks,
+                shards: &self.shards,
                 dial_timeout: config.egress.dial_timeout,
                 phase: phase(&config, i, count),
             };

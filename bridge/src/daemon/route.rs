@@ -74,4 +74,11 @@ impl Dial for Shared {
             node: decision.node,
         })
     }
+
+    fn home(&self, host: &str, port: u16) -> Option<tokio::runtime::Handle> {
+        let snap = self.snapshot();
+        let healthy = |name: &str| snap.nodes.get(name).is_some_and(NodeEntry::healthy);
+        let decision = snap.table.resolve(host, port, healthy).ok()?;
+        snap.nodes.get(&decision.node)?.home()
+    }
 }

@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,19 @@ impl Lifecycle {
             _finished: Finished(self.finished.clone()),
         })
     }
+
+    /// [`Lifecycle::spawn`] on another runtime (a node's shard).
+    fn spawn_on<F>(&self, task: F, home: &Handle) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let counted = Counted {
+            task,
+            _finished: Finished(self.finished.clone()),
+        };
+        self.tracker.spawn_on(counted, home)
+    }
 }
 
 /// Adds one to its counter when dropped.
@@ -107,10 +121,12 @@ pub async fn serve_unix<D: Dial>(
         };
         match accepted {
             Ok((stream, _)) => {
-                let (dialer, abort) = (dialer.clone(), life.abort.clone());
-                life.spawn(async move {
-                    serve_conn(stream, "unix".into(), dialer.as_ref(), limits, abort).await
-                });
+                life.spawn(serve_unix_conn(
+                    stream,
+                    dialer.clone(),
+                    limits,
+                    life.clone(),
+                ));
             }
             Err(e) => accept_error(&e).await,
         }
@@ -159,6 +175,38 @@ async fn accept_error(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Serves one CONNECT from the unix socket. Once the head names the
+/// target, the connection moves to the runtime of the target's path when
+/// it has one ([`Dial::home`]), so the stream's bytes stay on one thread.
+async fn serve_unix_conn<D: Dial>(
+    mut client: UnixStream,
+    dialer: Arc<D>,
+    limits: Limits,
+    life: Lifecycle,
+) {
+    let Some(req) = read_request(&mut client, "unix", limits).await else {
+        return;
+    };
+    let abort = life.abort.clone();
+    let Some(home) = dialer.home(&req.host, req.port) else {
+        return connect(client, req, "unix", dialer.as_ref(), abort).await;
+    };
+    // The socket leaves this runtime's reactor and joins the shard's.
+    let client = match client.into_std() {
+        Ok(client) => client,
+        Err(e) => return debug!(error = %e, "egress client gone before its dial"),
+    };
+    life.spawn_on(
+        async move {
+            match UnixStream::from_std(client) {
+                Ok(client) => connect(client, req, "unix", dialer.as_ref(), abort).await,
+                Err(e) => warn!(error = %e, "egress client could not join the node's SSH thread"),
+            }
+        },
+        &home,
+    );
+}
+
 /// Serves one CONNECT on an accepted connection.
 pub async fn serve_conn<S, D>(
     mut client: S,
@@ -170,27 +218,53 @@ pub async fn serve_conn<S, D>(
     S: AsyncRead + AsyncWrite + Unpin,
     D: Dial,
 {
+    let Some(req) = read_request(&mut client, &peer, limits).await else {
+        return;
+    };
+    connect(client, req, &peer, dialer, abort).await
+}
+
+/// Reads the CONNECT head; on a bad or late head, answers it and returns
+/// `None`.
+async fn read_request<S>(client: &mut S, peer: &str, limits: Limits) -> Option<head::Connect>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let read = tokio::time::timeout(
         limits.request_head_timeout,
-        head::read(&mut client, limits.max_request_head),
+        head::read(client, limits.max_request_head),
     );
-    let req = match read.await {
-        Ok(Ok(req)) => req,
+    match read.await {
+        Ok(Ok(req)) => Some(req),
         Ok(Err(e)) => {
             if let Some(status) = e.http_status() {
                 debug!(%peer, status, reason = %e, "egress request refused");
-                respond(&mut client, status, &e.to_string()).await;
+                respond(client, status, &e.to_string()).await;
             }
-            return;
+            None
         }
         Err(_) => {
             let reason = format!(
                 "request head not received within {:?} (egress.request_head_timeout)",
                 limits.request_head_timeout
             );
-            return respond(&mut client, 408, &reason).await;
+            respond(client, 408, &reason).await;
+            None
         }
-    };
+    }
+}
+
+/// Dials the request's target, answers, then copies both ways.
+async fn connect<S, D>(
+    mut client: S,
+    req: head::Connect,
+    peer: &str,
+    dialer: &D,
+    abort: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    D: Dial,
+{
     let target = crate::router::format_target(&req.host, req.port);
     let started = Instant::now();
     let dialed = tokio::select! {
@@ -257,19 +331,4 @@ fn status_text(status: u16) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_connection_task_is_counted_when_it_ends_however_it_ends() {
-        let life = Lifecycle::default();
-        life.spawn(async {});
-        let stuck = life.spawn(std::future::pending::<()>());
-        stuck.abort();
-        life.tracker.close();
-        tokio::time::timeout(Duration::from_secs(5), life.tracker.wait())
-            .await
-            .expect("both tasks end");
-        assert_eq!(life.finished.load(Ordering::Relaxed), 2);
-    }
-}
+mod tests;

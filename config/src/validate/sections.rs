@@ -200,6 +200,7 @@ pub(super) fn ssh(cx: &mut Ctx<'_>, raw: &RawSsh) -> Ssh {
             2,
         ) as usize,
         sessions_per_node: sessions_per_node(cx, raw),
+        threads: cx.count("ssh.threads", raw.threads.as_ref(), 0, 0) as usize,
     }
 }
 

@@ -34,6 +34,7 @@ fn ssh_cfg(dir: &Path) -> sshbridge_config::Ssh {
         max_stream_buffer: 1 << 20,
         max_stream_chunks: 1024,
         sessions_per_node: 1,
+        threads: 0,
     }
 }
 

@@ -15,7 +15,7 @@ const MIB: usize = 1024 * 1024;
 
 /// Sends `data` to a pod server and checks what comes back: the echo for
 /// an echo server, the hash for a hash server.
-async fn one_stream(
+pub(crate) async fn one_stream(
     egress: Egress,
     target: String,
     data: Vec<u8>,
