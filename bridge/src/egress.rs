@@ -46,21 +46,45 @@ pub struct Dialed {
 }
 
 /// Routes a target and dials it through the right node's path, within the
-/// configured dial timeout.
+/// configured dial timeout. A frontend routes a request once and dials
+/// that route, so a decision that takes a turn (a service's next node)
+/// is taken once per request.
 pub trait Dial: Send + Sync + 'static {
-    /// Dials `host:port` (host without brackets).
-    fn dial(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> impl Future<Output = Result<Dialed, EgressError>> + Send;
+    /// Where a target goes, as decided by [`Dial::route`].
+    type Route: Send + 'static;
 
-    /// The runtime a stream to `host:port` would run on, when its path has
-    /// one of its own (the node's SSH shard): a frontend that can move its
-    /// client there dials from it, so the stream's copy and the node's
-    /// session share a thread. `None` (the default, and for a target that
-    /// does not route): dial where the client is.
-    fn home(&self, _host: &str, _port: u16) -> Option<tokio::runtime::Handle> {
+    /// Decides where `host:port` (host without brackets) goes, or why it
+    /// may not.
+    fn route(&self, host: &str, port: u16) -> Result<Self::Route, EgressError>;
+
+    /// Dials a routed target.
+    fn dial(&self, route: Self::Route) -> impl Future<Output = Result<Dialed, EgressError>> + Send;
+
+    /// The runtime a stream on `route` runs on, when its path has one of
+    /// its own (the SSH session's thread): a frontend that can move its
+    /// client there dials from it, so the stream's copy and the session
+    /// share a thread. `None` (the default): dial where the client is.
+    fn home(&self, _route: &Self::Route) -> Option<tokio::runtime::Handle> {
         None
+    }
+}
+
+/// A route that is only the target, for a [`Dial`] that decides nothing
+/// before it dials (tests, single-node frontends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host, without brackets.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Target {
+    /// `host:port` as a route.
+    pub fn route(host: &str, port: u16) -> Result<Target, EgressError> {
+        Ok(Target {
+            host: host.to_owned(),
+            port,
+        })
     }
 }

@@ -270,12 +270,21 @@ async fn a_dial_past_the_connection_cap_of_an_agent_is_refused() {
 struct HubDial(Hub);
 
 impl sshbridge::egress::Dial for HubDial {
-    async fn dial(
+    type Route = sshbridge::egress::Target;
+
+    fn route(
         &self,
         host: &str,
         port: u16,
+    ) -> Result<sshbridge::egress::Target, sshbridge::egress::EgressError> {
+        sshbridge::egress::Target::route(host, port)
+    }
+
+    async fn dial(
+        &self,
+        to: sshbridge::egress::Target,
     ) -> Result<sshbridge::egress::Dialed, sshbridge::egress::EgressError> {
-        let stream = self.0.dial("node-a", host, port).await?;
+        let stream = self.0.dial("node-a", &to.host, to.port).await?;
         Ok(sshbridge::egress::Dialed {
             stream,
             node: "node-a".into(),

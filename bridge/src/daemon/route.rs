@@ -1,13 +1,15 @@
 //! Where new streams go: a node's route, switched by the migration, and
 //! the daemon's [`Dial`] for the egress frontends.
 
+use std::sync::Arc;
+
 use sshbridge_config::Route;
 use tracing::info;
 
 use super::node::NodeEntry;
-use super::{RouteChangeError, Shared};
+use super::{RouteChangeError, Shared, Snapshot};
 use crate::egress::{Dial, Dialed, EgressError};
-use crate::router::RouteError;
+use crate::router::{Decision, RouteError};
 
 impl Shared {
     /// Parks the SSH sessions of `nodes` whose migration is finalized:
@@ -51,8 +53,17 @@ impl Shared {
     }
 }
 
+/// A request's route: the node the table chose, in the snapshot it chose
+/// from (a reload between routing and dialing does not re-route it).
+pub(crate) struct Routed {
+    snap: Arc<Snapshot>,
+    decision: Decision,
+}
+
 impl Dial for Shared {
-    async fn dial(&self, host: &str, port: u16) -> Result<Dialed, EgressError> {
+    type Route = Routed;
+
+    fn route(&self, host: &str, port: u16) -> Result<Routed, EgressError> {
         let snap = self.snapshot();
         let healthy = |name: &str| snap.nodes.get(name).is_some_and(NodeEntry::healthy);
         let decision = snap.table.resolve(host, port, healthy).inspect_err(|e| {
@@ -60,6 +71,11 @@ impl Dial for Shared {
                 self.metrics.dial_forbidden();
             }
         })?;
+        Ok(Routed { snap, decision })
+    }
+
+    async fn dial(&self, route: Routed) -> Result<Dialed, EgressError> {
+        let Routed { snap, decision } = route;
         let node = &snap.nodes[&decision.node];
         let stream = node
             .dial(
@@ -75,10 +91,7 @@ impl Dial for Shared {
         })
     }
 
-    fn home(&self, host: &str, port: u16) -> Option<tokio::runtime::Handle> {
-        let snap = self.snapshot();
-        let healthy = |name: &str| snap.nodes.get(name).is_some_and(NodeEntry::healthy);
-        let decision = snap.table.resolve(host, port, healthy).ok()?;
-        snap.nodes.get(&decision.node)?.home()
+    fn home(&self, route: &Routed) -> Option<tokio::runtime::Handle> {
+        route.snap.nodes.get(&route.decision.node)?.home()
     }
 }

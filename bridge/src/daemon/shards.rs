@@ -100,7 +100,8 @@ mod tests {
             session.spawn("probe", async move {
                 let _ = tx.send(std::thread::current().name().map(str::to_owned));
             });
-            threads.push(rx.await.expect("the task ran"));
+            let ran = tokio::time::timeout(std::time::Duration::from_secs(5), rx);
+            threads.push(ran.await.expect("within 5 s").expect("the task ran"));
         }
         let names: Vec<_> = threads.iter().map(|t| t.as_deref()).collect();
         assert_eq!(names, [Some("ssh-1"), Some("ssh-2"), Some("ssh-1")]);

@@ -145,12 +145,15 @@ async fn serve_stream<D: Dial>(
         let _ = tx.send(Ok(Packet::dial_response(random, 0, error))).await;
         return;
     };
-    let dialed = tokio::select! {
-        _ = abort.cancelled() => Err("the bridge is shutting down".to_string()),
-        dialed = dialer.dial(&host, port) => dialed.map_err(|e| e.to_string()),
-        _ = abandoned(&mut inbound) => {
-            return debug!(target = %req.address, "gRPC dial abandoned by the client");
-        }
+    let dialed = match dialer.route(&host, port) {
+        Ok(route) => tokio::select! {
+            _ = abort.cancelled() => Err("the bridge is shutting down".to_string()),
+            dialed = dialer.dial(route) => dialed.map_err(|e| e.to_string()),
+            _ = abandoned(&mut inbound) => {
+                return debug!(target = %req.address, "gRPC dial abandoned by the client");
+            }
+        },
+        Err(e) => Err(e.to_string()),
     };
     let Dialed { stream, node } = match dialed {
         Ok(d) => d,

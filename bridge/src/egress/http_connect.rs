@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::{head, Dial};
+use super::{head, Dial, EgressError};
 
 /// Largest copy buffer per direction, large enough for full SSH packets
 /// (buffers start small and grow only for bulk streams, see core's `copy`).
@@ -188,8 +188,9 @@ async fn serve_unix_conn<D: Dial>(
         return;
     };
     let abort = life.abort.clone();
-    let Some(home) = dialer.home(&req.host, req.port) else {
-        return connect(client, req, "unix", dialer.as_ref(), abort).await;
+    let route = dialer.route(&req.host, req.port);
+    let Some(home) = route.as_ref().ok().and_then(|r| dialer.home(r)) else {
+        return connect(client, req, route, "unix", dialer.as_ref(), abort).await;
     };
     // The socket leaves this runtime's reactor and joins the shard's.
     let client = match client.into_std() {
@@ -199,7 +200,7 @@ async fn serve_unix_conn<D: Dial>(
     life.spawn_on(
         async move {
             match UnixStream::from_std(client) {
-                Ok(client) => connect(client, req, "unix", dialer.as_ref(), abort).await,
+                Ok(client) => connect(client, req, route, "unix", dialer.as_ref(), abort).await,
                 Err(e) => warn!(error = %e, "egress client could not join the node's SSH thread"),
             }
         },
@@ -221,7 +222,8 @@ pub async fn serve_conn<S, D>(
     let Some(req) = read_request(&mut client, &peer, limits).await else {
         return;
     };
-    connect(client, req, &peer, dialer, abort).await
+    let route = dialer.route(&req.host, req.port);
+    connect(client, req, route, &peer, dialer, abort).await
 }
 
 /// Reads the CONNECT head; on a bad or late head, answers it and returns
@@ -254,10 +256,11 @@ where
     }
 }
 
-/// Dials the request's target, answers, then copies both ways.
+/// Dials the request's route, answers, then copies both ways.
 async fn connect<S, D>(
     mut client: S,
     req: head::Connect,
+    route: Result<D::Route, EgressError>,
     peer: &str,
     dialer: &D,
     abort: CancellationToken,
@@ -267,9 +270,12 @@ async fn connect<S, D>(
 {
     let target = crate::router::format_target(&req.host, req.port);
     let started = Instant::now();
-    let dialed = tokio::select! {
-        _ = abort.cancelled() => return respond(&mut client, 503, "bridge is shutting down").await,
-        dialed = dialer.dial(&req.host, req.port) => dialed,
+    let dialed = match route {
+        Ok(route) => tokio::select! {
+            _ = abort.cancelled() => return respond(&mut client, 503, "bridge is shutting down").await,
+            dialed = dialer.dial(route) => dialed,
+        },
+        Err(e) => Err(e),
     };
     let mut dialed = match dialed {
         Ok(d) => d,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sshbridge::egress::http_connect::Lifecycle;
-use sshbridge::egress::{grpc, Dial, Dialed, EgressError};
+use sshbridge::egress::{grpc, Dial, Dialed, EgressError, Target};
 use sshbridge::konnectivity::proto::packet::Payload;
 use sshbridge::konnectivity::proto::proxy_service_client::ProxyServiceClient;
 use sshbridge::konnectivity::proto::Packet;
@@ -21,11 +21,17 @@ use crate::kit::{echo_server, pattern, within};
 struct EchoDial(SocketAddr);
 
 impl Dial for EchoDial {
-    async fn dial(&self, host: &str, port: u16) -> Result<Dialed, EgressError> {
-        if port == 9 {
+    type Route = Target;
+
+    fn route(&self, host: &str, port: u16) -> Result<Target, EgressError> {
+        Target::route(host, port)
+    }
+
+    async fn dial(&self, to: Target) -> Result<Dialed, EgressError> {
+        if to.port == 9 {
             return Err(EgressError::Dial(DialError::Refused {
                 node: "node-a".into(),
-                target: format!("{host}:{port}"),
+                target: format!("{}:{}", to.host, to.port),
                 reason: "connection refused".into(),
             }));
         }

@@ -2,20 +2,24 @@ use super::*;
 use std::sync::Mutex;
 use tokio::io::AsyncReadExt;
 
-/// Dials a TCP target, remembering the thread each dial ran on; its
-/// streams' home is `home`.
+/// Dials a TCP target, remembering the thread each dial ran on and
+/// counting the routes it decided; its streams' home is `home`.
 struct Homed {
     target: std::net::SocketAddr,
     home: Option<Handle>,
     dialed_on: Mutex<Vec<Option<String>>>,
+    routed: AtomicU64,
 }
 
 impl Dial for Homed {
-    async fn dial(
-        &self,
-        _host: &str,
-        _port: u16,
-    ) -> Result<crate::egress::Dialed, crate::egress::EgressError> {
+    type Route = crate::egress::Target;
+
+    fn route(&self, host: &str, port: u16) -> Result<Self::Route, EgressError> {
+        self.routed.fetch_add(1, Ordering::Relaxed);
+        crate::egress::Target::route(host, port)
+    }
+
+    async fn dial(&self, _to: Self::Route) -> Result<crate::egress::Dialed, EgressError> {
         let thread = std::thread::current().name().map(str::to_owned);
         self.dialed_on.lock().unwrap().push(thread);
         let stream = tokio::net::TcpStream::connect(self.target).await.unwrap();
@@ -25,7 +29,7 @@ impl Dial for Homed {
         })
     }
 
-    fn home(&self, _host: &str, _port: u16) -> Option<Handle> {
+    fn home(&self, _route: &Self::Route) -> Option<Handle> {
         self.home.clone()
     }
 }
@@ -56,6 +60,7 @@ async fn a_unix_client_moves_to_its_paths_runtime_and_its_bytes_follow() {
         target,
         home: Some(home),
         dialed_on: Mutex::default(),
+        routed: AtomicU64::new(0),
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("egress.sock");
@@ -87,6 +92,9 @@ async fn a_unix_client_moves_to_its_paths_runtime_and_its_bytes_follow() {
         *dialer.dialed_on.lock().unwrap(),
         [Some("shard-under-test".to_string())]
     );
+    // Routed once: the move does not decide the route again (a service's
+    // next node is a turn taken per route).
+    assert_eq!(dialer.routed.load(Ordering::Relaxed), 1);
     life.stop_accepting.cancel();
     life.abort.cancel();
     life.tracker.close();
